@@ -1,0 +1,87 @@
+package core
+
+import "fmt"
+
+// Reply codes shared by both protocols. Core speaks AMQP's codes because
+// RabbitMQ's behaviour is the reference; the MQTT adapter maps them to reason
+// codes.
+const (
+	CodeContentTooLarge    = 311
+	CodeNoRoute            = 312
+	CodeNoConsumers        = 313
+	CodeConnectionForced   = 320
+	CodeInvalidPath        = 402
+	CodeAccessRefused      = 403
+	CodeNotFound           = 404
+	CodeResourceLocked     = 405
+	CodePreconditionFailed = 406
+	CodeFrameError         = 501
+	CodeSyntaxError        = 502
+	CodeCommandInvalid     = 503
+	CodeChannelError       = 504
+	CodeUnexpectedFrame    = 505
+	CodeResourceError      = 506
+	CodeNotAllowed         = 530
+	CodeNotImplemented     = 540
+	CodeInternalError      = 541
+)
+
+// Error is a refusal with a reply code. Text is what RabbitMQ would put after
+// the code name, e.g. "no queue 'q' in vhost '/'"; the AMQP layer prefixes
+// "NOT_FOUND - ".
+type Error struct {
+	Code int
+	Text string
+}
+
+func (e *Error) Error() string { return CodeName(e.Code) + " - " + e.Text }
+
+// Errorf returns an *Error with the given code and formatted text.
+func Errorf(code int, format string, args ...any) *Error {
+	return &Error{Code: code, Text: fmt.Sprintf(format, args...)}
+}
+
+// CodeName returns the spec's upper-case name of a reply code, as RabbitMQ
+// writes it at the start of a reply-text.
+func CodeName(code int) string {
+	switch code {
+	case 200:
+		return "OK"
+	case CodeContentTooLarge:
+		return "CONTENT_TOO_LARGE"
+	case CodeNoRoute:
+		return "NO_ROUTE"
+	case CodeNoConsumers:
+		return "NO_CONSUMERS"
+	case CodeConnectionForced:
+		return "CONNECTION_FORCED"
+	case CodeInvalidPath:
+		return "INVALID_PATH"
+	case CodeAccessRefused:
+		return "ACCESS_REFUSED"
+	case CodeNotFound:
+		return "NOT_FOUND"
+	case CodeResourceLocked:
+		return "RESOURCE_LOCKED"
+	case CodePreconditionFailed:
+		return "PRECONDITION_FAILED"
+	case CodeFrameError:
+		return "FRAME_ERROR"
+	case CodeSyntaxError:
+		return "SYNTAX_ERROR"
+	case CodeCommandInvalid:
+		return "COMMAND_INVALID"
+	case CodeChannelError:
+		return "CHANNEL_ERROR"
+	case CodeUnexpectedFrame:
+		return "UNEXPECTED_FRAME"
+	case CodeResourceError:
+		return "RESOURCE_ERROR"
+	case CodeNotAllowed:
+		return "NOT_ALLOWED"
+	case CodeNotImplemented:
+		return "NOT_IMPLEMENTED"
+	default:
+		return "INTERNAL_ERROR"
+	}
+}
