@@ -43,8 +43,11 @@ type Properties struct {
 	AppID           string
 	ClusterID       string
 
-	// Flags is the property-flags word seen on the wire (or built by
-	// PropertyFlags). Bit 15 is content-type, bit 2 is cluster-id.
+	// Flags is the property-flags word seen on the wire. Bit 15 is
+	// content-type, bit 2 is cluster-id. The encoder (amqp/wire) sends every
+	// property whose bit is set here or whose field is non-zero, so a
+	// property received present-but-empty round-trips, and a field filled in
+	// later (headers added by dead-lettering) is sent without touching Flags.
 	Flags uint16
 }
 

@@ -1,0 +1,609 @@
+package core
+
+import (
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// VHost is a virtual host: a namespace of exchanges, queues and bindings.
+// It is safe for concurrent use.
+//
+// Locking: mu is the topology lock. Declarations, deletions and binding
+// changes hold it for writing; lookups on the publish path hold it for
+// reading only for the map access. Lock order is mu -> exchange.mu ->
+// Queue.mu -> (a DeliverySink's own lock, inside Deliver). Nothing holds a
+// queue lock while publishing: dead letters are republished after unlocking.
+type VHost struct {
+	name  string
+	clock Clock
+	log   *slog.Logger
+
+	mu        sync.RWMutex
+	exchanges map[string]*exchange // guarded by mu
+	queues    map[string]*Queue    // guarded by mu
+}
+
+// preDeclared are the exchanges every vhost starts with, as in RabbitMQ.
+var preDeclared = []ExchangeDecl{
+	{Name: "", Kind: "direct", Durable: true},
+	{Name: "amq.direct", Kind: "direct", Durable: true},
+	{Name: "amq.fanout", Kind: "fanout", Durable: true},
+	{Name: "amq.topic", Kind: "topic", Durable: true},
+	{Name: "amq.headers", Kind: "headers", Durable: true},
+	{Name: "amq.match", Kind: "headers", Durable: true},
+}
+
+func newVHost(b *Broker, name string) *VHost {
+	v := &VHost{
+		name:      name,
+		clock:     b.clock,
+		log:       b.log,
+		exchanges: make(map[string]*exchange),
+		queues:    make(map[string]*Queue),
+	}
+	for _, d := range preDeclared {
+		v.exchanges[d.Name] = newExchange(d)
+	}
+	return v
+}
+
+// Name returns the vhost's name.
+func (v *VHost) Name() string { return v.name }
+
+// close stops every queue timer; see Broker.Close.
+func (v *VHost) close() {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, q := range v.queues {
+		q.mu.Lock()
+		q.closed = true
+		q.stopTimersLocked()
+		q.mu.Unlock()
+	}
+}
+
+// exchange returns the named exchange or nil.
+func (v *VHost) exchange(name string) *exchange {
+	v.mu.RLock()
+	x := v.exchanges[name]
+	v.mu.RUnlock()
+	return x
+}
+
+// Queue returns the named queue, or nil if absent. The caller checks
+// exclusivity (CheckAccess) before consuming or getting from it.
+func (v *VHost) Queue(name string) *Queue {
+	v.mu.RLock()
+	q := v.queues[name]
+	v.mu.RUnlock()
+	return q
+}
+
+func (v *VHost) noExchange(name string) error {
+	return Errorf(CodeNotFound, "no exchange '%s' in vhost '%s'", name, v.name)
+}
+
+func (v *VHost) noQueue(name string) error {
+	return Errorf(CodeNotFound, "no queue '%s' in vhost '%s'", name, v.name)
+}
+
+// errDefaultExchange is RabbitMQ's refusal of any operation naming the
+// default exchange (declare, delete, bind, unbind).
+func errDefaultExchange() error {
+	return Errorf(CodeAccessRefused, "operation not permitted on the default exchange")
+}
+
+// DeclareExchange is exchange.declare. Passive: 404 if absent. Otherwise:
+// unknown kind -> 503; new "amq."-prefixed name -> 403; a redeclaration
+// must be equivalent (kind, durable, auto-delete, internal,
+// alternate-exchange) -> else 406. The default exchange cannot be declared
+// (403).
+func (v *VHost) DeclareExchange(d ExchangeDecl) error {
+	if d.Passive {
+		if d.Name == "" {
+			return errDefaultExchange()
+		}
+		if v.exchange(d.Name) == nil {
+			return v.noExchange(d.Name)
+		}
+		return nil
+	}
+	if !validKind(d.Kind) {
+		return Errorf(CodeCommandInvalid, "unknown exchange type '%s'", d.Kind)
+	}
+	if d.Name == "" {
+		return errDefaultExchange()
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if x := v.exchanges[d.Name]; x != nil {
+		return x.assertEquivalent(d, v.name)
+	}
+	if err := checkName("exchange", d.Name); err != nil {
+		return err
+	}
+	if ae, ok := d.Arguments["alternate-exchange"]; ok {
+		if _, isStr := ae.(string); !isStr {
+			return Errorf(CodePreconditionFailed, "invalid type '%s' for arg 'alternate-exchange' in %s",
+				amqpTypeName(ae), rs("exchange", d.Name, v.name))
+		}
+	}
+	v.exchanges[d.Name] = newExchange(d)
+	return nil
+}
+
+// DeleteExchange is exchange.delete: it removes the exchange and every
+// binding where it is source or destination. Deleting an absent exchange
+// succeeds, as in RabbitMQ (rabbit_channel ignores not_found). Errors: ""
+// and amq.* -> 403; ifUnused and the exchange has bindings as a source ->
+// 406.
+func (v *VHost) DeleteExchange(name string, ifUnused bool) error {
+	if name == "" {
+		return errDefaultExchange()
+	}
+	if strings.HasPrefix(name, reservedPrefix) {
+		return Errorf(CodeAccessRefused, "deletion of system %s not allowed", rs("exchange", name, v.name))
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	x := v.exchanges[name]
+	if x == nil {
+		return nil
+	}
+	if ifUnused && x.m.len() > 0 {
+		return Errorf(CodePreconditionFailed, "%s in use", rs("exchange", name, v.name))
+	}
+	v.deleteExchangeLocked(x)
+	return nil
+}
+
+// deleteExchangeLocked removes x and its bindings in both directions;
+// auto-delete sources left without bindings go too. mu is held.
+func (v *VHost) deleteExchangeLocked(x *exchange) {
+	delete(v.exchanges, x.name)
+	x.mu.Lock()
+	x.deleted = true
+	var out []*Binding
+	x.m.each(func(b *Binding) { out = append(out, b) })
+	x.mu.Unlock()
+	for _, b := range out {
+		switch t := b.Target.(type) {
+		case *Queue:
+			delete(t.bindings, b)
+		case *exchange:
+			delete(t.inbound, b)
+		}
+	}
+	for b := range x.inbound {
+		v.removeBindingLocked(b)
+	}
+}
+
+// removeBindingLocked removes b from its source (if that still exists) and
+// deletes the source if it is auto-delete and b was its last binding. The
+// caller unlinks b from its destination. mu is held.
+func (v *VHost) removeBindingLocked(b *Binding) {
+	src := v.exchanges[b.Source]
+	if src == nil {
+		return
+	}
+	src.mu.Lock()
+	src.m.remove(b)
+	empty := src.m.len() == 0
+	src.mu.Unlock()
+	if empty && src.autoDelete {
+		v.deleteExchangeLocked(src)
+	}
+}
+
+// lookupSourceLocked resolves a binding's source exchange, refusing the
+// default exchange as source or destination (403) and absent ones (404).
+func (v *VHost) lookupSourceLocked(source string) (*exchange, error) {
+	if source == "" {
+		return nil, errDefaultExchange()
+	}
+	x := v.exchanges[source]
+	if x == nil {
+		return nil, v.noExchange(source)
+	}
+	return x, nil
+}
+
+// validateBinding applies the exchange kind's argument checks (x-match for
+// headers exchanges) with RabbitMQ's 406.
+func validateBinding(x *exchange, args Table) error {
+	if x.kind != "headers" {
+		return nil
+	}
+	if err := validHeadersMatch(args); err != nil {
+		return &Error{Code: CodePreconditionFailed, Text: err.Error()}
+	}
+	return nil
+}
+
+// BindQueue is queue.bind. Errors: the default exchange -> 403; absent
+// exchange or queue -> 404 (exchange checked first); queue exclusive to
+// another owner -> 405; invalid headers x-match -> 406. Binding twice is a
+// no-op. Core keeps args; the caller must not modify them afterwards.
+func (v *VHost) BindQueue(queue, exchange, key string, args Table, owner uint64) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	x, err := v.lookupSourceLocked(exchange)
+	if err != nil {
+		return err
+	}
+	q := v.queues[queue]
+	if q == nil {
+		return v.noQueue(queue)
+	}
+	if err := q.CheckAccess(owner); err != nil {
+		return err
+	}
+	if err := validateBinding(x, args); err != nil {
+		return err
+	}
+	b := &Binding{Source: x.name, Destination: q.name, RoutingKey: key, Arguments: args, Target: q}
+	x.mu.Lock()
+	added := x.m.add(b)
+	x.mu.Unlock()
+	if added {
+		q.bindings[b] = struct{}{}
+	}
+	return nil
+}
+
+// UnbindQueue is queue.unbind. Removing a binding that does not exist is
+// not an error; the errors are BindQueue's. An auto-delete exchange losing
+// its last binding is deleted.
+func (v *VHost) UnbindQueue(queue, exchange, key string, args Table, owner uint64) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	x, err := v.lookupSourceLocked(exchange)
+	if err != nil {
+		return err
+	}
+	q := v.queues[queue]
+	if q == nil {
+		return v.noQueue(queue)
+	}
+	if err := q.CheckAccess(owner); err != nil {
+		return err
+	}
+	x.mu.Lock()
+	b := x.m.remove(&Binding{Source: x.name, Destination: q.name, RoutingKey: key, Arguments: args})
+	empty := x.m.len() == 0
+	x.mu.Unlock()
+	if b != nil {
+		delete(q.bindings, b)
+		if empty && x.autoDelete {
+			v.deleteExchangeLocked(x)
+		}
+	}
+	return nil
+}
+
+// BindExchange is exchange.bind: messages reaching source are also routed
+// through destination. Errors: the default exchange on either side -> 403;
+// absent source, then destination -> 404; invalid headers x-match -> 406.
+func (v *VHost) BindExchange(destination, source, key string, args Table) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if destination == "" {
+		return errDefaultExchange()
+	}
+	src, err := v.lookupSourceLocked(source)
+	if err != nil {
+		return err
+	}
+	dst := v.exchanges[destination]
+	if dst == nil {
+		return v.noExchange(destination)
+	}
+	if err := validateBinding(src, args); err != nil {
+		return err
+	}
+	b := &Binding{Source: src.name, Destination: dst.name, ToExchange: true, RoutingKey: key, Arguments: args, Target: dst}
+	src.mu.Lock()
+	added := src.m.add(b)
+	src.mu.Unlock()
+	if added {
+		dst.inbound[b] = struct{}{}
+	}
+	return nil
+}
+
+// UnbindExchange is exchange.unbind; see UnbindQueue.
+func (v *VHost) UnbindExchange(destination, source, key string, args Table) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if destination == "" {
+		return errDefaultExchange()
+	}
+	src, err := v.lookupSourceLocked(source)
+	if err != nil {
+		return err
+	}
+	dst := v.exchanges[destination]
+	if dst == nil {
+		return v.noExchange(destination)
+	}
+	src.mu.Lock()
+	b := src.m.remove(&Binding{Source: src.name, Destination: dst.name, ToExchange: true, RoutingKey: key, Arguments: args})
+	empty := src.m.len() == 0
+	src.mu.Unlock()
+	if b != nil {
+		delete(dst.inbound, b)
+		if empty && src.autoDelete {
+			v.deleteExchangeLocked(src)
+		}
+	}
+	return nil
+}
+
+// DeclareQueue is queue.declare. Passive: 404 if absent, 405 if exclusive
+// to another owner. Otherwise: "" gets a server-generated name; a client
+// name starting "amq." -> 403; an existing queue must be declared by its
+// exclusive owner with the same exclusive flag (405), and equivalent
+// durable, auto-delete and x-arguments (406); a new queue's arguments are
+// validated (406). Declaring restarts the x-expires interval. Every queue is
+// reachable through the default exchange by its name.
+func (v *VHost) DeclareQueue(d QueueDecl) (QueueInfo, error) {
+	if d.Passive {
+		q := v.Queue(d.Name)
+		if q == nil {
+			return QueueInfo{}, v.noQueue(d.Name)
+		}
+		if err := q.CheckAccess(d.Owner); err != nil {
+			return QueueInfo{}, err
+		}
+		return q.stat(), nil
+	}
+	name := d.Name
+	if name != "" {
+		if err := checkName("queue", name); err != nil {
+			return QueueInfo{}, err
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if name == "" {
+		for name = serverQueueName(); v.queues[name] != nil; name = serverQueueName() {
+		}
+	}
+	if q := v.queues[name]; q != nil {
+		if err := q.assertEquivalent(d); err != nil {
+			return QueueInfo{}, err
+		}
+		return q.stat(), nil
+	}
+	cfg, err := parseQueueArgs(name, v.name, d.Arguments)
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	q := newQueue(v, d, name, cfg)
+	q.mu.Lock()
+	q.touchLocked()
+	q.armExpiresLocked(cfg.expires)
+	q.mu.Unlock()
+	v.queues[name] = q
+	return QueueInfo{Name: name}, nil
+}
+
+// assertEquivalent is rabbit_amqqueue:assert_equivalence for a
+// redeclaration.
+func (q *Queue) assertEquivalent(d QueueDecl) error {
+	var owner uint64
+	if d.Exclusive {
+		owner = d.Owner
+	}
+	if q.owner != owner || q.exclusive != d.Exclusive {
+		return q.lockedError()
+	}
+	vh := q.vhost.name
+	if q.durable != d.Durable {
+		return inequivalent("durable", "queue", q.name, vh, "'"+boolText(d.Durable)+"'", "'"+boolText(q.durable)+"'")
+	}
+	if q.autoDelete != d.AutoDelete {
+		return inequivalent("auto_delete", "queue", q.name, vh, "'"+boolText(d.AutoDelete)+"'", "'"+boolText(q.autoDelete)+"'")
+	}
+	return assertArgsEquivalence(q.args, d.Arguments, equivalenceKeys, "queue", q.name, vh)
+}
+
+// stat returns the queue's declare-ok figures and counts as a use for
+// x-expires.
+func (q *Queue) stat() QueueInfo {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.touchLocked()
+	return QueueInfo{Name: q.name, Messages: uint32(q.ready), Consumers: uint32(len(q.consumers))}
+}
+
+// DeleteQueue is queue.delete. It returns the number of ready messages
+// dropped. Deleting an absent queue succeeds with 0, as in RabbitMQ.
+// Errors: exclusive to another owner -> 405; ifUnused and the queue has
+// consumers, or ifEmpty and it has ready messages -> 406. Consumers of the
+// deleted queue get DeliverySink.Cancelled; settling its outstanding
+// deliveries is a no-op. Its bindings go, and auto-delete exchanges left
+// without bindings with them.
+func (v *VHost) DeleteQueue(name string, ifUnused, ifEmpty bool, owner uint64) (purged uint32, err error) {
+	q := v.Queue(name)
+	if q == nil {
+		return 0, nil
+	}
+	if err := q.CheckAccess(owner); err != nil {
+		return 0, err
+	}
+	return v.deleteQueue(q, func() error {
+		if ifUnused && len(q.consumers) > 0 {
+			return Errorf(CodePreconditionFailed, "%s in use", rs("queue", q.name, v.name))
+		}
+		if ifEmpty && q.ready > 0 {
+			return Errorf(CodePreconditionFailed, "%s not empty", rs("queue", q.name, v.name))
+		}
+		return nil
+	})
+}
+
+// deleteQueue deletes q if it is still in the vhost and check (run with
+// q.mu held; nil = always) allows it.
+func (v *VHost) deleteQueue(q *Queue, check func() error) (uint32, error) {
+	var fx effects
+	v.mu.Lock()
+	if v.queues[q.name] != q {
+		v.mu.Unlock()
+		return 0, nil
+	}
+	q.mu.Lock()
+	if check != nil {
+		if err := check(); err != nil {
+			q.mu.Unlock()
+			v.mu.Unlock()
+			return 0, err
+		}
+	}
+	purged, consumers := q.markDeletedLocked(&fx)
+	q.mu.Unlock()
+	delete(v.queues, q.name)
+	for b := range q.bindings {
+		v.removeBindingLocked(b)
+	}
+	clear(q.bindings)
+	v.mu.Unlock()
+	for _, c := range consumers {
+		c.sink.Cancelled(c)
+	}
+	fx.run(v)
+	return purged, nil
+}
+
+// PurgeQueue is queue.purge: it drops the ready messages (not the unacked
+// ones) and returns how many. Errors: 404, 405.
+func (v *VHost) PurgeQueue(name string, owner uint64) (uint32, error) {
+	q := v.Queue(name)
+	if q == nil {
+		return 0, v.noQueue(name)
+	}
+	if err := q.CheckAccess(owner); err != nil {
+		return 0, err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.purgeLocked(), nil
+}
+
+// ReleaseOwner deletes the exclusive queues of a connection that closed.
+func (v *VHost) ReleaseOwner(owner uint64) {
+	if owner == 0 {
+		return
+	}
+	var mine []*Queue
+	v.mu.RLock()
+	for _, q := range v.queues {
+		if q.exclusive && q.owner == owner {
+			mine = append(mine, q)
+		}
+	}
+	v.mu.RUnlock()
+	for _, q := range mine {
+		_, _ = v.deleteQueue(q, nil)
+	}
+}
+
+// PublishResult is the outcome of Publish.
+type PublishResult struct {
+	Routed   int  // number of queues that accepted the message
+	Rejected bool // some queue refused it (x-overflow reject-publish / reject-publish-dlx) -> publisher nack
+}
+
+// Publish routes msg (msg.Exchange, msg.RoutingKey) once: exchange-to-
+// exchange bindings followed transitively, alternate-exchange used when
+// nothing matched, each destination queue enqueued at most once. It sets
+// msg.ID and msg.Published if zero; after that msg belongs to core and is
+// shared, unmodified, by every queue. Consumers may receive it on the
+// caller's goroutine before Publish returns. Errors: 404 "no exchange 'x' in
+// vhost '/'"; 403 "cannot publish to internal exchange 'x' in vhost '/'";
+// 406 "invalid expiration '...': ..." for a bad expiration property.
+func (v *VHost) Publish(msg *Message) (PublishResult, error) {
+	x := v.exchange(msg.Exchange)
+	if x == nil {
+		return PublishResult{}, v.noExchange(msg.Exchange)
+	}
+	if x.internal {
+		return PublishResult{}, Errorf(CodeAccessRefused, "cannot publish to internal %s", rs("exchange", x.name, v.name))
+	}
+	ttl := time.Duration(-1)
+	if msg.Properties.Flags&FlagExpiration != 0 || msg.Properties.Expiration != "" {
+		ms, err := parseExpiration(msg.Properties.Expiration)
+		if err != nil {
+			return PublishResult{}, err
+		}
+		ttl = time.Duration(ms) * time.Millisecond
+	}
+	if msg.ID == 0 {
+		msg.ID = NextMessageID()
+	}
+	if msg.Published.IsZero() {
+		msg.Published = v.clock.Now()
+	}
+	return v.publish(x, msg, ttl, ""), nil
+}
+
+// parseExpiration is rabbit_basic:parse_expiration with the channel's 406:
+// a decimal integer (optional sign, as Erlang's string:to_integer), in
+// range for check_expiry.
+func parseExpiration(s string) (int64, error) {
+	invalid := func(term string) error {
+		return Errorf(CodePreconditionFailed, "invalid expiration '%s': %s", s, term)
+	}
+	i := 0
+	if i < len(s) && (s[i] == '+' || s[i] == '-') {
+		i++
+	}
+	j := i
+	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+		j++
+	}
+	if j == i {
+		return 0, invalid("no_integer")
+	}
+	if j < len(s) {
+		return 0, invalid("{leftover_string," + strconv.Quote(s[j:]) + "}")
+	}
+	n, err := strconv.ParseInt(s[:j], 10, 64)
+	if err != nil {
+		return 0, invalid("{value_too_big," + strings.TrimPrefix(s[:j], "+") + "}")
+	}
+	if term := checkExpiry(n); term != "" {
+		return 0, invalid(term)
+	}
+	return n, nil
+}
+
+// publish routes msg from x and enqueues it. msgTTL is the per-message TTL
+// (negative = none). deathReason is set for a dead-lettered message: unless
+// it is "rejected", queues the message would cycle back to are skipped.
+func (v *VHost) publish(x *exchange, msg *Message, msgTTL time.Duration, deathReason string) PublishResult {
+	r := getRouter(msg)
+	defer putRouter(r)
+	v.route(r, x)
+	var deaths []any
+	if deathReason != "" && deathReason != reasonRejected {
+		deaths, _ = msg.Properties.Headers["x-death"].([]any)
+	}
+	var res PublishResult
+	for _, q := range r.queues {
+		if deaths != nil && isCycle(q.name, deaths) {
+			v.log.Debug("dead-letter cycle: message dropped", "vhost", v.name, "queue", q.name)
+			continue
+		}
+		accepted, rejected := q.enqueue(msg, msgTTL)
+		if accepted {
+			res.Routed++
+		}
+		res.Rejected = res.Rejected || rejected
+	}
+	return res
+}
