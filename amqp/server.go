@@ -1,5 +1,14 @@
 // Package amqp is ferrymq's AMQP 0-9-1 server: connection and channel state
 // machines between the wire codec (amqp/wire) and the broker (core).
+//
+// Each connection has two goroutines. The reader owns the socket's read side
+// and all connection and channel state that only it touches; it decodes a
+// frame, acts on core and appends replies to the connection's outbound
+// buffer. The writer swaps that buffer out and writes it, so replies and
+// deliveries produced while a write is in flight go out together in the
+// next one (write batching without a flush per frame). Deliveries are
+// appended by core on whichever goroutine dispatches, under the channel's
+// lock; no lock is held across socket I/O.
 package amqp
 
 import (
@@ -8,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrymq/ferrymq/core"
@@ -24,6 +34,45 @@ type Config struct {
 	Logger           *slog.Logger  // [slog.Default()]
 }
 
+// Defaults, as RabbitMQ's.
+const (
+	DefaultFrameMax       = 131072
+	DefaultChannelMax     = 2047
+	DefaultHeartbeat      = 60 * time.Second
+	DefaultMaxMessageSize = 16 << 20
+	defaultHandshake      = 10 * time.Second
+	// sendTimeout bounds one socket write, as RabbitMQ's send_timeout: a
+	// peer that stops reading for this long is disconnected.
+	sendTimeout = 15 * time.Second
+	// closeTimeout is how long a connection waits for connection.close-ok
+	// after sending connection.close.
+	closeTimeout = 3 * time.Second
+)
+
+func (c *Config) setDefaults() {
+	if c.Users == nil {
+		c.Users = core.DefaultUsers()
+	}
+	if c.FrameMax == 0 {
+		c.FrameMax = DefaultFrameMax
+	}
+	if c.ChannelMax == 0 {
+		c.ChannelMax = DefaultChannelMax
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = defaultHandshake
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("amqp: Server closed")
 
@@ -31,24 +80,178 @@ var ErrServerClosed = errors.New("amqp: Server closed")
 type Server struct {
 	broker *core.Broker
 	cfg    Config
+	log    *slog.Logger
+	nextID atomic.Uint64 // connection ids, the owners of exclusive queues
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
 	closed    bool
+	// blocked is non-nil while publishing is blocked (a resource alarm); it
+	// is closed by Unblock. blockReason goes in connection.blocked.
+	blocked     chan struct{}
+	blockReason string
+	shutdown    chan struct{} // closed by Shutdown
 }
 
 // NewServer returns a Server for b.
 func NewServer(b *core.Broker, cfg Config) *Server {
-	return &Server{broker: b, cfg: cfg, listeners: make(map[net.Listener]struct{})}
+	cfg.setDefaults()
+	return &Server{
+		broker:    b,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		shutdown:  make(chan struct{}),
+	}
 }
 
 // Serve accepts connections on ln until Shutdown; it always returns a non-nil
 // error, ErrServerClosed after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	return ErrServerClosed
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: back off as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("amqp: accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := newConn(s, nc)
+		if !s.track(c) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
 }
 
-// Shutdown closes the listeners and every connection.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown closes the listeners, sends every connection connection.close
+// 320 CONNECTION_FORCED and waits for them to end, or for ctx; connections
+// still open when ctx ends are closed abruptly and ctx's error returned.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.shutdown)
+	}
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.forceClose("broker forced connection closure with reason 'shutdown'")
+	}
+	for _, c := range conns {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			for _, c := range conns {
+				c.nc.Close()
+			}
+			return ctx.Err()
+		}
+	}
 	return nil
+}
+
+// Block stops reading publishes from every connection, as a RabbitMQ
+// resource alarm does, and sends connection.blocked with reason to the
+// clients that announced the connection.blocked capability. Connections
+// that only consume keep working.
+func (s *Server) Block(reason string) {
+	s.mu.Lock()
+	if s.blocked == nil {
+		s.blocked = make(chan struct{})
+	}
+	s.blockReason = reason
+	conns := s.connList()
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.notifyBlocked(reason)
+	}
+}
+
+// Unblock ends Block: blocked connections resume reading and clients get
+// connection.unblocked.
+func (s *Server) Unblock() {
+	s.mu.Lock()
+	if s.blocked == nil {
+		s.mu.Unlock()
+		return
+	}
+	close(s.blocked)
+	s.blocked = nil
+	conns := s.connList()
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.notifyUnblocked()
+	}
+}
+
+// blockedState returns the channel to wait on while publishing is blocked
+// (nil when it is not) and the reason.
+func (s *Server) blockedState() (chan struct{}, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.blocked, s.blockReason
+}
+
+// connList returns the tracked connections; s.mu is held.
+func (s *Server) connList() []*conn {
+	out := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c)
+	}
+	return out
 }

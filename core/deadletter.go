@@ -100,7 +100,7 @@ func updateXDeath(old any, info Table, queue, reason string) []any {
 			for k, v := range t {
 				again[k] = v
 			}
-			n, _ := intArg(t["count"])
+			n, _ := IntArg(t["count"])
 			again["count"] = n + 1
 			out[0] = again
 			continue

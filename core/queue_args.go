@@ -87,19 +87,19 @@ func parseQueueArgs(queue, vhost string, args Table) (queueArgs, error) {
 		}
 	}
 	qa := queueArgs{maxLength: -1, maxBytes: -1, levels: 1}
-	if v, ok := intArg(args["x-message-ttl"]); ok {
+	if v, ok := IntArg(args["x-message-ttl"]); ok {
 		qa.messageTTL, qa.hasMessageTTL = time.Duration(v)*time.Millisecond, true
 	}
-	if v, ok := intArg(args["x-expires"]); ok {
+	if v, ok := IntArg(args["x-expires"]); ok {
 		qa.expires = time.Duration(v) * time.Millisecond
 	}
-	if v, ok := intArg(args["x-max-length"]); ok {
+	if v, ok := IntArg(args["x-max-length"]); ok {
 		qa.maxLength = v
 	}
-	if v, ok := intArg(args["x-max-length-bytes"]); ok {
+	if v, ok := IntArg(args["x-max-length-bytes"]); ok {
 		qa.maxBytes = v
 	}
-	if v, ok := intArg(args["x-max-priority"]); ok {
+	if v, ok := IntArg(args["x-max-priority"]); ok {
 		qa.levels = int(v) + 1
 	}
 	switch args["x-overflow"] {
@@ -114,8 +114,9 @@ func parseQueueArgs(queue, vhost string, args Table) (queueArgs, error) {
 	return qa, nil
 }
 
-// intArg returns the value of an AMQP integer of any width.
-func intArg(v any) (int64, bool) {
+// IntArg returns the value of an AMQP table integer of any width (x-arguments
+// may use any of them), and whether v is one.
+func IntArg(v any) (int64, bool) {
 	switch x := v.(type) {
 	case int8:
 		return int64(x), true
@@ -149,7 +150,7 @@ func checkExpiry(n int64) string {
 }
 
 func checkExpiresArg(v any, _ Table) string {
-	n, ok := intArg(v)
+	n, ok := IntArg(v)
 	switch {
 	case !ok:
 		return unacceptableType(v)
@@ -160,7 +161,7 @@ func checkExpiresArg(v any, _ Table) string {
 }
 
 func checkMessageTTLArg(v any, _ Table) string {
-	n, ok := intArg(v)
+	n, ok := IntArg(v)
 	if !ok {
 		return unacceptableType(v)
 	}
@@ -168,7 +169,7 @@ func checkMessageTTLArg(v any, _ Table) string {
 }
 
 func checkNonNegIntArg(v any, _ Table) string {
-	n, ok := intArg(v)
+	n, ok := IntArg(v)
 	switch {
 	case !ok:
 		return unacceptableType(v)
@@ -182,7 +183,7 @@ func checkMaxPriorityArg(v any, args Table) string {
 	if term := checkNonNegIntArg(v, args); term != "" {
 		return term
 	}
-	if n, _ := intArg(v); n > maxPriority {
+	if n, _ := IntArg(v); n > maxPriority {
 		return fmt.Sprintf("{max_value_exceeded,%d}", n)
 	}
 	return ""
@@ -255,8 +256,8 @@ func inequivalent(field, kind, name, vhost, received, current string) error {
 
 // argValuesEquivalent compares two argument values by type class and value.
 func argValuesEquivalent(a, b any) bool {
-	if x, ok := intArg(a); ok {
-		y, ok := intArg(b)
+	if x, ok := IntArg(a); ok {
+		y, ok := IntArg(b)
 		return ok && x == y
 	}
 	if x, ok := floatArg(a); ok {
@@ -287,7 +288,7 @@ func erlangPlain(v any) string {
 	case bool:
 		return "'" + strconv.FormatBool(x) + "'"
 	}
-	if n, ok := intArg(v); ok {
+	if n, ok := IntArg(v); ok {
 		return "'" + strconv.FormatInt(n, 10) + "'"
 	}
 	return "'" + erlangTerm(v) + "'"
