@@ -151,7 +151,7 @@ func (c *conn) handshake() error {
 	if err := c.writeNow(&wire.ConnectionTune{
 		ChannelMax: cfg.ChannelMax,
 		FrameMax:   cfg.FrameMax,
-		Heartbeat:  uint16(cfg.Heartbeat / time.Second),
+		Heartbeat:  uint16(max(cfg.Heartbeat, 0) / time.Second),
 	}); err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ type Config struct {
 	Users            *core.Users   // [core.DefaultUsers()]
 	FrameMax         uint32        // [131072]
 	ChannelMax       uint16        // [2047]
-	Heartbeat        time.Duration // [60s] proposed in connection.tune; 0 after tune = off
+	Heartbeat        time.Duration // [60s] proposed in connection.tune; negative proposes 0 (off), as RabbitMQ's heartbeat = 0
 	MaxMessageSize   int           // [16 MiB] body larger -> channel error 406 PRECONDITION_FAILED as RabbitMQ
 	HandshakeTimeout time.Duration // [10s] protocol header + start-ok + tune-ok + open must finish within it
 	Logger           *slog.Logger  // [slog.Default()]

@@ -1,0 +1,300 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the broker's settings after merging the defaults, the --config
+// file and the command-line flags, in that order of increasing precedence.
+// The yaml tags are the keys of the config file.
+type Config struct {
+	AMQPListen     string       `yaml:"amqp_listen"`
+	MQTTListen     string       `yaml:"mqtt_listen"` // kept for the MQTT listener of a later issue; nothing listens yet
+	DataDir        string       `yaml:"data_dir"`
+	LogLevel       string       `yaml:"log_level"`
+	Heartbeat      int          `yaml:"heartbeat"` // seconds
+	FrameMax       uint32       `yaml:"frame_max"`
+	ChannelMax     uint16       `yaml:"channel_max"`
+	MaxMessageSize int          `yaml:"max_message_size"` // bytes
+	Users          []UserConfig `yaml:"users"`
+}
+
+// UserConfig is one account added to the user database besides the default
+// guest/guest. A user named guest replaces the default one.
+type UserConfig struct {
+	Name         string   `yaml:"name"`
+	Password     string   `yaml:"password"`
+	LoopbackOnly bool     `yaml:"loopback_only"`
+	Tags         []string `yaml:"tags"`
+}
+
+// The limits below follow RabbitMQ: frame_max may not go below the spec's
+// frame-min-size, channel_max and heartbeat travel as shorts in
+// connection.tune, and max_message_size is capped at RabbitMQ's 512 MiB.
+const (
+	minFrameMax       = 4096
+	maxMaxMessageSize = 512 << 20
+)
+
+// defaultConfig returns the embedded defaults, the values `make run` uses.
+func defaultConfig() Config {
+	return Config{
+		AMQPListen:     ":5672",
+		MQTTListen:     ":1883",
+		DataDir:        "./data",
+		LogLevel:       "info",
+		Heartbeat:      60,
+		FrameMax:       131072,
+		ChannelMax:     2047,
+		MaxMessageSize: 16 << 20,
+	}
+}
+
+// HeartbeatDuration returns Heartbeat as amqp.Config wants it: 0 (off)
+// becomes negative, since amqp.Config reads zero as "the default".
+func (c *Config) HeartbeatDuration() time.Duration {
+	if c.Heartbeat == 0 {
+		return -1
+	}
+	return time.Duration(c.Heartbeat) * time.Second
+}
+
+// SlogLevel returns the slog level named by LogLevel. It assumes the config
+// was validated.
+func (c *Config) SlogLevel() slog.Level {
+	lvl, _ := parseLogLevel(c.LogLevel)
+	return lvl
+}
+
+// parseLogLevel accepts only the four names the --log-level help lists;
+// slog.Level.UnmarshalText would also take forms such as "INFO+2", which
+// would then be undocumented configuration.
+func parseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+}
+
+// validate reports the first setting that is out of range.
+func (c *Config) validate() error {
+	if c.AMQPListen == "" {
+		return errors.New("amqp_listen is empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir is empty")
+	}
+	if _, err := parseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.Heartbeat < 0 || c.Heartbeat > 65535 {
+		return fmt.Errorf("heartbeat %d: want 0 (off) .. 65535 seconds", c.Heartbeat)
+	}
+	if c.FrameMax < minFrameMax {
+		return fmt.Errorf("frame_max %d: want at least %d", c.FrameMax, minFrameMax)
+	}
+	if c.ChannelMax == 0 {
+		// 0 means "no limit" on the wire; amqp.Config would read it as
+		// "use the default", so refuse it rather than surprise anyone.
+		return errors.New("channel_max 0: want 1..65535")
+	}
+	if c.MaxMessageSize <= 0 || c.MaxMessageSize > maxMaxMessageSize {
+		return fmt.Errorf("max_message_size %d: want 1..%d bytes", c.MaxMessageSize, maxMaxMessageSize)
+	}
+	for i, u := range c.Users {
+		if u.Name == "" {
+			return fmt.Errorf("users[%d]: name is empty", i)
+		}
+		if u.Password == "" {
+			return fmt.Errorf("user %q: password is empty", u.Name)
+		}
+	}
+	return nil
+}
+
+// userFlag collects repeated --user name:password flags.
+type userFlag []UserConfig
+
+func (f *userFlag) String() string {
+	names := make([]string, len(*f))
+	for i, u := range *f {
+		names[i] = u.Name
+	}
+	return strings.Join(names, ",")
+}
+
+func (f *userFlag) Set(s string) error {
+	u, err := parseUserFlag(s)
+	if err != nil {
+		return err
+	}
+	*f = append(*f, u)
+	return nil
+}
+
+// parseUserFlag parses name:password. It splits at the first colon, so a
+// password may contain colons and a name may not (as in HTTP basic auth).
+func parseUserFlag(s string) (UserConfig, error) {
+	name, password, ok := strings.Cut(s, ":")
+	if !ok {
+		return UserConfig{}, fmt.Errorf("%q: want name:password", s)
+	}
+	if name == "" {
+		return UserConfig{}, fmt.Errorf("%q: name is empty", s)
+	}
+	if password == "" {
+		return UserConfig{}, fmt.Errorf("%q: password is empty", s)
+	}
+	return UserConfig{Name: name, Password: password}, nil
+}
+
+// loadConfig parses args (without the program name), reads the --config file
+// if one is named, and lets every flag given explicitly in args override the
+// file. It returns flag.ErrHelp, after writing the usage text to output, for
+// -h/--help.
+func loadConfig(args []string, output io.Writer) (Config, error) {
+	def := defaultConfig()
+	fs := flag.NewFlagSet("ferrymq", flag.ContinueOnError)
+	// The flag package prints a parse error followed by the whole usage
+	// text; instead the error is returned, for the caller to print once,
+	// and the usage is printed only for -h/--help.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+
+	// Flags parse into their own struct; only those Visit reports as set are
+	// copied over the file's values, so an unset flag's default never
+	// overrides a value from the file.
+	var f Config
+	var users userFlag
+	var configPath string
+	fs.StringVar(&configPath, "config", "", "YAML `file` with the same settings as the flags, plus a users: list")
+	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address`")
+	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT listen `address` (MQTT listener not yet built)")
+	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
+	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
+	fs.Var(&users, "user", "add a user as `name:password` (repeatable; not loopback-only; guest/guest stays loopback-only unless replaced)")
+	fs.IntVar(&f.Heartbeat, "heartbeat", def.Heartbeat, "heartbeat interval in `seconds` proposed in connection.tune (0 = off)")
+	frameMax := fs.Uint("frame-max", uint(def.FrameMax), "largest frame in `bytes`")
+	channelMax := fs.Uint("channel-max", uint(def.ChannelMax), "most channels per connection")
+	fs.IntVar(&f.MaxMessageSize, "max-message-size", def.MaxMessageSize, "largest message body in `bytes`")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(output, "Usage: ferrymq [flags]\n\nferrymq is an AMQP 0-9-1 broker. Flags given here override the --config file.\n\nFlags:\n")
+			fs.SetOutput(output)
+			fs.PrintDefaults()
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("%w (see ferrymq --help)", err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	// flag has no uint32/uint16 values; range-check here so a huge value is
+	// refused instead of silently truncated.
+	if *frameMax > 1<<32-1 {
+		return Config{}, fmt.Errorf("--frame-max %d: too large", *frameMax)
+	}
+	if *channelMax > 1<<16-1 {
+		return Config{}, fmt.Errorf("--channel-max %d: want 1..65535", *channelMax)
+	}
+	f.FrameMax, f.ChannelMax = uint32(*frameMax), uint16(*channelMax)
+
+	cfg := def
+	if configPath != "" {
+		if err := readConfigFile(configPath, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "amqp-listen":
+			cfg.AMQPListen = f.AMQPListen
+		case "mqtt-listen":
+			cfg.MQTTListen = f.MQTTListen
+		case "data-dir":
+			cfg.DataDir = f.DataDir
+		case "log-level":
+			cfg.LogLevel = f.LogLevel
+		case "heartbeat":
+			cfg.Heartbeat = f.Heartbeat
+		case "frame-max":
+			cfg.FrameMax = f.FrameMax
+		case "channel-max":
+			cfg.ChannelMax = f.ChannelMax
+		case "max-message-size":
+			cfg.MaxMessageSize = f.MaxMessageSize
+		case "user":
+			// --user adds to the file's users; the caller applies them in
+			// order, so a --user with a name from the file wins.
+			cfg.Users = append(cfg.Users, users...)
+		}
+	})
+
+	if err := cfg.validate(); err != nil {
+		if configPath != "" {
+			return Config{}, fmt.Errorf("config (file %s and flags): %w", configPath, err)
+		}
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+// readConfigFile decodes the YAML file at path over cfg, leaving the keys the
+// file does not mention at their current values. Unknown keys are errors, so
+// a misspelt setting is not silently ignored.
+func readConfigFile(path string, cfg *Config) error {
+	file, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer file.Close()
+	dec := yaml.NewDecoder(file)
+	dec.KnownFields(true)
+	err = dec.Decode(cfg)
+	if errors.Is(err, io.EOF) {
+		// An empty file: every setting keeps its value.
+		return nil
+	}
+	var typeErr *yaml.TypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Errorf("config file %s: %s", path, describeYAMLErrors(typeErr.Errors))
+	}
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// unknownField matches yaml.v3's KnownFields message, which names the Go type
+// ("field x not found in type main.Config") rather than the file's terms.
+var unknownField = regexp.MustCompile(`^(line \d+): field (.+) not found in type \S+$`)
+
+// describeYAMLErrors joins yaml.v3's per-line errors into one line, calling
+// an unknown field an unknown key.
+func describeYAMLErrors(errs []string) string {
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		if m := unknownField.FindStringSubmatch(e); m != nil {
+			e = fmt.Sprintf("%s: unknown key %q", m[1], m[2])
+		}
+		out[i] = e
+	}
+	return strings.Join(out, "; ")
+}

@@ -1,0 +1,137 @@
+// Command ferrymq runs the ferrymq broker: an AMQP 0-9-1 server, with MQTT to
+// follow, over one shared core.
+//
+// main only wires config → core → listeners → signals. On SIGTERM or SIGINT
+// it shuts down in reverse order under a deadline: the AMQP server first
+// (which sends connection.close 320 CONNECTION_FORCED to every client), then
+// the broker.
+//
+// Once a listener is bound, ferrymq logs one line for it on stderr, e.g.
+//
+//	time=... level=INFO msg="listener ready" proto=amqp addr=127.0.0.1:40123
+//
+// addr is the bound address, so tests that pass --amqp-listen 127.0.0.1:0
+// read the port from this line.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ferrymq/ferrymq/amqp"
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// shutdownTimeout bounds how long clients get to answer connection.close
+// before the process exits anyway.
+const shutdownTimeout = 10 * time.Second
+
+// Exit codes: 2 for bad flags or config (as the flag package does), 1 for a
+// failure at run time.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() {
+		// Restore default signal handling once the first signal arrives, so
+		// a second Ctrl-C kills a shutdown that hangs.
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run starts the broker with the settings in args, serves until ctx is done,
+// then shuts down. It logs to stderr and returns the process exit code.
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := loadConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ferrymq: %v\n", err)
+		return exitUsage
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+
+	// Nothing is stored yet; creating the directory now means a bad
+	// --data-dir fails at startup today rather than when persistence lands.
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		logger.Error("cannot create data directory", "dir", cfg.DataDir, "err", err)
+		return exitFailure
+	}
+
+	users := core.DefaultUsers()
+	for _, u := range cfg.Users {
+		users.Put(u.Name, u.Password, u.LoopbackOnly, u.Tags...)
+	}
+	broker := core.NewBroker(core.Options{Logger: logger})
+	srv := amqp.NewServer(broker, amqp.Config{
+		Users:          users,
+		FrameMax:       cfg.FrameMax,
+		ChannelMax:     cfg.ChannelMax,
+		Heartbeat:      cfg.HeartbeatDuration(),
+		MaxMessageSize: cfg.MaxMessageSize,
+		Logger:         logger,
+	})
+
+	ln, err := net.Listen("tcp", cfg.AMQPListen)
+	if err != nil {
+		logger.Error("cannot listen", "proto", "amqp", "addr", cfg.AMQPListen, "err", err)
+		broker.Close()
+		return exitFailure
+	}
+	logger.Info("listener ready", "proto", "amqp", "addr", ln.Addr().String())
+	// Not "addr": tests read addr= as a bound address, and nothing is bound.
+	logger.Info("MQTT listener not yet built; --mqtt-listen ignored", "mqtt_listen", cfg.MQTTListen)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	code := exitOK
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			logger.Info("stopping", "timeout", shutdownTimeout)
+			break wait
+		case err := <-serveErr:
+			if errors.Is(err, amqp.ErrServerClosed) {
+				// Serve returns ErrServerClosed only after Shutdown, and only
+				// this function calls Shutdown; so keep waiting for the
+				// signal rather than exit. A nil channel never fires again.
+				serveErr = nil
+				continue
+			}
+			logger.Error("amqp server failed", "addr", ln.Addr().String(), "err", err)
+			code = exitFailure
+			break wait
+		}
+	}
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		// The process is stopping as asked; a client that did not answer
+		// connection.close in time is worth a warning, not a failed exit.
+		logger.Warn("amqp shutdown incomplete", "err", err)
+	}
+	broker.Close()
+	logger.Info("stopped")
+	return code
+}
