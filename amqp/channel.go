@@ -138,6 +138,7 @@ func (ch *channel) shutdown() {
 		return
 	}
 	ch.closed = true
+	ch.closeConfirms()
 	consumers := ch.consumers
 	ch.consumers = nil
 	ch.flowBlocked = nil

@@ -1,20 +1,37 @@
 package amqp
 
 import (
+	"sync"
+
 	"github.com/ferrymq/ferrymq/amqp/wire"
 	"github.com/ferrymq/ferrymq/core"
 )
 
-// confirms is a channel's publisher-confirm state. Acks are not written
-// one per publish: consecutive ones are coalesced into a single
-// basic.ack multiple=true when the reader is about to block on the socket.
+// confirms is a channel's publisher-confirm state.
+//
+// A message that reached no durable queue is confirmed once routed; acks
+// for those are coalesced into one basic.ack multiple=true per read batch.
+// A message stored for a durable queue is confirmed only when the store has
+// synced it: its confirm waits in a FIFO until the store calls Synced. While
+// anything waits there, later confirms queue behind it, because an ack with
+// multiple=true must not cover a message that is not yet on disk.
 type confirms struct {
 	on      bool
 	nextSeq uint64 // sequence number of the last publish
 	// ackFrom..ackTo are confirmed but not yet sent; 0 = none. Everything
-	// before ackFrom has been sent.
+	// before ackFrom has been sent. Reader only.
 	ackFrom, ackTo uint64
 	dirty          bool // on the connection's list of channels to flush
+
+	mu       sync.Mutex // guards the fields below; Synced runs on the store's goroutine
+	waiting  []waitingConfirm
+	notified bool // a Store.Notify is outstanding
+	closed   bool // the channel is gone: drop confirms
+}
+
+type waitingConfirm struct {
+	seq, pos uint64 // pos 0: nothing to wait for, only ordering
+	ack      bool
 }
 
 // txState holds what a transaction has not committed yet.
@@ -104,26 +121,49 @@ func (ch *channel) completePublish() error {
 // and confirms it in confirm mode: a nack if a queue refused it
 // (x-overflow reject-publish), else an ack, as RabbitMQ.
 func (ch *channel) route(msg *core.Message, mandatory bool) error {
-	res, err := ch.c.vhost.Publish(msg)
+	res, err := ch.publish(msg, mandatory)
 	if err != nil {
 		return err
+	}
+	if ch.confirm.on {
+		ch.confirm.nextSeq++
+		ch.confirmed(ch.confirm.nextSeq, !res.Rejected, res.Pos)
+	}
+	return nil
+}
+
+// publish routes msg and returns it to the publisher if mandatory and
+// unroutable.
+func (ch *channel) publish(msg *core.Message, mandatory bool) (core.PublishResult, error) {
+	res, err := ch.c.vhost.Publish(msg)
+	if err != nil {
+		return res, err
 	}
 	if mandatory && res.Routed == 0 && !res.Rejected {
 		ch.c.out.writeContent(ch.id, &wire.BasicReturn{
 			ReplyCode: wire.NoRoute, ReplyText: "NO_ROUTE", Exchange: msg.Exchange, RoutingKey: msg.RoutingKey,
 		}, msg)
 	}
-	if ch.confirm.on {
-		ch.confirm.nextSeq++
-		ch.confirmed(ch.confirm.nextSeq, !res.Rejected)
-	}
-	return nil
+	return res, nil
 }
 
-// confirmed records the outcome of publish seq. Acks wait for flushAcks; a
-// nack is written at once, after the acks before it.
-func (ch *channel) confirmed(seq uint64, ack bool) {
+// confirmed records the outcome of publish seq, durable at store position
+// pos (0: nothing stored).
+func (ch *channel) confirmed(seq uint64, ack bool, pos uint64) {
 	c := &ch.confirm
+	c.mu.Lock()
+	if pos != 0 || len(c.waiting) > 0 {
+		ch.flushAcks() // everything before seq goes out first
+		c.waiting = append(c.waiting, waitingConfirm{seq: seq, pos: pos, ack: ack})
+		notify := !c.notified
+		c.notified = true
+		c.mu.Unlock()
+		if notify {
+			ch.c.srv.broker.NotifySynced(pos, ch)
+		}
+		return
+	}
+	c.mu.Unlock()
 	if !ack {
 		ch.flushAcks()
 		ch.c.out.writeMethod(ch.id, &wire.BasicNack{DeliveryTag: seq})
@@ -137,6 +177,63 @@ func (ch *channel) confirmed(seq uint64, ack bool) {
 		c.dirty = true
 		ch.c.confirmDirty = append(ch.c.confirmDirty, ch)
 	}
+}
+
+// Synced implements core.SyncWaiter: the store has made everything up to
+// pos durable, or failed to (err), and the confirms waiting for it go out;
+// a failed write is a nack. It runs on the store's goroutine.
+func (ch *channel) Synced(pos uint64, err error) {
+	c := &ch.confirm
+	c.mu.Lock()
+	c.notified = false
+	if c.closed {
+		c.waiting = nil
+		c.mu.Unlock()
+		return
+	}
+	n := 0
+	var ackTo, ackFrom uint64
+	flush := func() {
+		if ackTo != 0 {
+			ch.c.out.writeMethod(ch.id, &wire.BasicAck{DeliveryTag: ackTo, Multiple: ackTo > ackFrom})
+			ackFrom, ackTo = 0, 0
+		}
+	}
+	for _, w := range c.waiting {
+		if w.pos > pos {
+			break
+		}
+		n++
+		if w.ack && (err == nil || w.pos == 0) {
+			if ackFrom == 0 {
+				ackFrom = w.seq
+			}
+			ackTo = w.seq
+			continue
+		}
+		flush()
+		ch.c.out.writeMethod(ch.id, &wire.BasicNack{DeliveryTag: w.seq})
+	}
+	flush()
+	c.waiting = c.waiting[:copy(c.waiting, c.waiting[n:])]
+	var next uint64
+	if len(c.waiting) > 0 {
+		next = c.waiting[len(c.waiting)-1].pos
+		c.notified = true
+	}
+	c.mu.Unlock()
+	if next != 0 {
+		ch.c.srv.broker.NotifySynced(next, ch)
+	}
+}
+
+// closeConfirms drops confirms still waiting for the store: the channel is
+// gone, and its id may be reused by a new channel.
+func (ch *channel) closeConfirms() {
+	ch.confirm.mu.Lock()
+	ch.confirm.closed = true
+	ch.confirm.waiting = nil
+	ch.confirm.mu.Unlock()
 }
 
 // flushAcks writes the coalesced acks.
@@ -158,13 +255,20 @@ func (ch *channel) commit() error {
 	if len(tx.publishes) > 0 && !ch.c.waitUnblocked() {
 		return nil
 	}
+	var pos uint64
 	for _, p := range tx.publishes {
-		if err := ch.route(p.msg, p.mandatory); err != nil {
+		res, err := ch.publish(p.msg, p.mandatory)
+		if err != nil {
 			return err
 		}
+		pos = max(pos, res.Pos)
 	}
 	for _, a := range tx.acks {
 		settle(a.ps, a.o)
+	}
+	// commit-ok promises the persistent messages are on disk.
+	if err := ch.c.srv.broker.WaitSynced(pos); err != nil {
+		return newError(wire.InternalError, "store: %v", err)
 	}
 	ch.c.out.writeMethod(ch.id, &wire.TxCommitOk{})
 	return nil

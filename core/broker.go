@@ -5,16 +5,26 @@ import (
 	"sync"
 )
 
-// Options configure a Broker. Zero values are valid (SystemClock, slog.Default()).
+// Options configure a Broker. Zero values are valid (SystemClock,
+// slog.Default(), no store, DefaultMemoryBudget).
 type Options struct {
 	Clock  Clock
 	Logger *slog.Logger
+	// Store keeps durable entities and persistent messages; nil keeps
+	// everything in memory.
+	Store Store
+	// MemoryBudget is how many bytes of stored message bodies stay in
+	// memory before new ones are paged out to the Store; 0 means
+	// DefaultMemoryBudget, negative never pages.
+	MemoryBudget int64
 }
 
 // Broker is the set of virtual hosts of one server. It is safe for concurrent use.
 type Broker struct {
 	clock Clock
 	log   *slog.Logger
+	store Store
+	mem   memBudget
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost // guarded by mu
@@ -22,7 +32,13 @@ type Broker struct {
 
 // NewBroker returns a broker holding the vhost "/".
 func NewBroker(opts Options) *Broker {
-	b := &Broker{clock: opts.Clock, log: opts.Logger, vhosts: make(map[string]*VHost)}
+	b := &Broker{clock: opts.Clock, log: opts.Logger, store: opts.Store, vhosts: make(map[string]*VHost)}
+	switch {
+	case opts.MemoryBudget == 0:
+		b.mem.limit = DefaultMemoryBudget
+	case opts.MemoryBudget > 0:
+		b.mem.limit = opts.MemoryBudget
+	}
 	if b.clock == nil {
 		b.clock = SystemClock{}
 	}
@@ -62,3 +78,24 @@ func (b *Broker) Close() {
 		v.close()
 	}
 }
+
+// NotifySynced calls w.Synced once store position pos (from
+// PublishResult.Pos) is durable. Without a store nothing is ever pending
+// and it is not called.
+func (b *Broker) NotifySynced(pos uint64, w SyncWaiter) {
+	if b.store != nil {
+		b.store.Notify(pos, w)
+	}
+}
+
+// WaitSynced blocks until store position pos is durable.
+func (b *Broker) WaitSynced(pos uint64) error {
+	if b.store == nil || pos == 0 {
+		return nil
+	}
+	return b.store.Wait(pos)
+}
+
+// ResidentBytes reports how many bytes of stored message bodies are held
+// in memory (the figure the memory budget limits).
+func (b *Broker) ResidentBytes() int64 { return b.mem.resident.Load() }

@@ -2,10 +2,21 @@ package core
 
 // entry is a ready or unacked message of one queue.
 type entry struct {
-	msg         *Message // shared, immutable
-	seq         uint64   // enqueue order within the queue; requeue restores it
-	deadline    int64    // Clock time (UnixNano) at which it expires; 0 = never
+	// msg is shared and immutable. It is nil while the message is paged
+	// out: stored, and enqueued when resident messages were over the
+	// memory budget; Store.Load(id) reads it back for delivery.
+	msg         *Message
+	id          uint64 // msg.ID
+	seq         uint64 // enqueue order within the queue; requeue restores it
+	deadline    int64  // Clock time (UnixNano) at which it expires; 0 = never
+	size        int32  // body bytes, known without the body
+	prio        uint8  // the message's priority property
 	redelivered bool
+	stored      bool // in the Store: a persistent message in a durable queue
+}
+
+func newEntry(msg *Message, seq uint64) entry {
+	return entry{msg: msg, id: msg.ID, seq: seq, size: int32(len(msg.Body)), prio: msg.Properties.Priority}
 }
 
 // deque is a ring buffer of entries ordered by seq. Pushing and popping at

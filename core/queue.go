@@ -54,9 +54,12 @@ type Queue struct {
 	durable    bool
 	exclusive  bool
 	autoDelete bool
-	owner      uint64 // the exclusive owner; 0 when not exclusive
-	args       Table  // as declared, for equivalence checks
-	cfg        queueArgs
+	// persist: the queue and its persistent messages are in the store
+	// (durable, not exclusive, and the broker has a store).
+	persist bool
+	owner   uint64 // the exclusive owner; 0 when not exclusive
+	args    Table  // as declared, for equivalence checks
+	cfg     queueArgs
 
 	bindings map[*Binding]struct{} // bindings to this queue; vhost.mu
 
@@ -95,6 +98,7 @@ type unackedEntry struct {
 type effects struct {
 	dead []deadLetter
 	kick []*Queue
+	pos  uint64 // the last store append made
 }
 
 func (fx *effects) run(v *VHost) {
@@ -118,6 +122,7 @@ func newQueue(v *VHost, d QueueDecl, name string, cfg queueArgs) *Queue {
 		bindings:   make(map[*Binding]struct{}),
 		levels:     make([]deque, cfg.levels),
 		unacked:    make(map[uint64]unackedEntry),
+		persist:    d.Durable && !d.Exclusive && v.store != nil,
 	}
 	if d.Exclusive {
 		q.owner = d.Owner
@@ -167,10 +172,10 @@ func (q *Queue) cutoffLocked() int64 {
 	return q.now()
 }
 
-// levelOf is the priority level of msg: its priority capped at the queue's
+// levelOf is the priority level of e: its priority capped at the queue's
 // x-max-priority; always 0 for a queue without priorities.
-func (q *Queue) levelOf(msg *Message) int {
-	p := int(msg.Properties.Priority)
+func (q *Queue) levelOf(e *entry) int {
+	p := int(e.prio)
 	if p >= len(q.levels) {
 		p = len(q.levels) - 1
 	}
@@ -188,22 +193,65 @@ func (q *Queue) topLevel() int {
 }
 
 func (q *Queue) pushLocked(e entry) {
-	q.levels[q.levelOf(e.msg)].insert(e)
+	q.levels[q.levelOf(&e)].insert(e)
 	q.ready++
-	q.readyBytes += int64(e.msg.Size())
+	q.readyBytes += int64(e.size)
 	if e.deadline != 0 {
 		q.expiring++
+	}
+	if e.stored && e.msg != nil {
+		q.vhost.mem.resident.Add(int64(e.size))
 	}
 }
 
 func (q *Queue) popLocked(level int) entry {
 	e := q.levels[level].popFront()
 	q.ready--
-	q.readyBytes -= int64(e.msg.Size())
+	q.readyBytes -= int64(e.size)
 	if e.deadline != 0 {
 		q.expiring--
 	}
+	if e.stored && e.msg != nil {
+		q.vhost.mem.resident.Add(-int64(e.size))
+	}
 	return e
+}
+
+// loadLocked returns the ready entry's message, reading it back from the
+// store if it was paged out; it then stays resident until delivered. A
+// message the store cannot read is reported and nil returned: the caller
+// drops the entry.
+func (q *Queue) loadLocked(e *entry) *Message {
+	if e.msg != nil {
+		return e.msg
+	}
+	m, err := q.vhost.store.Load(e.id)
+	if err != nil {
+		q.vhost.log.Error("stored message unreadable: dropped", "vhost", q.vhost.name, "queue", q.name, "id", e.id, "err", err)
+		return nil
+	}
+	e.msg = m
+	q.vhost.mem.resident.Add(int64(e.size))
+	return m
+}
+
+// forgetLocked removes a settled or dropped entry from the store.
+func (q *Queue) forgetLocked(e *entry, fx *effects) {
+	if e.stored {
+		fx.pos = max(fx.pos, q.vhost.store.Remove(q.vhost.name, q.name, e.seq, e.id))
+	}
+}
+
+// dropLocked takes a message out of the queue for good: it leaves the
+// store, and goes to the dead-letter exchange with reason if the queue has
+// one.
+func (q *Queue) dropLocked(fx *effects, e entry, reason string) {
+	if q.cfg.hasDLX {
+		if msg := q.loadLocked(&e); msg != nil {
+			q.deadLetterLocked(fx, msg, reason)
+		}
+	}
+	q.forgetLocked(&e, fx)
 }
 
 // overLimitLocked reports whether the ready messages exceed x-max-length or
@@ -215,13 +263,14 @@ func (q *Queue) overLimitLocked() bool {
 
 // enqueue adds msg, published with per-message TTL msgTTL (negative = none),
 // and dispatches. accepted is false if the queue is gone or refused the
-// message; rejected is true if it refused it by x-overflow.
-func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected bool) {
+// message; rejected is true if it refused it by x-overflow. pos is the store
+// position that makes the enqueue durable (0: nothing was stored).
+func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected bool, pos uint64) {
 	var fx effects
 	q.mu.Lock()
 	if q.deleted {
 		q.mu.Unlock()
-		return false, false
+		return false, false, 0
 	}
 	// RabbitMQ's will_overflow: refuse when this message would take the
 	// queue past a limit, whether or not a consumer could take it at once.
@@ -233,7 +282,7 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 		}
 		q.mu.Unlock()
 		fx.run(q.vhost)
-		return false, true
+		return false, true, 0
 	}
 	ttl := time.Duration(-1)
 	if q.cfg.hasMessageTTL {
@@ -247,12 +296,21 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 		now = q.now()
 	}
 	q.nextSeq++
-	e := entry{msg: msg, seq: q.nextSeq}
+	e := newEntry(msg, q.nextSeq)
 	if ttl >= 0 {
 		// TTL counts from the enqueue. A TTL of 0 gives a deadline of now:
 		// the dispatch below may still deliver it (its cutoff is now-1), and
 		// the expiry pass after it drops it ("deliver now or never").
 		e.deadline = now + int64(ttl)
+	}
+	if q.persist && msg.Properties.Persistent() {
+		e.stored = true
+		pos = q.vhost.store.Enqueue(q.vhost.name, q.name, e.seq, msg, e.deadline)
+		// Over the budget, a message that cannot be delivered at once
+		// waits on disk only; the queue keeps its 40-byte entry.
+		if q.ready > 0 && q.vhost.mem.over(int64(e.size)) {
+			e.msg = nil
+		}
 	}
 	q.pushLocked(e)
 	q.dispatchLocked(&fx, now-1)
@@ -262,12 +320,12 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 	}
 	if q.cfg.overflow == dropHead {
 		for q.ready > 0 && q.overLimitLocked() {
-			q.deadLetterLocked(&fx, q.popLocked(q.topLevel()).msg, reasonMaxLen)
+			q.dropLocked(&fx, q.popLocked(q.topLevel()), reasonMaxLen)
 		}
 	}
 	q.mu.Unlock()
 	fx.run(q.vhost)
-	return true, false
+	return true, false, max(pos, fx.pos)
 }
 
 // expireLocked drops the expired heads of every priority level (RabbitMQ
@@ -281,7 +339,7 @@ func (q *Queue) expireLocked(fx *effects, cutoff int64) {
 			if d := q.levels[l].front().deadline; d == 0 || d > cutoff {
 				break
 			}
-			q.deadLetterLocked(fx, q.popLocked(l).msg, reasonExpired)
+			q.dropLocked(fx, q.popLocked(l), reasonExpired)
 		}
 	}
 }
@@ -306,15 +364,21 @@ func (q *Queue) dispatchLocked(fx *effects, cutoff int64) {
 		level := q.topLevel()
 		head := q.levels[level].front()
 		if head.deadline != 0 && head.deadline <= cutoff {
-			q.deadLetterLocked(fx, q.popLocked(level).msg, reasonExpired)
+			q.dropLocked(fx, q.popLocked(level), reasonExpired)
 			continue
 		}
 		c := q.pickLocked()
 		if c == nil {
 			return
 		}
+		msg := q.loadLocked(head)
+		if msg == nil {
+			e := q.popLocked(level)
+			q.forgetLocked(&e, fx)
+			continue
+		}
 		tag := q.nextTag + 1
-		if !c.sink.Deliver(Delivery{Queue: q, Consumer: c, Msg: head.msg, Seq: tag, Redelivered: head.redelivered}) {
+		if !c.sink.Deliver(Delivery{Queue: q, Consumer: c, Msg: msg, Seq: tag, Redelivered: head.redelivered}) {
 			c.blocked = true
 			if !c.noAck && c.shared != nil {
 				fx.kick = c.shared.release(1, q, fx.kick)
@@ -323,10 +387,23 @@ func (q *Queue) dispatchLocked(fx *effects, cutoff int64) {
 		}
 		q.nextTag = tag
 		e := q.popLocked(level)
+		q.deliveredLocked(fx, &e, c.noAck)
 		if !c.noAck {
 			c.unacked++
 			q.unacked[tag] = unackedEntry{e: e, c: c}
 		}
+	}
+}
+
+// deliveredLocked tells the store that a stored entry was handed out:
+// settled at once if noAck, otherwise to be redelivered after a restart.
+func (q *Queue) deliveredLocked(fx *effects, e *entry, noAck bool) {
+	switch {
+	case !e.stored:
+	case noAck:
+		q.forgetLocked(e, fx)
+	default:
+		q.vhost.store.Delivered(q.vhost.name, q.name, e.seq)
 	}
 }
 
@@ -425,6 +502,9 @@ func (q *Queue) armExpiresLocked(d time.Duration) {
 func (q *Queue) touchLocked() {
 	if q.cfg.expires != 0 {
 		q.lastUsed = q.now()
+		if q.persist {
+			q.vhost.store.TouchQueue(q.vhost.name, q.name, q.lastUsed)
+		}
 	}
 }
 
@@ -606,13 +686,23 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 	q.touchLocked()
 	now := q.cutoffLocked()
 	q.expireLocked(&fx, now)
-	if q.ready > 0 {
-		e := q.popLocked(q.topLevel())
+	for q.ready > 0 && !ok {
+		level := q.topLevel()
+		msg := q.loadLocked(q.levels[level].front())
+		e := q.popLocked(level)
+		if msg == nil {
+			q.forgetLocked(&e, &fx)
+			continue
+		}
+		e.msg = msg
 		q.nextTag++
+		q.deliveredLocked(&fx, &e, noAck)
 		if !noAck {
 			q.unacked[q.nextTag] = unackedEntry{e: e}
 		}
-		d, ok = Delivery{Queue: q, Msg: e.msg, Seq: q.nextTag, Redelivered: e.redelivered}, true
+		d, ok = Delivery{Queue: q, Msg: msg, Seq: q.nextTag, Redelivered: e.redelivered}, true
+	}
+	if ok {
 		q.armTTLLocked(now)
 	}
 	q.mu.Unlock()
@@ -658,11 +748,13 @@ func (q *Queue) Settle(c *Consumer, seqs []uint64, o Outcome) {
 			}
 		}
 		switch o {
+		case Ack:
+			q.forgetLocked(&u.e, &fx)
 		case Requeue:
 			u.e.redelivered = true
 			requeue = append(requeue, u.e)
 		case Reject:
-			q.deadLetterLocked(&fx, u.e.msg, reasonRejected)
+			q.dropLocked(&fx, u.e, reasonRejected)
 		}
 	}
 	if lim != nil {
@@ -701,10 +793,13 @@ func (q *Queue) markDeletedLocked(fx *effects) (purged uint32, consumers []*Cons
 		c.cancelled = true
 	}
 	q.consumers, q.byPriority = nil, nil
+	// The store forgets the queue's messages all at once (DeleteQueue);
+	// popping only keeps the resident-memory count right.
 	for l := range q.levels {
-		q.levels[l].clear()
+		for q.levels[l].len() > 0 {
+			q.popLocked(l)
+		}
 	}
-	q.ready, q.readyBytes, q.expiring = 0, 0, 0
 	for _, u := range q.unacked {
 		if u.c != nil {
 			u.c.unacked--
@@ -731,11 +826,13 @@ func (q *Queue) stopTimersLocked() {
 }
 
 // purgeLocked drops every ready message (not dead-lettered, as in RabbitMQ).
-func (q *Queue) purgeLocked() uint32 {
+func (q *Queue) purgeLocked(fx *effects) uint32 {
 	n := uint32(q.ready)
 	for l := range q.levels {
-		q.levels[l].clear()
+		for q.levels[l].len() > 0 {
+			e := q.popLocked(l)
+			q.forgetLocked(&e, fx)
+		}
 	}
-	q.ready, q.readyBytes, q.expiring = 0, 0, 0
 	return n
 }

@@ -20,10 +20,15 @@ type VHost struct {
 	name  string
 	clock Clock
 	log   *slog.Logger
+	store Store      // nil: nothing is persisted
+	mem   *memBudget // the broker's
 
 	mu        sync.RWMutex
 	exchanges map[string]*exchange // guarded by mu
 	queues    map[string]*Queue    // guarded by mu
+	// topoPos is the store position of the latest topology change; a
+	// declaration waits for it, after unlocking, before it is answered.
+	topoPos uint64 // guarded by mu
 }
 
 // preDeclared are the exchanges every vhost starts with, as in RabbitMQ.
@@ -41,6 +46,8 @@ func newVHost(b *Broker, name string) *VHost {
 		name:      name,
 		clock:     b.clock,
 		log:       b.log,
+		store:     b.store,
+		mem:       &b.mem,
 		exchanges: make(map[string]*exchange),
 		queues:    make(map[string]*Queue),
 	}
@@ -117,22 +124,44 @@ func (v *VHost) DeclareExchange(d ExchangeDecl) error {
 	if d.Name == "" {
 		return errDefaultExchange()
 	}
+	return v.topology(func() error {
+		if x := v.exchanges[d.Name]; x != nil {
+			return x.assertEquivalent(d, v.name)
+		}
+		if err := checkName("exchange", d.Name); err != nil {
+			return err
+		}
+		if ae, ok := d.Arguments["alternate-exchange"]; ok {
+			if _, isStr := ae.(string); !isStr {
+				return Errorf(CodePreconditionFailed, "invalid type '%s' for arg 'alternate-exchange' in %s",
+					amqpTypeName(ae), rs("exchange", d.Name, v.name))
+			}
+		}
+		v.exchanges[d.Name] = newExchange(d)
+		if d.Durable && v.store != nil {
+			v.topoPos = v.store.PutExchange(v.name, d)
+		}
+		return nil
+	})
+}
+
+// topology runs fn, a topology change, under the topology lock, then waits
+// for whatever it recorded in the store to be durable: a declare-ok must
+// mean the entity survives a crash. The wait happens after unlocking so
+// that publishers are not held up by the fsync.
+func (v *VHost) topology(fn func() error) error {
 	v.mu.Lock()
-	defer v.mu.Unlock()
-	if x := v.exchanges[d.Name]; x != nil {
-		return x.assertEquivalent(d, v.name)
-	}
-	if err := checkName("exchange", d.Name); err != nil {
+	before := v.topoPos
+	err := fn()
+	pos := v.topoPos
+	v.mu.Unlock()
+	if pos == before || v.store == nil {
 		return err
 	}
-	if ae, ok := d.Arguments["alternate-exchange"]; ok {
-		if _, isStr := ae.(string); !isStr {
-			return Errorf(CodePreconditionFailed, "invalid type '%s' for arg 'alternate-exchange' in %s",
-				amqpTypeName(ae), rs("exchange", d.Name, v.name))
-		}
+	if serr := v.store.Wait(pos); serr != nil && err == nil {
+		return Errorf(CodeInternalError, "store: %v", serr)
 	}
-	v.exchanges[d.Name] = newExchange(d)
-	return nil
+	return err
 }
 
 // DeleteExchange is exchange.delete: it removes the exchange and every
@@ -147,29 +176,33 @@ func (v *VHost) DeleteExchange(name string, ifUnused bool) error {
 	if strings.HasPrefix(name, reservedPrefix) {
 		return Errorf(CodeAccessRefused, "deletion of system %s not allowed", rs("exchange", name, v.name))
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	x := v.exchanges[name]
-	if x == nil {
+	return v.topology(func() error {
+		x := v.exchanges[name]
+		if x == nil {
+			return nil
+		}
+		if ifUnused && x.m.len() > 0 {
+			return Errorf(CodePreconditionFailed, "%s in use", rs("exchange", name, v.name))
+		}
+		v.deleteExchangeLocked(x)
 		return nil
-	}
-	if ifUnused && x.m.len() > 0 {
-		return Errorf(CodePreconditionFailed, "%s in use", rs("exchange", name, v.name))
-	}
-	v.deleteExchangeLocked(x)
-	return nil
+	})
 }
 
 // deleteExchangeLocked removes x and its bindings in both directions;
 // auto-delete sources left without bindings go too. mu is held.
 func (v *VHost) deleteExchangeLocked(x *exchange) {
 	delete(v.exchanges, x.name)
+	if x.durable && v.store != nil {
+		v.topoPos = v.store.DeleteExchange(v.name, x.name)
+	}
 	x.mu.Lock()
 	x.deleted = true
 	var out []*Binding
 	x.m.each(func(b *Binding) { out = append(out, b) })
 	x.mu.Unlock()
 	for _, b := range out {
+		v.forgetBindingLocked(x, b)
 		switch t := b.Target.(type) {
 		case *Queue:
 			delete(t.bindings, b)
@@ -194,8 +227,42 @@ func (v *VHost) removeBindingLocked(b *Binding) {
 	src.m.remove(b)
 	empty := src.m.len() == 0
 	src.mu.Unlock()
+	v.forgetBindingLocked(src, b)
 	if empty && src.autoDelete {
 		v.deleteExchangeLocked(src)
+	}
+}
+
+// durableBinding reports whether b is stored: RabbitMQ keeps a binding
+// across restarts when its source and destination are both durable.
+func (v *VHost) durableBinding(src *exchange, b *Binding) bool {
+	if v.store == nil || !src.durable {
+		return false
+	}
+	switch t := b.Target.(type) {
+	case *Queue:
+		return t.persist
+	case *exchange:
+		return t.durable
+	}
+	return false
+}
+
+func bindingRecord(b *Binding) BindingRecord {
+	return BindingRecord{Source: b.Source, Destination: b.Destination, ToExchange: b.ToExchange, RoutingKey: b.RoutingKey, Arguments: b.Arguments}
+}
+
+// rememberBindingLocked and forgetBindingLocked keep the store's copy of a
+// durable binding from src; mu is held.
+func (v *VHost) rememberBindingLocked(src *exchange, b *Binding) {
+	if v.durableBinding(src, b) {
+		v.topoPos = v.store.PutBinding(v.name, bindingRecord(b))
+	}
+}
+
+func (v *VHost) forgetBindingLocked(src *exchange, b *Binding) {
+	if v.durableBinding(src, b) {
+		v.topoPos = v.store.DeleteBinding(v.name, bindingRecord(b))
 	}
 }
 
@@ -229,8 +296,10 @@ func validateBinding(x *exchange, args Table) error {
 // another owner -> 405; invalid headers x-match -> 406. Binding twice is a
 // no-op. Core keeps args; the caller must not modify them afterwards.
 func (v *VHost) BindQueue(queue, exchange, key string, args Table, owner uint64) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	return v.topology(func() error { return v.bindQueueLocked(queue, exchange, key, args, owner) })
+}
+
+func (v *VHost) bindQueueLocked(queue, exchange, key string, args Table, owner uint64) error {
 	x, err := v.lookupSourceLocked(exchange)
 	if err != nil {
 		return err
@@ -251,6 +320,7 @@ func (v *VHost) BindQueue(queue, exchange, key string, args Table, owner uint64)
 	x.mu.Unlock()
 	if added {
 		q.bindings[b] = struct{}{}
+		v.rememberBindingLocked(x, b)
 	}
 	return nil
 }
@@ -259,8 +329,10 @@ func (v *VHost) BindQueue(queue, exchange, key string, args Table, owner uint64)
 // not an error; the errors are BindQueue's. An auto-delete exchange losing
 // its last binding is deleted.
 func (v *VHost) UnbindQueue(queue, exchange, key string, args Table, owner uint64) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	return v.topology(func() error { return v.unbindQueueLocked(queue, exchange, key, args, owner) })
+}
+
+func (v *VHost) unbindQueueLocked(queue, exchange, key string, args Table, owner uint64) error {
 	x, err := v.lookupSourceLocked(exchange)
 	if err != nil {
 		return err
@@ -278,6 +350,7 @@ func (v *VHost) UnbindQueue(queue, exchange, key string, args Table, owner uint6
 	x.mu.Unlock()
 	if b != nil {
 		delete(q.bindings, b)
+		v.forgetBindingLocked(x, b)
 		if empty && x.autoDelete {
 			v.deleteExchangeLocked(x)
 		}
@@ -289,8 +362,10 @@ func (v *VHost) UnbindQueue(queue, exchange, key string, args Table, owner uint6
 // through destination. Errors: the default exchange on either side -> 403;
 // absent source, then destination -> 404; invalid headers x-match -> 406.
 func (v *VHost) BindExchange(destination, source, key string, args Table) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	return v.topology(func() error { return v.bindExchangeLocked(destination, source, key, args) })
+}
+
+func (v *VHost) bindExchangeLocked(destination, source, key string, args Table) error {
 	if destination == "" {
 		return errDefaultExchange()
 	}
@@ -311,14 +386,17 @@ func (v *VHost) BindExchange(destination, source, key string, args Table) error 
 	src.mu.Unlock()
 	if added {
 		dst.inbound[b] = struct{}{}
+		v.rememberBindingLocked(src, b)
 	}
 	return nil
 }
 
 // UnbindExchange is exchange.unbind; see UnbindQueue.
 func (v *VHost) UnbindExchange(destination, source, key string, args Table) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	return v.topology(func() error { return v.unbindExchangeLocked(destination, source, key, args) })
+}
+
+func (v *VHost) unbindExchangeLocked(destination, source, key string, args Table) error {
 	if destination == "" {
 		return errDefaultExchange()
 	}
@@ -336,6 +414,7 @@ func (v *VHost) UnbindExchange(destination, source, key string, args Table) erro
 	src.mu.Unlock()
 	if b != nil {
 		delete(dst.inbound, b)
+		v.forgetBindingLocked(src, b)
 		if empty && src.autoDelete {
 			v.deleteExchangeLocked(src)
 		}
@@ -367,29 +446,36 @@ func (v *VHost) DeclareQueue(d QueueDecl) (QueueInfo, error) {
 			return QueueInfo{}, err
 		}
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if name == "" {
-		for name = serverQueueName(); v.queues[name] != nil; name = serverQueueName() {
+	var info QueueInfo
+	err := v.topology(func() error {
+		if name == "" {
+			for name = serverQueueName(); v.queues[name] != nil; name = serverQueueName() {
+			}
 		}
-	}
-	if q := v.queues[name]; q != nil {
-		if err := q.assertEquivalent(d); err != nil {
-			return QueueInfo{}, err
+		if q := v.queues[name]; q != nil {
+			if err := q.assertEquivalent(d); err != nil {
+				return err
+			}
+			info = q.stat()
+			return nil
 		}
-		return q.stat(), nil
-	}
-	cfg, err := parseQueueArgs(name, v.name, d.Arguments)
-	if err != nil {
-		return QueueInfo{}, err
-	}
-	q := newQueue(v, d, name, cfg)
-	q.mu.Lock()
-	q.touchLocked()
-	q.armExpiresLocked(cfg.expires)
-	q.mu.Unlock()
-	v.queues[name] = q
-	return QueueInfo{Name: name}, nil
+		cfg, err := parseQueueArgs(name, v.name, d.Arguments)
+		if err != nil {
+			return err
+		}
+		q := newQueue(v, d, name, cfg)
+		q.mu.Lock()
+		q.touchLocked()
+		q.armExpiresLocked(cfg.expires)
+		q.mu.Unlock()
+		v.queues[name] = q
+		if q.persist {
+			v.topoPos = v.store.PutQueue(QueueRecord{VHost: v.name, Name: name, AutoDelete: d.AutoDelete, Arguments: d.Arguments, LastUsed: q.lastUsed})
+		}
+		info = QueueInfo{Name: name}
+		return nil
+	})
+	return info, err
 }
 
 // assertEquivalent is rabbit_amqqueue:assert_equivalence for a
@@ -471,11 +557,20 @@ func (v *VHost) deleteQueue(q *Queue, check func() error) (uint32, error) {
 		v.removeBindingLocked(b)
 	}
 	clear(q.bindings)
+	if q.persist {
+		v.topoPos = v.store.DeleteQueue(v.name, q.name)
+	}
+	pos := v.topoPos
 	v.mu.Unlock()
 	for _, c := range consumers {
 		c.sink.Cancelled(c)
 	}
 	fx.run(v)
+	if q.persist {
+		if err := v.store.Wait(pos); err != nil {
+			return purged, Errorf(CodeInternalError, "store: %v", err)
+		}
+	}
 	return purged, nil
 }
 
@@ -489,9 +584,22 @@ func (v *VHost) PurgeQueue(name string, owner uint64) (uint32, error) {
 	if err := q.CheckAccess(owner); err != nil {
 		return 0, err
 	}
+	var fx effects
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.purgeLocked(), nil
+	n := q.purgeLocked(&fx)
+	q.mu.Unlock()
+	return n, v.wait(fx.pos)
+}
+
+// wait blocks until a store position from a message operation is durable.
+func (v *VHost) wait(pos uint64) error {
+	if pos == 0 || v.store == nil {
+		return nil
+	}
+	if err := v.store.Wait(pos); err != nil {
+		return Errorf(CodeInternalError, "store: %v", err)
+	}
+	return nil
 }
 
 // ReleaseOwner deletes the exclusive queues of a connection that closed.
@@ -516,6 +624,10 @@ func (v *VHost) ReleaseOwner(owner uint64) {
 type PublishResult struct {
 	Routed   int  // number of queues that accepted the message
 	Rejected bool // some queue refused it (x-overflow reject-publish / reject-publish-dlx) -> publisher nack
+	// Pos is the store position at which the message is durable in every
+	// durable queue it reached (Broker.NotifySynced); 0 when nothing was
+	// stored. A publisher confirm must wait for it.
+	Pos uint64
 }
 
 // Publish routes msg (msg.Exchange, msg.RoutingKey) once: exchange-to-
@@ -599,10 +711,11 @@ func (v *VHost) publish(x *exchange, msg *Message, msgTTL time.Duration, deathRe
 			v.log.Debug("dead-letter cycle: message dropped", "vhost", v.name, "queue", q.name)
 			continue
 		}
-		accepted, rejected := q.enqueue(msg, msgTTL)
+		accepted, rejected, pos := q.enqueue(msg, msgTTL)
 		if accepted {
 			res.Routed++
 		}
+		res.Pos = max(res.Pos, pos)
 		res.Rejected = res.Rejected || rejected
 	}
 	return res
