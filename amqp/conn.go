@@ -39,6 +39,9 @@ type conn struct {
 	// closing is set once connection.close was sent: only close-ok (or the
 	// peer's own close) is read after it.
 	closing bool
+	// peerClosing is set once the client's connection.close was answered:
+	// the client hangs up next, and should be the one to (see serve).
+	peerClosing bool
 
 	// forced carries a server-initiated close (Shutdown) to the reader.
 	forced     chan string
@@ -79,6 +82,9 @@ func (c *conn) serve() {
 	err := c.readLoop()
 	c.teardown()
 	c.out.finish()
+	if c.peerClosing {
+		c.awaitHangup()
+	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		log.Debug("amqp: connection ended", "err", err)
 	}
@@ -93,6 +99,19 @@ func (c *conn) teardown() {
 	}
 	if c.vhost != nil {
 		c.vhost.ReleaseOwner(c.id)
+	}
+}
+
+// awaitHangup waits, briefly, for a client that was sent close-ok to close
+// the socket itself, as RabbitMQ does. Closing first races the client's
+// reader, which then reports a clean close as an EOF error.
+func (c *conn) awaitHangup() {
+	c.nc.SetReadDeadline(time.Now().Add(closeTimeout))
+	var buf [64]byte
+	for {
+		if _, err := c.nc.Read(buf[:]); err != nil {
+			return
+		}
 	}
 }
 
@@ -389,6 +408,7 @@ func (c *conn) handleConnectionMethod(payload []byte) (done bool, err error) {
 	switch m := m.(type) {
 	case *wire.ConnectionClose:
 		c.out.writeMethod(0, &wire.ConnectionCloseOk{})
+		c.peerClosing = true
 		if !c.closing {
 			c.srv.log.Debug("amqp: client closed connection", "peer", c.name, "code", m.ReplyCode, "text", m.ReplyText)
 		}

@@ -131,7 +131,7 @@ func (o *outbound) writeLoop(heartbeat time.Duration) {
 			finishing = true
 		}
 		if err := o.flush(); err != nil || finishing {
-			o.close()
+			o.close(err)
 			return
 		}
 	}
@@ -174,13 +174,15 @@ func (o *outbound) flush() error {
 
 // close marks the buffer closed, releases a waiting reader and refuses
 // further deliveries. After a write error the socket is closed too, so the
-// reader notices.
-func (o *outbound) close() {
+// reader notices; otherwise the reader closes it when it is done.
+func (o *outbound) close(err error) {
 	o.mu.Lock()
 	o.closed = true
 	o.buf = nil
 	o.blocked = nil
 	o.drained.Broadcast()
 	o.mu.Unlock()
-	o.nc.Close()
+	if err != nil {
+		o.nc.Close()
+	}
 }
