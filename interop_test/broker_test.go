@@ -1,0 +1,319 @@
+// Package interop_test drives the real ferrymq binary with real clients: the
+// binary is built once per test run, started on 127.0.0.1:0 listeners with a
+// fresh data directory, and every wait is on an event with a deadline.
+//
+// Set FERRYMQ_BIN to test a binary built elsewhere instead.
+package interop_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	// readyTimeout bounds the wait for the AMQP listener after start.
+	readyTimeout = 20 * time.Second
+	// stopTimeout bounds a graceful shutdown after SIGTERM.
+	stopTimeout = 15 * time.Second
+	// readyMsg starts the key-values of the line cmd/ferrymq logs (slog
+	// TextHandler) once its AMQP listener accepts connections.
+	readyMsg = `msg="listener ready" proto=amqp addr=`
+)
+
+var (
+	binDir string // TestMain's temporary directory for the built binary
+
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ferrymq-interop-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "interop_test:", err)
+		os.Exit(2)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// ferrymqBinary returns the path of the ferrymq binary, building it on the
+// first call of the test run. A build failure fails every test that needs it.
+func ferrymqBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if p := os.Getenv("FERRYMQ_BIN"); p != "" {
+			binPath = p
+			return
+		}
+		goTool, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
+		if err != nil {
+			buildErr = err
+			return
+		}
+		out := filepath.Join(binDir, "ferrymq")
+		cmd := exec.Command(goTool, "build", "-o", out, "github.com/ferrymq/ferrymq/cmd/ferrymq")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/ferrymq: %v\n%s", err, msg)
+			return
+		}
+		binPath = out
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Broker is a running ferrymq child process.
+type Broker struct {
+	// URL is the AMQP URL of the broker's listener, with the default user.
+	URL string
+	// Addr is the host:port the AMQP listener is bound to.
+	Addr string
+	// DataDir is the broker's --data-dir, removed when the test ends.
+	DataDir string
+	// Cmd is the child process; Stop, Kill and WaitExit wait for it, so
+	// never call Cmd.Wait directly.
+	Cmd *exec.Cmd
+
+	output  *syncBuffer   // stdout and stderr, as written
+	shown   bool          // output already in a failure message
+	outDone chan struct{} // closed when the stderr pipe reaches EOF
+	exited  chan struct{} // closed when Cmd.Wait has returned
+	waitErr error         // Cmd.Wait's result; read after exited is closed
+}
+
+// StartBroker starts ferrymq on 127.0.0.1:0 listeners with a fresh data
+// directory and extra args appended, and returns once it logs that its AMQP
+// listener is ready. It fails the test, with the broker's output, if the
+// broker exits first or is not ready within readyTimeout. The broker is
+// killed when the test ends if it is still running, and its output is logged
+// if the test failed.
+func StartBroker(t testing.TB, args ...string) *Broker {
+	t.Helper()
+	bin := ferrymqBinary(t)
+	dataDir := t.TempDir()
+	args = append([]string{
+		"--amqp-listen", "127.0.0.1:0",
+		"--mqtt-listen", "127.0.0.1:0",
+		"--data-dir", dataDir,
+	}, args...)
+
+	// A pipe of our own, not Cmd.StderrPipe: Cmd.Wait closes that one and
+	// must not be called before it is drained, which would tie Wait to EOF.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{
+		DataDir: dataDir,
+		Cmd:     exec.Command(bin, args...),
+		output:  &syncBuffer{},
+		outDone: make(chan struct{}),
+		exited:  make(chan struct{}),
+	}
+	b.Cmd.Stdout = b.output
+	b.Cmd.Stderr = pw
+	err = b.Cmd.Start()
+	pw.Close() // the child holds its own copy
+	if err != nil {
+		pr.Close()
+		t.Fatalf("start %s: %v", bin, err)
+	}
+
+	ready := make(chan string, 1)
+	go b.readStderr(pr, ready)
+	go func() {
+		b.waitErr = b.Cmd.Wait()
+		close(b.exited)
+	}()
+	t.Cleanup(func() {
+		if b.running() {
+			b.Cmd.Process.Kill()
+			<-b.exited
+		}
+		if t.Failed() && !b.shown {
+			t.Logf("ferrymq %s output:\n%s", strings.Join(args, " "), b.Output())
+		}
+	})
+
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	select {
+	case addr := <-ready:
+		b.Addr = addr
+		b.URL = "amqp://guest:guest@" + addr + "/"
+		return b
+	case <-b.exited:
+		b.drainOutput()
+		b.shown = true
+		t.Fatalf("ferrymq exited before its AMQP listener was ready: %v\noutput:\n%s", b.waitErr, b.Output())
+	case <-timer.C:
+		b.Cmd.Process.Kill()
+		<-b.exited
+		b.drainOutput()
+		b.shown = true
+		t.Fatalf("ferrymq did not log %q within %v\noutput:\n%s", readyMsg, readyTimeout, b.Output())
+	}
+	return nil // not reached: t.Fatalf ends the test goroutine
+}
+
+// readStderr copies the child's stderr into the output buffer line by line
+// until EOF, sending the listener address on ready the first time the
+// readiness line appears. It never blocks on anything but the pipe, so the
+// child never stalls on a full stderr.
+func (b *Broker) readStderr(r *os.File, ready chan<- string) {
+	defer close(b.outDone)
+	defer r.Close()
+	br := bufio.NewReader(r)
+	sent := false
+	for {
+		line, err := br.ReadString('\n')
+		b.output.WriteString(line)
+		if !sent {
+			if addr, ok := parseReadyLine(line); ok {
+				ready <- addr // buffered, sent once
+				sent = true
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// parseReadyLine returns the addr value of a readiness line, which slog's
+// TextHandler writes bare or, if it needs quoting, as a Go quoted string.
+func parseReadyLine(line string) (string, bool) {
+	i := strings.Index(line, readyMsg)
+	if i < 0 {
+		return "", false
+	}
+	v := strings.TrimRight(line[i+len(readyMsg):], "\r\n")
+	if strings.HasPrefix(v, `"`) {
+		q, err := strconv.QuotedPrefix(v)
+		if err != nil {
+			return "", false
+		}
+		v, _ = strconv.Unquote(q)
+	} else if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	return v, v != ""
+}
+
+// drainOutput waits briefly for the rest of the output of an exited child.
+func (b *Broker) drainOutput() {
+	select {
+	case <-b.outDone:
+	case <-time.After(2 * time.Second): // a grandchild may hold the pipe
+	}
+}
+
+// Output returns everything the broker has written to stdout and stderr.
+func (b *Broker) Output() string { return b.output.String() }
+
+func (b *Broker) running() bool {
+	select {
+	case <-b.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig to the broker process.
+func (b *Broker) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := b.Cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// Exited is closed when the broker process has exited.
+func (b *Broker) Exited() <-chan struct{} { return b.exited }
+
+// WaitExit waits up to d for the broker to exit and returns what Cmd.Wait
+// returned: nil for exit status 0, an *exec.ExitError otherwise. If the
+// broker is still running after d it is killed and the test fails.
+func (b *Broker) WaitExit(t testing.TB, d time.Duration) error {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-b.exited:
+		b.drainOutput()
+		return b.waitErr
+	case <-timer.C:
+		b.Cmd.Process.Kill()
+		<-b.exited
+		t.Fatalf("ferrymq still running %v after it was asked to stop; killed", d)
+		return nil
+	}
+}
+
+// Stop sends SIGTERM and waits up to stopTimeout for the broker to exit,
+// returning what WaitExit returns.
+func (b *Broker) Stop(t testing.TB) error {
+	t.Helper()
+	if !b.running() {
+		return b.waitErr
+	}
+	b.Signal(t, syscall.SIGTERM)
+	return b.WaitExit(t, stopTimeout)
+}
+
+// Kill sends SIGKILL, as a crash would, and waits for the process to go.
+func (b *Broker) Kill(t testing.TB) {
+	t.Helper()
+	if !b.running() {
+		return
+	}
+	if err := b.Cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("kill: %v", err)
+	}
+	<-b.exited
+	b.drainOutput()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+var _ io.Writer = (*syncBuffer)(nil)
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) WriteString(p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf.WriteString(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
