@@ -1,5 +1,38 @@
-// Package persistence will hold the Badger-backed store that implements
-// core's store interface, so durable queues and persistent messages survive a
-// restart; confirms and PUBACKs leave only after the store has synced. A
-// later issue fills it in; until then every queue lives in memory.
+// Package persistence is the Badger-backed store of durable exchanges,
+// queues and bindings and of persistent messages: it implements core.Store
+// and core.Recovery, so that they survive a restart, a kill -9 or a power
+// cut, and confirms and PUBACKs leave only once what they confirm is on
+// disk.
+//
+// # Group commit
+//
+// Core appends every change (PutQueue, Enqueue, Remove, ...) with its
+// queue locks held; an append only adds to an in-memory log and returns its
+// position. One writer goroutine takes everything appended so far, applies
+// it in order to one Badger write batch and commits it with one fsync
+// (Badger's SyncWrites: the value log and the memtable WAL are msynced
+// before the batch completes), then tells every waiter (Notify, Wait) whose
+// position it covered. Publishers that confirm concurrently therefore share
+// fsyncs: the more there are, the more each fsync carries. A failed commit
+// (a full disk, an I/O error) is reported to its waiters and to
+// Options.OnError, and retried with the next batch until it succeeds.
+//
+// # Layout
+//
+// A message is written once, under its id, however many queues it was
+// routed to; each queue holds a small reference (seq, id, size, priority,
+// deadline) that recovery reads without touching the body. The writer
+// counts references in memory and deletes a body with its last reference.
+// Bodies go to Badger's value log, which background GC reclaims after acks;
+// everything else stays in the LSM tree. See codec.go for the keys and
+// badger.go for the tuning (a million queued 1 KiB messages hold some
+// 100-200 MiB of anonymous memory).
+//
+// # Badger's value-log GC
+//
+// GC writes a value it moves back under its old version; a later compaction
+// can drop the newer tombstone above it and so bring a deleted key back.
+// Deleted exchanges, queues and bindings are therefore written as empty
+// values, which no compaction drops, and message bodies that come back are
+// deleted again by a sweep after each GC and at Open.
 package persistence

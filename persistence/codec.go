@@ -1,0 +1,456 @@
+package persistence
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/ferrymq/ferrymq/amqp/wire"
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// Key layout. Every key starts with a one-letter kind and a slash, so that
+// one prefix iteration finds every record of a kind:
+//
+//	x/<vhost>\x00<name>                                   exchange
+//	q/<vhost>\x00<name>                                   queue
+//	b/<vhost>\x00<source>\x00<e|q>\x00<dest>\x00<rkey>\x00<hash> binding
+//	m/<id BE>                                             message (properties and body)
+//	r/<vhost>\x00<queue>\x00<seq BE>                      message reference of a queue
+//	d/<vhost>\x00<queue>                                  highest seq delivered
+//	!format                                               store format version
+//
+// A deleted exchange, queue or binding is an empty value (a "marker"), not a
+// Badger tombstone: see deleteMarker.
+//
+// Names are written escaped (see appendName), so that a name holding NUL
+// cannot run into the next field: "<vhost>\x00<queue>\x00" is then a prefix
+// of exactly one queue's references. Names without 0x00 or 0x01 bytes (all
+// the ones people use) are written as they are.
+const (
+	kindExchange  = 'x'
+	kindQueue     = 'q'
+	kindBinding   = 'b'
+	kindMessage   = 'm'
+	kindRef       = 'r'
+	kindDelivered = 'd'
+)
+
+// markerKind reports whether keys of kind are deleted by writing an empty
+// value instead of a tombstone. Badger's value-log GC writes a live value it
+// moves back at its old version, above any newer tombstone; when compaction
+// later drops the tombstone (it only looks for older data below it), the
+// moved value is visible again. A marker is a value, which compaction
+// never drops in favour of an older version, so a deleted exchange, queue
+// or binding cannot come back. Records of these kinds can be large enough
+// for the value log; references and delivered marks never are (they stay
+// under valueThreshold, and GC only moves value-log entries), and message
+// bodies brought back are found by the orphan sweep (Store.sweepChunk),
+// since a marker per message would grow without bound.
+func markerKind(kind byte) bool {
+	return kind == kindExchange || kind == kindQueue || kind == kindBinding
+}
+
+// formatKey holds the version of the layout above. It is written when a
+// store is created, so that a Badger directory written by something else
+// (or by a future, incompatible ferrymq) is refused instead of misread.
+var formatKey = []byte("!format")
+
+// formatVersion is the layout described above.
+const formatVersion = 1
+
+// recordVersion starts every value, so that a later layout can tell its
+// records from these.
+const recordVersion = 1
+
+// errCorrupt is wrapped by every decoding error: a record that does not
+// parse was damaged on disk or written by something else.
+var errCorrupt = errors.New("corrupt record")
+
+func corrupt(what string, key []byte) error {
+	return fmt.Errorf("%w: %s (key %q)", errCorrupt, what, key)
+}
+
+// appendName appends s with 0x00 written as 0x01 0x01 and 0x01 as 0x01 0x02,
+// then a 0x00 terminator. The escaped form holds no 0x00, so the terminated
+// form of one name is never a prefix of another's.
+func appendName(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0x00:
+			b = append(b, 0x01, 0x01)
+		case 0x01:
+			b = append(b, 0x01, 0x02)
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, 0x00)
+}
+
+// readName reads a name written by appendName from the start of b and
+// returns it with the bytes after its terminator.
+func readName(b []byte) (name string, rest []byte, ok bool) {
+	escaped := false
+	for i, c := range b {
+		switch c {
+		case 0x00:
+			if !escaped {
+				return string(b[:i]), b[i+1:], true
+			}
+			return unescape(b[:i]), b[i+1:], true
+		case 0x01:
+			escaped = true
+		}
+	}
+	return "", b, false
+}
+
+func unescape(b []byte) string {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		if b[i] == 0x01 && i+1 < len(b) {
+			i++
+			out = append(out, b[i]-1)
+			continue
+		}
+		out = append(out, b[i])
+	}
+	return string(out)
+}
+
+func kindPrefix(kind byte) []byte { return []byte{kind, '/'} }
+
+// entityKey is the key of a vhost-scoped entity: x/, q/ and d/ keys, and
+// (with the ref's seq appended) the prefix of a queue's r/ keys.
+func entityKey(b []byte, kind byte, vhost, name string) []byte {
+	b = append(b, kind, '/')
+	b = appendName(b, vhost)
+	return appendName(b, name)
+}
+
+// parseEntityKey splits an x/, q/ or d/ key.
+func parseEntityKey(key []byte) (vhost, name string, ok bool) {
+	if len(key) < 2 {
+		return "", "", false
+	}
+	vhost, rest, ok := readName(key[2:])
+	if !ok {
+		return "", "", false
+	}
+	name, rest, ok = readName(rest)
+	return vhost, name, ok && len(rest) == 0
+}
+
+func refKey(b []byte, vhost, queue string, seq uint64) []byte {
+	b = entityKey(b, kindRef, vhost, queue)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// parseRefKey splits an r/ key.
+func parseRefKey(key []byte) (vhost, queue string, seq uint64, ok bool) {
+	if len(key) < 2+8 {
+		return "", "", 0, false
+	}
+	vhost, queue, ok = parseEntityKey(key[:len(key)-8])
+	return vhost, queue, binary.BigEndian.Uint64(key[len(key)-8:]), ok
+}
+
+func messageKey(b []byte, id uint64) []byte {
+	b = append(b, kindMessage, '/')
+	return binary.BigEndian.AppendUint64(b, id)
+}
+
+func parseMessageKey(key []byte) (uint64, bool) {
+	if len(key) != 2+8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(key[2:]), true
+}
+
+// bindingPrefix is the prefix of the bindings of vhost.
+func bindingPrefix(vhost string) []byte {
+	return appendName([]byte{kindBinding, '/'}, vhost)
+}
+
+// bindingKey identifies a binding by everything RabbitMQ compares: source,
+// destination and its kind, routing key and arguments. The arguments go in
+// as a hash of their encoding (AppendTable sorts keys, so it is
+// deterministic); the full table is the value.
+func bindingKey(b []byte, vhost string, r *core.BindingRecord, encodedArgs []byte) []byte {
+	b = append(b, kindBinding, '/')
+	b = appendName(b, vhost)
+	b = appendName(b, r.Source)
+	if r.ToExchange {
+		b = append(b, 'e', 0x00)
+	} else {
+		b = append(b, 'q', 0x00)
+	}
+	b = appendName(b, r.Destination)
+	b = appendName(b, r.RoutingKey)
+	h := fnv.New64a()
+	h.Write(encodedArgs)
+	return binary.BigEndian.AppendUint64(b, h.Sum64())
+}
+
+// parseBindingKey splits a b/ key; the arguments come from the value.
+func parseBindingKey(key []byte) (vhost string, r core.BindingRecord, ok bool) {
+	if len(key) < 2 {
+		return "", r, false
+	}
+	rest := key[2:]
+	if vhost, rest, ok = readName(rest); !ok {
+		return "", r, false
+	}
+	if r.Source, rest, ok = readName(rest); !ok {
+		return "", r, false
+	}
+	if len(rest) < 2 || rest[1] != 0x00 || (rest[0] != 'e' && rest[0] != 'q') {
+		return "", r, false
+	}
+	r.ToExchange = rest[0] == 'e'
+	if r.Destination, rest, ok = readName(rest[2:]); !ok {
+		return "", r, false
+	}
+	if r.RoutingKey, rest, ok = readName(rest); !ok {
+		return "", r, false
+	}
+	return vhost, r, len(rest) == 8
+}
+
+// appendArgs appends an argument table in the AMQP field-table encoding,
+// which keeps every value's type tag (RabbitMQ compares arguments by type
+// and value).
+func appendArgs(b []byte, t core.Table) ([]byte, error) {
+	return wire.AppendTable(b, t)
+}
+
+// readArgs reads a table written by appendArgs; an empty table reads back
+// as nil.
+func readArgs(b []byte) (core.Table, []byte, error) {
+	t, rest, err := wire.ReadTable(b)
+	if err != nil {
+		return nil, b, err
+	}
+	if len(t) == 0 {
+		t = nil
+	}
+	return t, rest, nil
+}
+
+// Exchange value: version, flags, kind (uvarint length and bytes), args.
+const (
+	exDurable    = 1 << 0
+	exAutoDelete = 1 << 1
+	exInternal   = 1 << 2
+)
+
+func encodeExchange(b []byte, d *core.ExchangeDecl) ([]byte, error) {
+	var flags byte
+	if d.Durable {
+		flags |= exDurable
+	}
+	if d.AutoDelete {
+		flags |= exAutoDelete
+	}
+	if d.Internal {
+		flags |= exInternal
+	}
+	b = append(b, recordVersion, flags)
+	b = appendString(b, d.Kind)
+	return appendArgs(b, d.Arguments)
+}
+
+func decodeExchange(key, val []byte) (vhost string, d core.ExchangeDecl, err error) {
+	var ok bool
+	vhost, d.Name, ok = parseEntityKey(key)
+	if !ok || len(val) < 2 || val[0] != recordVersion {
+		return "", d, corrupt("exchange", key)
+	}
+	flags := val[1]
+	d.Durable = flags&exDurable != 0
+	d.AutoDelete = flags&exAutoDelete != 0
+	d.Internal = flags&exInternal != 0
+	rest := val[2:]
+	if d.Kind, rest, ok = readString(rest); !ok {
+		return "", d, corrupt("exchange kind", key)
+	}
+	if d.Arguments, rest, err = readArgs(rest); err != nil || len(rest) != 0 {
+		return "", d, corrupt(fmt.Sprintf("exchange arguments: %v", err), key)
+	}
+	return vhost, d, nil
+}
+
+// Queue value: version, flags, last used (int64 BE), args.
+const qAutoDelete = 1 << 0
+
+func encodeQueue(b []byte, r *core.QueueRecord) ([]byte, error) {
+	var flags byte
+	if r.AutoDelete {
+		flags |= qAutoDelete
+	}
+	b = append(b, recordVersion, flags)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.LastUsed))
+	return appendArgs(b, r.Arguments)
+}
+
+func decodeQueue(key, val []byte) (r core.QueueRecord, err error) {
+	var ok bool
+	r.VHost, r.Name, ok = parseEntityKey(key)
+	if !ok || len(val) < 2+8 || val[0] != recordVersion {
+		return r, corrupt("queue", key)
+	}
+	r.AutoDelete = val[1]&qAutoDelete != 0
+	r.LastUsed = int64(binary.BigEndian.Uint64(val[2:]))
+	var rest []byte
+	if r.Arguments, rest, err = readArgs(val[10:]); err != nil || len(rest) != 0 {
+		return r, corrupt(fmt.Sprintf("queue arguments: %v", err), key)
+	}
+	return r, nil
+}
+
+// Binding value: version, args.
+func decodeBinding(key, val []byte) (vhost string, r core.BindingRecord, err error) {
+	vhost, r, ok := parseBindingKey(key)
+	if !ok || len(val) < 1 || val[0] != recordVersion {
+		return "", r, corrupt("binding", key)
+	}
+	var rest []byte
+	if r.Arguments, rest, err = readArgs(val[1:]); err != nil || len(rest) != 0 {
+		return "", r, corrupt(fmt.Sprintf("binding arguments: %v", err), key)
+	}
+	return vhost, r, nil
+}
+
+// ref is the value of an r/ key: what recovery needs to rebuild a queue
+// entry without reading the message.
+type ref struct {
+	id       uint64
+	size     int
+	priority uint8
+	deadline int64
+}
+
+// Ref value: version, id (8 BE), priority, size (uvarint), deadline
+// (varint). Some 15 bytes, so that it stays in the LSM tree (under
+// valueThreshold) and recovery never touches the value log.
+func encodeRef(b []byte, r ref) []byte {
+	b = append(b, recordVersion)
+	b = binary.BigEndian.AppendUint64(b, r.id)
+	b = append(b, r.priority)
+	b = binary.AppendUvarint(b, uint64(r.size))
+	return binary.AppendVarint(b, r.deadline)
+}
+
+func decodeRef(val []byte) (r ref, ok bool) {
+	if len(val) < 1+8+1 || val[0] != recordVersion {
+		return r, false
+	}
+	r.id = binary.BigEndian.Uint64(val[1:])
+	r.priority = val[9]
+	rest := val[10:]
+	size, n := binary.Uvarint(rest)
+	if n <= 0 || size > 1<<40 {
+		return r, false
+	}
+	r.size = int(size)
+	rest = rest[n:]
+	if r.deadline, n = binary.Varint(rest); n <= 0 || n != len(rest) {
+		return r, false
+	}
+	return r, true
+}
+
+// Message value: version, flags (bit 0: Published is set), Published
+// (UnixNano, 8 BE), exchange and routing key (uvarint length and bytes),
+// the AMQP content header (uvarint length and bytes: class, weight, body
+// size, property flags and properties, exactly as on the wire), then the
+// body. The content header codec is the one the broker speaks, so the
+// properties and their headers table come back byte-exact.
+const msgPublished = 1 << 0
+
+func encodeMessage(b []byte, m *core.Message) (out []byte, err error) {
+	// AppendContentHeader panics on a headers value that has no AMQP type;
+	// core only stores tables it decoded or built from AMQP types, but a
+	// panic here would take down the store goroutine, so turn it into the
+	// error of this one message.
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = b, fmt.Errorf("message %d: properties cannot be encoded: %v", m.ID, p)
+		}
+	}()
+	var flags byte
+	var published int64
+	if !m.Published.IsZero() {
+		flags |= msgPublished
+		published = m.Published.UnixNano()
+	}
+	b = append(b, recordVersion, flags)
+	b = binary.BigEndian.AppendUint64(b, uint64(published))
+	b = appendString(b, m.Exchange)
+	b = appendString(b, m.RoutingKey)
+	// The header's length is not known before it is written: reserve the
+	// longest uvarint, then move the header down over the unused bytes.
+	lenAt := len(b)
+	b = append(b, make([]byte, binary.MaxVarintLen64)...)
+	start := len(b)
+	b = wire.AppendContentHeader(b, wire.ClassBasic, uint64(len(m.Body)), &m.Properties)
+	hlen := len(b) - start
+	var tmp [binary.MaxVarintLen64]byte
+	n := binary.PutUvarint(tmp[:], uint64(hlen))
+	copy(b[lenAt:], tmp[:n])
+	copy(b[lenAt+n:], b[start:])
+	b = b[:lenAt+n+hlen]
+	return append(b, m.Body...), nil
+}
+
+func decodeMessage(id uint64, val []byte) (*core.Message, error) {
+	if len(val) < 2+8 || val[0] != recordVersion {
+		return nil, fmt.Errorf("%w: message %d", errCorrupt, id)
+	}
+	m := &core.Message{ID: id}
+	if val[1]&msgPublished != 0 {
+		m.Published = time.Unix(0, int64(binary.BigEndian.Uint64(val[2:])))
+	}
+	rest := val[10:]
+	var ok bool
+	if m.Exchange, rest, ok = readString(rest); !ok {
+		return nil, fmt.Errorf("%w: message %d: exchange", errCorrupt, id)
+	}
+	if m.RoutingKey, rest, ok = readString(rest); !ok {
+		return nil, fmt.Errorf("%w: message %d: routing key", errCorrupt, id)
+	}
+	hlen, n := binary.Uvarint(rest)
+	if n <= 0 || hlen > uint64(len(rest)-n) {
+		return nil, fmt.Errorf("%w: message %d: content header length", errCorrupt, id)
+	}
+	header := rest[n : n+int(hlen)]
+	body := rest[n+int(hlen):]
+	class, size, props, err := wire.DecodeContentHeader(header)
+	if err != nil {
+		return nil, fmt.Errorf("%w: message %d: %v", errCorrupt, id, err)
+	}
+	if class != wire.ClassBasic || size != uint64(len(body)) {
+		return nil, fmt.Errorf("%w: message %d: header says class %d, %d body bytes; %d stored",
+			errCorrupt, id, class, size, len(body))
+	}
+	m.Properties = props
+	// The value is only valid inside Badger's callback; the message outlives it.
+	m.Body = append([]byte(nil), body...)
+	return m, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func readString(b []byte) (string, []byte, bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return "", b, false
+	}
+	return string(b[k : k+int(n)]), b[k+int(n):], true
+}

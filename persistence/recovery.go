@@ -1,0 +1,301 @@
+package persistence
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// seenBody marks, in writer.refs during load, a message whose body was
+// found: counts stay far below it.
+const seenBody = 1 << 31
+
+// load checks the format marker and rebuilds the writer's state from disk:
+// queues, delivered marks and reference counts. It also removes what a
+// crash in the middle of a batch too large for one Badger transaction can
+// leave behind (references of queues that are gone, bodies nobody
+// references), so that neither lingers on disk for ever. A record that does
+// not decode is an error: the broker must not start on half its data.
+func (s *Store) load() error {
+	w := &s.w
+	w.lastTs = s.db.MaxVersion()
+	s.readTs.Store(w.lastTs)
+	if err := s.checkFormat(); err != nil {
+		return err
+	}
+
+	err := s.scan(kindPrefix(kindQueue), w.lastTs, true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil // deleted
+		}
+		r, err := decodeQueue(key, val)
+		if err != nil {
+			return err
+		}
+		k := qkey{r.VHost, r.Name}
+		w.queues[k] = &queueState{key: k, rec: r}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read queues: %w", err)
+	}
+
+	var orphanDelivered, orphanRefs, orphanBodies, refsWithoutBody int
+	err = s.scan(kindPrefix(kindDelivered), w.lastTs, true, func(key, val []byte) error {
+		vhost, name, ok := parseEntityKey(key)
+		if !ok || len(val) != 8 {
+			return corrupt("delivered mark", key)
+		}
+		if qs := w.queues[qkey{vhost, name}]; qs != nil {
+			qs.delivered = binary.BigEndian.Uint64(val)
+		} else {
+			w.ov.del(key)
+			orphanDelivered++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read delivered marks: %w", err)
+	}
+
+	var maxID uint64
+	err = s.scan(kindPrefix(kindRef), w.lastTs, true, func(key, val []byte) error {
+		vhost, name, _, ok := parseRefKey(key)
+		if !ok {
+			return corrupt("message reference key", key)
+		}
+		r, ok := decodeRef(val)
+		if !ok {
+			return corrupt("message reference", key)
+		}
+		if w.queues[qkey{vhost, name}] == nil {
+			w.ov.del(key)
+			orphanRefs++
+			return nil
+		}
+		w.refs[r.id]++
+		maxID = max(maxID, r.id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read message references: %w", err)
+	}
+
+	// Bodies: keys only, so the value log is not read.
+	err = s.scan(kindPrefix(kindMessage), w.lastTs, false, func(key, _ []byte) error {
+		id, ok := parseMessageKey(key)
+		if !ok {
+			return corrupt("message key", key)
+		}
+		maxID = max(maxID, id)
+		if n := w.refs[id]; n != 0 {
+			w.refs[id] = n | seenBody
+		} else {
+			w.ov.del(key)
+			orphanBodies++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read messages: %w", err)
+	}
+	missing := make(map[uint64]bool)
+	for id, n := range w.refs {
+		if n&seenBody == 0 {
+			missing[id] = true
+			delete(w.refs, id)
+		} else {
+			w.refs[id] = n &^ seenBody
+		}
+	}
+	if len(missing) > 0 {
+		// Only damage gets here: a body is always written before, and
+		// deleted after, the references to it. The references cannot be
+		// delivered, so they go, loudly.
+		err = s.scan(kindPrefix(kindRef), w.lastTs, true, func(key, val []byte) error {
+			if r, ok := decodeRef(val); ok && missing[r.id] {
+				if _, seen := w.ov.lookup(key); !seen {
+					w.ov.del(key)
+					refsWithoutBody++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read message references: %w", err)
+		}
+	}
+	s.maxID.Store(maxID)
+
+	if len(w.ov.writes) > 0 {
+		s.log.Warn("removing records left behind by an interrupted batch",
+			"refs_of_deleted_queues", orphanRefs, "unreferenced_bodies", orphanBodies,
+			"delivered_marks_of_deleted_queues", orphanDelivered, "refs_without_body", refsWithoutBody)
+		if err := s.commit(); err != nil {
+			return fmt.Errorf("remove leftover records: %w", err)
+		}
+		s.readTs.Store(w.lastTs)
+		s.db.SetDiscardTs(w.lastTs)
+	}
+	return nil
+}
+
+// checkFormat accepts a store written with this layout, and marks a new,
+// empty one; anything else is refused.
+func (s *Store) checkFormat() error {
+	txn := s.db.NewTransactionAt(s.w.lastTs, false)
+	defer txn.Discard()
+	item, err := txn.Get(formatKey)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		it := txn.NewIterator(badger.IteratorOptions{})
+		it.Rewind()
+		empty := !it.Valid()
+		it.Close()
+		if !empty {
+			return fmt.Errorf("holds Badger data but no %s marker: not a ferrymq store", formatKey)
+		}
+		s.w.ov.set(formatKey, []byte{formatVersion}, false)
+		if err := s.commit(); err != nil {
+			return fmt.Errorf("initialise: %w", err)
+		}
+		s.readTs.Store(s.w.lastTs)
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", formatKey, err)
+	}
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", formatKey, err)
+	}
+	if len(v) != 1 || v[0] != formatVersion {
+		return fmt.Errorf("store format %v, this ferrymq reads format %d", v, formatVersion)
+	}
+	return nil
+}
+
+// read runs fn over the committed records with prefix, for the Recovery
+// methods.
+func (s *Store) read(prefix []byte, values bool, fn func(key, val []byte) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
+	return s.scan(prefix, s.readTs.Load(), values, fn)
+}
+
+// callerError marks an error returned by a Recovery callback, which is
+// passed back unwrapped.
+type callerError struct{ err error }
+
+func (e callerError) Error() string { return e.err.Error() }
+
+func unwrapCaller(err error, what string) error {
+	var ce callerError
+	if errors.As(err, &ce) {
+		return ce.err
+	}
+	if err != nil {
+		return fmt.Errorf("persistence: read %s: %w", what, err)
+	}
+	return nil
+}
+
+// Exchanges implements core.Recovery.
+func (s *Store) Exchanges(fn func(vhost string, d core.ExchangeDecl) error) error {
+	err := s.read(kindPrefix(kindExchange), true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil // deleted
+		}
+		vhost, d, err := decodeExchange(key, val)
+		if err != nil {
+			return err
+		}
+		if err := fn(vhost, d); err != nil {
+			return callerError{err}
+		}
+		return nil
+	})
+	return unwrapCaller(err, "exchanges")
+}
+
+// Queues implements core.Recovery.
+func (s *Store) Queues(fn func(r core.QueueRecord) error) error {
+	err := s.read(kindPrefix(kindQueue), true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil // deleted
+		}
+		r, err := decodeQueue(key, val)
+		if err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return callerError{err}
+		}
+		return nil
+	})
+	return unwrapCaller(err, "queues")
+}
+
+// Bindings implements core.Recovery.
+func (s *Store) Bindings(fn func(vhost string, b core.BindingRecord) error) error {
+	err := s.read(kindPrefix(kindBinding), true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil // deleted
+		}
+		vhost, b, err := decodeBinding(key, val)
+		if err != nil {
+			return err
+		}
+		if err := fn(vhost, b); err != nil {
+			return callerError{err}
+		}
+		return nil
+	})
+	return unwrapCaller(err, "bindings")
+}
+
+// Messages implements core.Recovery. It reads the queue's references in
+// seq order (the key ends in the big-endian seq) and never a message body:
+// a reference is a few bytes in the LSM tree.
+func (s *Store) Messages(vhost, queue string, fn func(m core.StoredMessage) error) error {
+	var delivered uint64
+	dkey := entityKey(nil, kindDelivered, vhost, queue)
+	err := s.read(dkey, true, func(key, val []byte) error {
+		if len(key) == len(dkey) && len(val) == 8 {
+			delivered = binary.BigEndian.Uint64(val)
+		}
+		return nil
+	})
+	if err != nil {
+		return unwrapCaller(err, "delivered mark")
+	}
+	prefix := entityKey(nil, kindRef, vhost, queue)
+	err = s.read(prefix, true, func(key, val []byte) error {
+		if len(key) != len(prefix)+8 {
+			return nil // not a reference: names are escaped, so no other queue's keys share the prefix
+		}
+		r, ok := decodeRef(val)
+		if !ok {
+			return corrupt("message reference", key)
+		}
+		seq := binary.BigEndian.Uint64(key[len(prefix):])
+		m := core.StoredMessage{
+			Seq: seq, ID: r.id, Size: r.size, Priority: r.priority, Deadline: r.deadline,
+			Delivered: seq <= delivered,
+		}
+		if err := fn(m); err != nil {
+			return callerError{err}
+		}
+		return nil
+	})
+	return unwrapCaller(err, "messages")
+}
+
+// MaxMessageID implements core.Recovery.
+func (s *Store) MaxMessageID() uint64 { return s.maxID.Load() }

@@ -1,0 +1,480 @@
+package persistence
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// ErrClosed is returned by Wait, Load and the Recovery methods once the
+// store is closed, and reported to waiters whose positions were not
+// committed before Close.
+var ErrClosed = errors.New("persistence: store closed")
+
+// ErrNotFound is wrapped by Load for an id the store does not hold.
+var ErrNotFound = errors.New("persistence: message not found")
+
+// ErrDiskFull is wrapped by commit errors when the data directory's file
+// system has less free space than Options.DiskFreeLimit.
+var ErrDiskFull = errors.New("persistence: disk free space below limit")
+
+// ErrTooLarge is wrapped by the error reported for an Enqueue whose
+// message, encoded, exceeds MaxMessageSize.
+var ErrTooLarge = errors.New("persistence: message too large to store")
+
+// MaxMessageSize (63 MiB) bounds a stored message: body, properties and
+// routing information. Badger keeps a value in one value-log file, so the
+// limit is the file size less some room; the broker's maximum message size
+// must stay below it (RabbitMQ's default of 16 MiB does). A larger message
+// is not stored, and its Enqueue's waiters get ErrTooLarge.
+const MaxMessageSize = valueLogFileSize - 1<<20
+
+// Defaults of Options.
+const (
+	DefaultGCInterval = time.Minute
+	// DefaultDiskFreeLimit leaves room for what Badger may write before the
+	// next check: the rest of a value-log file, a memtable WAL, an L0 table
+	// and a compaction. Badger writes through mmap, and a write into a file
+	// hole on a full disk is a SIGBUS that kills the process, so the store
+	// stops committing well before that.
+	DefaultDiskFreeLimit = 2*valueLogFileSize + 4*memTableSize
+)
+
+// Options configure a Store. The zero value is valid.
+type Options struct {
+	// Logger receives the store's messages and Badger's own: Badger's
+	// info and debug lines at debug level, its warnings at warn, its
+	// errors at error. nil means slog.Default().
+	Logger *slog.Logger
+	// OnError is called from the store's goroutine when a commit fails
+	// (a full disk, an I/O error), so that the broker can block
+	// publishers; it is called again with nil once a later commit
+	// succeeds. It must not block and must not call into the Store.
+	OnError func(err error)
+	// GCInterval is the period of value-log garbage collection, which
+	// reclaims the disk space of acknowledged messages; 0 means
+	// DefaultGCInterval, negative disables it.
+	GCInterval time.Duration
+	// DiskFreeLimit is the free space, in bytes, below which commits fail
+	// with ErrDiskFull instead of writing; 0 means DefaultDiskFreeLimit,
+	// negative disables the check.
+	DiskFreeLimit int64
+	// NoSync skips fsync: a commit is reported synced once Badger has it
+	// in memory. For tests only; a crash loses confirmed messages.
+	NoSync bool
+}
+
+// Store is the Badger-backed core.Store and core.Recovery. Appends go to an
+// in-memory log and return at once; one goroutine commits the log in
+// batches, each made durable by one fsync (group commit), and then tells
+// the waiters. It is safe for concurrent use.
+type Store struct {
+	dir     string
+	db      *badger.DB
+	log     *slog.Logger
+	blog    *badgerLogger
+	onError func(error)
+	// diskFreeLimit is Options.DiskFreeLimit resolved; <= 0 disables.
+	diskFreeLimit int64
+
+	// mu guards the log and the waiters; it is held only to append or to
+	// swap slices, never across I/O, because core appends with its queue
+	// locks held.
+	mu       sync.Mutex
+	pos      uint64                // last position handed out
+	taken    uint64                // last position the writer has taken
+	ops      []op                  // appended, not yet taken by the writer
+	spare    []op                  // the writer's previous batch, cleared, reused as ops
+	pending  map[uint64]pendingMsg // messages appended and not yet committed, for Load
+	waiters  []waiter
+	synced   uint64 // every position up to it is committed
+	closing  bool   // Close has begun: the writer's next batch is its last
+	closed   bool   // the writer has stopped: appends are dropped
+	closeErr error  // set with closed: what the last waiters were told
+
+	kick chan struct{} // wakes the writer; capacity 1, sent without blocking
+
+	// readTs is the Badger version of the last successful commit: Load and
+	// the Recovery methods read at it, so they never wait for a commit in
+	// flight (an unmanaged Badger read transaction waits for every
+	// commit that has a timestamp, fsync included).
+	readTs atomic.Uint64
+	maxID  atomic.Uint64 // largest message id stored
+
+	// dbMu keeps the Badger handle alive under readers: Load and the
+	// Recovery methods hold it shared, Close exclusively to close Badger.
+	dbMu     sync.RWMutex
+	dbClosed bool // guarded by dbMu
+
+	w writer // owned by the writer goroutine (and by Open before it starts)
+
+	commits atomic.Uint64 // commit attempts, for tests of group commit
+
+	// sweepReq asks the writer for an orphan sweep (see sweepChunk); set
+	// by the GC goroutine after GC moved something.
+	sweepReq atomic.Bool
+	sweeps   atomic.Uint64 // sweeps finished, for tests
+
+	// testCommitHook, set by internal tests, runs before each commit; an
+	// error it returns fails that commit.
+	testCommitHook atomic.Pointer[func() error]
+
+	quit   chan struct{}
+	done   chan struct{}
+	gcStop chan struct{}
+	gcDone chan struct{}
+}
+
+var (
+	_ core.Store    = (*Store)(nil)
+	_ core.Recovery = (*Store)(nil)
+)
+
+// pendingMsg is a message appended but not yet committed; pos is the
+// position of its last Enqueue.
+type pendingMsg struct {
+	msg *core.Message
+	pos uint64
+}
+
+type waiter struct {
+	pos uint64
+	w   core.SyncWaiter
+}
+
+// Open opens the store in dir, creating the directory and an empty store if
+// dir does not exist or is empty. A directory that exists but does not hold
+// a store this package can read (a file, an unreadable or corrupt
+// directory, a non-empty directory without a store, a store locked by
+// another process or another Store) is an error naming dir and the cause:
+// the broker must never start empty over data it could not read.
+func Open(dir string, opts Options) (*Store, error) {
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	blog := &badgerLogger{l: logger.With("component", "badger")}
+	bopts := badgerOptions(dir, opts.NoSync, blog)
+	if testBadgerOptions != nil {
+		bopts = testBadgerOptions(bopts)
+	}
+	db, err := openBadger(bopts)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
+	}
+	s := &Store{
+		dir:     dir,
+		db:      db,
+		log:     logger.With("component", "persistence", "dir", dir),
+		blog:    blog,
+		onError: opts.OnError,
+		pending: make(map[uint64]pendingMsg),
+		kick:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		gcStop:  make(chan struct{}),
+		gcDone:  make(chan struct{}),
+	}
+	switch {
+	case opts.DiskFreeLimit == 0:
+		s.diskFreeLimit = DefaultDiskFreeLimit
+	case opts.DiskFreeLimit > 0:
+		s.diskFreeLimit = opts.DiskFreeLimit
+	}
+	s.w.init()
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
+	}
+	go s.run()
+	gcInterval := opts.GCInterval
+	if gcInterval == 0 {
+		gcInterval = DefaultGCInterval
+	}
+	go s.gcLoop(gcInterval)
+	return s, nil
+}
+
+// checkDir refuses a path that is not a directory, and a non-empty
+// directory holding no Badger store: Badger would create a fresh store
+// there (and delete table files its new manifest does not list), which is
+// how a mistyped --data-dir or a lost MANIFEST turns into a silently empty
+// broker.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("persistence: create %s: %w", dir, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("persistence: open %s: %w", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("persistence: open %s: not a directory", dir)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("persistence: open %s: %w", dir, err)
+	}
+	var stranger string
+	for _, e := range entries {
+		switch e.Name() {
+		case badgerManifest:
+			return nil
+		case "LOCK", "lost+found":
+			// LOCK alone is what a crash during the very first open leaves;
+			// lost+found is there when dir is a mount point.
+		default:
+			if stranger == "" {
+				stranger = e.Name()
+			}
+		}
+	}
+	if stranger != "" {
+		return fmt.Errorf("persistence: open %s: directory is not empty (%s) but holds no store (no %s): refusing to start an empty store over it",
+			dir, filepath.Join(dir, stranger), badgerManifest)
+	}
+	return nil
+}
+
+const badgerManifest = "MANIFEST"
+
+// testBadgerOptions, set by internal tests, adjusts the Badger options
+// (smaller files, so that value-log GC can be seen on little data).
+var testBadgerOptions func(badger.Options) badger.Options
+
+// openBadger opens Badger, turning a panic (some damaged files make
+// Badger's open path panic instead of returning an error) into an error.
+func openBadger(o badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, fmt.Errorf("badger: %v", p)
+		}
+	}()
+	// Managed mode: the writer picks commit timestamps and readers read at
+	// the last committed one, so reads never wait for a commit in flight.
+	return badger.OpenManaged(o)
+}
+
+// Close commits what has been appended, tells every waiter, stops the
+// store's goroutines and closes Badger. Appends after Close are dropped;
+// Wait and Notify for positions not committed report ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		<-s.done
+		return nil
+	}
+	s.closing = true
+	s.mu.Unlock()
+
+	close(s.gcStop)
+	<-s.gcDone
+	close(s.quit)
+	<-s.done
+
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	s.dbClosed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("persistence: close %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// Appends. Each takes mu for a slice append: they never block on I/O and
+// never call back into core, because core calls them with queue locks held.
+
+// PutExchange implements core.Store.
+func (s *Store) PutExchange(vhost string, d core.ExchangeDecl) uint64 {
+	return s.append(op{kind: opPutExchange, vhost: vhost, name: d.Name, rec: &d})
+}
+
+// DeleteExchange implements core.Store. The exchange's bindings, as source
+// or as destination, are deleted with it.
+func (s *Store) DeleteExchange(vhost, name string) uint64 {
+	return s.append(op{kind: opDeleteExchange, vhost: vhost, name: name})
+}
+
+// PutQueue implements core.Store.
+func (s *Store) PutQueue(r core.QueueRecord) uint64 {
+	return s.append(op{kind: opPutQueue, vhost: r.VHost, name: r.Name, rec: &r})
+}
+
+// TouchQueue implements core.Store. A queue the store does not hold is
+// ignored.
+func (s *Store) TouchQueue(vhost, name string, lastUsed int64) uint64 {
+	return s.append(op{kind: opTouchQueue, vhost: vhost, name: name, deadline: lastUsed})
+}
+
+// DeleteQueue implements core.Store: the queue's record, message
+// references, delivered mark and the bindings to it go, and so do the
+// bodies no other queue references.
+func (s *Store) DeleteQueue(vhost, name string) uint64 {
+	return s.append(op{kind: opDeleteQueue, vhost: vhost, name: name})
+}
+
+// PutBinding implements core.Store.
+func (s *Store) PutBinding(vhost string, b core.BindingRecord) uint64 {
+	return s.append(op{kind: opPutBinding, vhost: vhost, name: b.Source, rec: &b})
+}
+
+// DeleteBinding implements core.Store.
+func (s *Store) DeleteBinding(vhost string, b core.BindingRecord) uint64 {
+	return s.append(op{kind: opDeleteBinding, vhost: vhost, name: b.Source, rec: &b})
+}
+
+// Enqueue implements core.Store. The message is written once however many
+// queues reference it; until that write commits, Load returns msg itself.
+// An Enqueue for a queue the store does not hold (never put, or deleted)
+// is ignored and logged. seq must not be one the queue holds already.
+func (s *Store) Enqueue(vhost, queue string, seq uint64, msg *core.Message, deadline int64) uint64 {
+	return s.append(op{kind: opEnqueue, vhost: vhost, name: queue, seq: seq, id: msg.ID, msg: msg, deadline: deadline})
+}
+
+// Remove implements core.Store. Core must remove each reference it
+// enqueued at most once: the store counts references per message in
+// memory rather than reading them back, and deletes a body when its count
+// reaches zero. A Remove for a queue the store does not hold is ignored.
+// An Enqueue and its Remove committed in the same batch write nothing.
+func (s *Store) Remove(vhost, queue string, seq, msgID uint64) uint64 {
+	return s.append(op{kind: opRemove, vhost: vhost, name: queue, seq: seq, id: msgID})
+}
+
+// Delivered implements core.Store. It takes no position of its own and
+// does not start a commit: the mark rides along with the next one.
+func (s *Store) Delivered(vhost, queue string, seq uint64) {
+	s.mu.Lock()
+	if !s.closed {
+		s.ops = append(s.ops, op{kind: opDelivered, pos: s.pos, vhost: vhost, name: queue, seq: seq})
+	}
+	s.mu.Unlock()
+}
+
+func (s *Store) append(o op) uint64 {
+	s.mu.Lock()
+	s.pos++
+	o.pos = s.pos
+	if s.closed {
+		s.mu.Unlock()
+		return o.pos
+	}
+	// Wake the writer only for the first append since it last took the
+	// log: it looks at the log again after every commit anyway.
+	wake := o.pos == s.taken+1
+	s.ops = append(s.ops, o)
+	if o.kind == opEnqueue {
+		s.pending[o.id] = pendingMsg{msg: o.msg, pos: o.pos}
+	}
+	s.mu.Unlock()
+	if wake {
+		s.signal()
+	}
+	return o.pos
+}
+
+func (s *Store) signal() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Notify implements core.Store: w.Synced runs on the store's goroutine,
+// even when pos is already committed, so that it never runs under the
+// caller's locks.
+func (s *Store) Notify(pos uint64, w core.SyncWaiter) {
+	s.mu.Lock()
+	if s.closed {
+		err := s.closeErr
+		if pos <= s.synced {
+			err = nil
+		}
+		s.mu.Unlock()
+		go w.Synced(pos, err)
+		return
+	}
+	s.waiters = append(s.waiters, waiter{pos: pos, w: w})
+	wake := pos <= s.synced
+	s.mu.Unlock()
+	if wake {
+		s.signal()
+	}
+}
+
+// chanWaiter is the SyncWaiter of Wait.
+type chanWaiter chan error
+
+func (c chanWaiter) Synced(_ uint64, err error) { c <- err }
+
+// Wait implements core.Store.
+func (s *Store) Wait(pos uint64) error {
+	s.mu.Lock()
+	if pos <= s.synced {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.closed {
+		err := s.closeErr
+		s.mu.Unlock()
+		return err
+	}
+	c := make(chanWaiter, 1)
+	s.waiters = append(s.waiters, waiter{pos: pos, w: c})
+	s.mu.Unlock()
+	return <-c
+}
+
+// Load implements core.Store. A message whose write has not committed yet
+// comes from memory; otherwise it is one point read from Badger at the last
+// committed version, which never waits for the writer.
+func (s *Store) Load(id uint64) (*core.Message, error) {
+	s.mu.Lock()
+	p, ok := s.pending[id]
+	s.mu.Unlock()
+	if ok {
+		return p.msg, nil
+	}
+	// The writer publishes readTs before it drops committed messages from
+	// pending, so a message missing from pending is visible at readTs.
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		return nil, ErrClosed
+	}
+	txn := s.db.NewTransactionAt(s.readTs.Load(), false)
+	defer txn.Discard()
+	var kb [10]byte
+	item, err := txn.Get(messageKey(kb[:0], id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: id %d", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persistence: load message %d: %w", id, err)
+	}
+	var m *core.Message
+	err = item.Value(func(v []byte) error {
+		var err error
+		m, err = decodeMessage(id, v)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("persistence: load message %d: %w", id, err)
+	}
+	return m, nil
+}

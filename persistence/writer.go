@@ -1,0 +1,805 @@
+package persistence
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+	"unsafe"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/ferrymq/ferrymq/core"
+)
+
+type opKind uint8
+
+const (
+	opPutExchange opKind = iota + 1
+	opDeleteExchange
+	opPutQueue
+	opTouchQueue
+	opDeleteQueue
+	opPutBinding
+	opDeleteBinding
+	opEnqueue
+	opRemove
+	opDelivered
+)
+
+// op is one append to the log. The hot ones (Enqueue, Remove, Delivered)
+// use the flat fields only; topology records ride in rec.
+type op struct {
+	kind     opKind
+	pos      uint64 // Delivered: the position of the append before it
+	vhost    string
+	name     string // queue, exchange, or binding source
+	seq      uint64
+	id       uint64
+	deadline int64 // Enqueue: deadline; TouchQueue: lastUsed
+	msg      *core.Message
+	rec      any // *core.ExchangeDecl, *core.QueueRecord, *core.BindingRecord
+}
+
+// qkey names a queue in the writer's maps.
+type qkey struct{ vhost, name string }
+
+// queueState is what the writer keeps per stored queue: the record, so
+// that TouchQueue can rewrite it, and the delivered mark.
+type queueState struct {
+	key       qkey
+	rec       core.QueueRecord
+	delivered uint64
+	dirty     bool // delivered changed since the last batch
+}
+
+// writer is the state of the writer goroutine; nothing else touches it.
+type writer struct {
+	// refs counts the references of every stored message; a body is
+	// deleted when its count drops to zero. Rebuilt at Open from the r/
+	// keys, which is cheaper than a read per Remove.
+	refs   map[uint64]uint32
+	queues map[qkey]*queueState
+	dirty  []*queueState
+
+	ov overlay
+	// failed is set while the overlay holds a batch whose commit failed:
+	// it is committed again, with whatever came since, until it succeeds.
+	failed bool
+	// ids are the ids of the Enqueues in the overlay, released from
+	// Store.pending once committed.
+	ids []uint64
+
+	// opErr is the first error of a single op in this batch (a message too
+	// large, a table that cannot be encoded); the op was skipped, and the
+	// waiters from opErrPos on are told.
+	opErr    error
+	opErrPos uint64
+
+	lastTs uint64 // Badger version of the last commit attempted
+
+	// sweepFrom is where the orphan sweep goes on (nil: not sweeping);
+	// swept counts the bodies it has deleted so far.
+	sweepFrom []byte
+	swept     int
+
+	key, val []byte // scratch
+	ready    []waiter
+}
+
+func (w *writer) init() {
+	w.refs = make(map[uint64]uint32)
+	w.queues = make(map[qkey]*queueState)
+	w.ov.init()
+}
+
+// write is one key of the overlay: its latest value, or its deletion.
+type write struct {
+	key []byte
+	val []byte
+	del bool
+	// skip drops the write altogether: the key was created and deleted
+	// within the overlay and is absent on disk.
+	skip bool
+	// fresh: the key is known to be absent on disk, so deleting it needs
+	// no write. Set for new message references and bodies.
+	fresh bool
+	msgID uint64 // r/ keys: the message referenced
+}
+
+// overlay is the batch being built: the last write of every key touched,
+// in the order the keys were first touched.
+type overlay struct {
+	idx    map[string]int
+	writes []write
+	arena  []byte
+}
+
+func (o *overlay) init() { o.idx = make(map[string]int) }
+
+func (o *overlay) reset() {
+	clear(o.idx)
+	clear(o.writes)
+	o.writes = o.writes[:0]
+	// A fresh arena: Badger has copied the bytes into its memtable and
+	// value log by now, but nothing in its API promises it, so the old
+	// chunk is left to the garbage collector instead of being reused.
+	o.arena = nil
+}
+
+// copy returns b copied into the arena: keys and values of a batch share a
+// few allocations. Chunks start small, for the one-message batches of a
+// lone publisher, and double up to 64 KiB.
+func (o *overlay) copy(b []byte) []byte {
+	const minChunk, maxChunk = 4 << 10, 64 << 10
+	if len(b) > maxChunk/4 {
+		return append([]byte(nil), b...)
+	}
+	if cap(o.arena)-len(o.arena) < len(b) {
+		size := min(max(2*cap(o.arena), minChunk), maxChunk)
+		for size < len(b) {
+			size *= 2
+		}
+		o.arena = make([]byte, 0, size)
+	}
+	n := len(o.arena)
+	o.arena = append(o.arena, b...)
+	return o.arena[n:len(o.arena):len(o.arena)]
+}
+
+func (o *overlay) lookup(key []byte) (*write, bool) {
+	i, ok := o.idx[string(key)]
+	if !ok {
+		return nil, false
+	}
+	return &o.writes[i], true
+}
+
+// set records key = val. fresh tells whether key is known to be absent on
+// disk when no write for it is in the overlay yet.
+func (o *overlay) set(key, val []byte, fresh bool) *write {
+	if w, ok := o.lookup(key); ok {
+		w.val = o.copy(val)
+		w.del, w.skip = false, false
+		return w
+	}
+	k := o.copy(key)
+	o.writes = append(o.writes, write{key: k, val: o.copy(val), fresh: fresh})
+	// The key bytes live in the arena and are never modified, so the map
+	// can use them as its string without a copy.
+	o.idx[unsafe.String(unsafe.SliceData(k), len(k))] = len(o.writes) - 1
+	return &o.writes[len(o.writes)-1]
+}
+
+// del records the deletion of key.
+func (o *overlay) del(key []byte) {
+	if w, ok := o.lookup(key); ok {
+		w.val = nil
+		if w.fresh {
+			w.skip = true
+		} else {
+			w.del = true
+		}
+		return
+	}
+	k := o.copy(key)
+	o.writes = append(o.writes, write{key: k, del: true})
+	o.idx[unsafe.String(unsafe.SliceData(k), len(k))] = len(o.writes) - 1
+}
+
+// dirty reports whether the overlay has anything to write.
+func (o *overlay) dirty() bool {
+	for i := range o.writes {
+		if !o.writes[i].skip {
+			return true
+		}
+	}
+	return false
+}
+
+// live reports whether w writes a value (neither a deletion nor dropped).
+func (w *write) live() bool { return !w.del && !w.skip }
+
+// run is the writer goroutine.
+func (s *Store) run() {
+	defer close(s.done)
+	backoff := time.Duration(0)
+	for {
+		if backoff > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.quit:
+				t.Stop()
+				s.finish()
+				return
+			}
+		} else {
+			select {
+			case <-s.kick:
+			case <-s.quit:
+				s.finish()
+				return
+			}
+		}
+		failed := s.cycle()
+		switch {
+		case !failed:
+			backoff = 0
+		case backoff == 0:
+			backoff = 10 * time.Millisecond
+		default:
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+// cycle commits batches while there is something to commit, and tells the
+// waiters. It reports whether the last commit failed, so that run backs off
+// before trying again.
+func (s *Store) cycle() (failed bool) {
+	for {
+		s.mu.Lock()
+		if s.closing {
+			// Close is waiting: finish takes what is left, so that a
+			// stream of appends cannot keep the writer here.
+			s.mu.Unlock()
+			return false
+		}
+		if s.sweepReq.Swap(false) && s.w.sweepFrom == nil {
+			s.w.sweepFrom = kindPrefix(kindMessage)
+		}
+		if s.pos == s.taken && !s.w.failed && s.w.sweepFrom == nil {
+			// Nothing new to commit (a Delivered alone does not start a
+			// commit); there may be waiters that Notify registered for
+			// positions already committed.
+			ready := s.takeWaitersLocked(s.synced)
+			synced := s.synced
+			s.mu.Unlock()
+			s.tell(ready, synced, nil, nil, 0)
+			return false
+		}
+		ops := s.ops
+		s.ops = s.spare[:0]
+		s.spare = nil
+		last := s.pos
+		s.taken = last
+		s.mu.Unlock()
+
+		err := s.commitOps(ops, last)
+
+		clear(ops) // drop the messages they point to
+		s.mu.Lock()
+		s.spare = ops[:0]
+		s.mu.Unlock()
+		if err != nil {
+			return true
+		}
+	}
+}
+
+// finish is the writer's last batch, at Close: one attempt, then every
+// waiter is told and appends are refused.
+func (s *Store) finish() {
+	s.mu.Lock()
+	// Delivered marks alone are worth this commit: after a clean
+	// shutdown, unacknowledged messages must come back redelivered.
+	more := len(s.ops) > 0 || s.pos != s.taken || s.w.failed
+	ops := s.ops
+	s.ops = nil
+	last := s.pos
+	s.taken = last
+	s.mu.Unlock()
+	var err error
+	if more {
+		err = s.commitOps(ops, last)
+	}
+	if err == nil {
+		err = ErrClosed
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.closeErr = err
+	ready := s.takeWaitersLocked(^uint64(0))
+	synced := s.synced
+	s.mu.Unlock()
+	s.tell(ready, synced, err, nil, 0)
+}
+
+// commitOps applies ops to the overlay, commits it and tells the waiters up
+// to last.
+func (s *Store) commitOps(ops []op, last uint64) error {
+	w := &s.w
+	w.opErr, w.opErrPos = nil, 0
+	for i := range ops {
+		if err := s.apply(&ops[i]); err != nil {
+			s.log.Error("store operation skipped", "pos", ops[i].pos, "err", err)
+			if w.opErr == nil {
+				w.opErr, w.opErrPos = err, ops[i].pos
+			}
+		}
+	}
+	s.flushDelivered()
+	if w.sweepFrom != nil {
+		if err := s.sweepChunk(); err != nil {
+			s.log.Warn("orphan sweep", "err", err)
+			w.sweepFrom = nil
+		}
+	}
+
+	err := s.commit()
+	if err == nil {
+		// Readers move to the new version before the messages leave
+		// pending: see Load.
+		s.readTs.Store(w.lastTs)
+		s.db.SetDiscardTs(w.lastTs)
+	}
+
+	s.mu.Lock()
+	if err == nil {
+		s.synced = last
+		for _, id := range w.ids {
+			if p, ok := s.pending[id]; ok && p.pos <= last {
+				delete(s.pending, id)
+			}
+		}
+		w.ids = w.ids[:0]
+	}
+	ready := s.takeWaitersLocked(last)
+	synced := s.synced
+	s.mu.Unlock()
+
+	s.tell(ready, synced, err, w.opErr, w.opErrPos)
+	w.opErr, w.opErrPos = nil, 0
+
+	switch {
+	case err != nil:
+		wasFailed := w.failed
+		w.failed = true
+		if !wasFailed {
+			s.log.Error("commit failed; retrying with the next batch", "err", err)
+		}
+		if s.onError != nil {
+			s.onError(err)
+		}
+	case w.failed:
+		w.failed = false
+		s.log.Info("commit succeeded again")
+		if s.onError != nil {
+			s.onError(nil)
+		}
+	}
+	return err
+}
+
+// takeWaitersLocked removes and returns the waiters with pos <= upTo,
+// sorted by position. s.mu is held.
+func (s *Store) takeWaitersLocked(upTo uint64) []waiter {
+	ready := s.w.ready[:0]
+	keep := s.waiters[:0]
+	for _, wt := range s.waiters {
+		if wt.pos <= upTo {
+			ready = append(ready, wt)
+		} else {
+			keep = append(keep, wt)
+		}
+	}
+	clear(s.waiters[len(keep):])
+	s.waiters = keep
+	if !slices.IsSortedFunc(ready, cmpWaiter) {
+		slices.SortStableFunc(ready, cmpWaiter)
+	}
+	s.w.ready = ready
+	return ready
+}
+
+func cmpWaiter(a, b waiter) int {
+	switch {
+	case a.pos < b.pos:
+		return -1
+	case a.pos > b.pos:
+		return 1
+	}
+	return 0
+}
+
+// tell calls the waiters: those up to synced are durable, unless an op of
+// this batch at or before their position was skipped (opErr at opErrPos);
+// the others get err (a failed commit, or Close).
+func (s *Store) tell(ready []waiter, synced uint64, err, opErr error, opErrPos uint64) {
+	for i, wt := range ready {
+		var e error
+		switch {
+		case wt.pos > synced:
+			e = err
+		case opErr != nil && wt.pos >= opErrPos:
+			e = opErr
+		}
+		wt.w.Synced(wt.pos, e)
+		ready[i] = waiter{}
+	}
+}
+
+// apply adds one op to the overlay.
+func (s *Store) apply(o *op) error {
+	w := &s.w
+	switch o.kind {
+	case opPutExchange:
+		d := o.rec.(*core.ExchangeDecl)
+		val, err := encodeExchange(w.val[:0], d)
+		if err != nil {
+			return fmt.Errorf("exchange '%s' in vhost '%s': %w", d.Name, o.vhost, err)
+		}
+		w.val = val
+		w.key = entityKey(w.key[:0], kindExchange, o.vhost, d.Name)
+		w.ov.set(w.key, val, false)
+
+	case opDeleteExchange:
+		w.key = entityKey(w.key[:0], kindExchange, o.vhost, o.name)
+		w.ov.del(w.key)
+		return s.deleteBindings(o.vhost, func(b *core.BindingRecord) bool {
+			return b.Source == o.name || (b.ToExchange && b.Destination == o.name)
+		})
+
+	case opPutQueue:
+		r := o.rec.(*core.QueueRecord)
+		val, err := encodeQueue(w.val[:0], r)
+		if err != nil {
+			return fmt.Errorf("queue '%s' in vhost '%s': %w", r.Name, r.VHost, err)
+		}
+		w.val = val
+		k := qkey{r.VHost, r.Name}
+		qs := w.queues[k]
+		if qs == nil {
+			qs = &queueState{key: k}
+			w.queues[k] = qs
+		}
+		qs.rec = *r
+		w.key = entityKey(w.key[:0], kindQueue, r.VHost, r.Name)
+		w.ov.set(w.key, val, false)
+
+	case opTouchQueue:
+		qs := w.queues[qkey{o.vhost, o.name}]
+		if qs == nil {
+			return nil
+		}
+		qs.rec.LastUsed = o.deadline
+		val, err := encodeQueue(w.val[:0], &qs.rec)
+		if err != nil {
+			return fmt.Errorf("queue '%s' in vhost '%s': %w", o.name, o.vhost, err)
+		}
+		w.val = val
+		w.key = entityKey(w.key[:0], kindQueue, o.vhost, o.name)
+		w.ov.set(w.key, val, false)
+
+	case opDeleteQueue:
+		if err := s.deleteRefs(o.vhost, o.name); err != nil {
+			return err
+		}
+		k := qkey{o.vhost, o.name}
+		if qs := w.queues[k]; qs != nil {
+			qs.dirty = false
+			delete(w.queues, k)
+		}
+		w.key = entityKey(w.key[:0], kindDelivered, o.vhost, o.name)
+		w.ov.del(w.key)
+		w.key = entityKey(w.key[:0], kindQueue, o.vhost, o.name)
+		w.ov.del(w.key)
+		return s.deleteBindings(o.vhost, func(b *core.BindingRecord) bool {
+			return !b.ToExchange && b.Destination == o.name
+		})
+
+	case opPutBinding, opDeleteBinding:
+		b := o.rec.(*core.BindingRecord)
+		val, err := appendArgs(append(w.val[:0], recordVersion), b.Arguments)
+		if err != nil {
+			return fmt.Errorf("binding of '%s' to '%s' in vhost '%s': %w", b.Source, b.Destination, o.vhost, err)
+		}
+		w.val = val
+		w.key = bindingKey(w.key[:0], o.vhost, b, val[1:])
+		if o.kind == opPutBinding {
+			w.ov.set(w.key, val, false)
+		} else {
+			w.ov.del(w.key)
+		}
+
+	case opEnqueue:
+		w.ids = append(w.ids, o.id)
+		if w.queues[qkey{o.vhost, o.name}] == nil {
+			s.log.Warn("enqueue to a queue the store does not hold: not stored", "vhost", o.vhost, "queue", o.name, "id", o.id)
+			return nil
+		}
+		n := w.refs[o.id]
+		if n == 0 {
+			val, err := encodeMessage(w.val[:0], o.msg)
+			if err != nil {
+				return err
+			}
+			w.val = val
+			if len(val) > MaxMessageSize {
+				return fmt.Errorf("%w: message %d is %d bytes stored, limit %d", ErrTooLarge, o.id, len(val), MaxMessageSize)
+			}
+			w.key = messageKey(w.key[:0], o.id)
+			w.ov.set(w.key, val, true)
+			if o.id > s.maxID.Load() {
+				s.maxID.Store(o.id)
+			}
+		}
+		w.refs[o.id] = n + 1
+		w.val = encodeRef(w.val[:0], ref{id: o.id, size: len(o.msg.Body), priority: o.msg.Properties.Priority, deadline: o.deadline})
+		w.key = refKey(w.key[:0], o.vhost, o.name, o.seq)
+		// seq is new to the queue, so the reference is absent on disk: a
+		// Remove in the same batch writes neither.
+		w.ov.set(w.key, w.val, true).msgID = o.id
+
+	case opRemove:
+		if w.queues[qkey{o.vhost, o.name}] == nil {
+			return nil // the queue is gone, and its references with it
+		}
+		w.key = refKey(w.key[:0], o.vhost, o.name, o.seq)
+		if wr, ok := w.ov.lookup(w.key); ok && !wr.live() {
+			return nil // removed already in this batch
+		}
+		w.ov.del(w.key)
+		s.unref(o.id)
+
+	case opDelivered:
+		qs := w.queues[qkey{o.vhost, o.name}]
+		if qs == nil || o.seq <= qs.delivered {
+			return nil
+		}
+		qs.delivered = o.seq
+		if !qs.dirty {
+			qs.dirty = true
+			w.dirty = append(w.dirty, qs)
+		}
+	}
+	return nil
+}
+
+// unref drops one reference to message id, and its body with the last.
+func (s *Store) unref(id uint64) {
+	w := &s.w
+	n := w.refs[id]
+	switch n {
+	case 0:
+		// More Removes than Enqueues: a caller bug. Never let the count
+		// wrap, which would keep the body forever, or go negative.
+		s.log.Warn("remove of a message the store holds no reference to", "id", id)
+	case 1:
+		delete(w.refs, id)
+		w.key = messageKey(w.key[:0], id)
+		w.ov.del(w.key)
+	default:
+		w.refs[id] = n - 1
+	}
+}
+
+// flushDelivered writes the delivered marks that moved in this batch.
+func (s *Store) flushDelivered() {
+	w := &s.w
+	for i, qs := range w.dirty {
+		w.dirty[i] = nil
+		if !qs.dirty {
+			continue // deleted since
+		}
+		qs.dirty = false
+		w.key = entityKey(w.key[:0], kindDelivered, qs.key.vhost, qs.key.name)
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], qs.delivered)
+		w.ov.set(w.key, v[:], false)
+	}
+	w.dirty = w.dirty[:0]
+}
+
+// sweepChunk is one step of the orphan sweep: it deletes the bodies, among
+// the next sweepChunkKeys message keys, that no reference counts. Value-log
+// GC can bring a deleted body back (see markerKind); it is garbage nobody
+// will read, but it would hold its disk space for ever. The sweep runs after
+// every GC that moved something, a chunk per batch, so that a store of
+// millions of messages never stalls the commits for long.
+func (s *Store) sweepChunk() error {
+	const sweepChunkKeys = 20000
+	w := &s.w
+	prefix := kindPrefix(kindMessage)
+	txn := s.db.NewTransactionAt(w.lastTs, false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	n, orphans := 0, 0
+	for it.Seek(w.sweepFrom); it.Valid(); it.Next() {
+		key := it.Item().Key()
+		if n == sweepChunkKeys {
+			w.sweepFrom = append(w.sweepFrom[:0:0], key...)
+			w.swept += orphans
+			return nil
+		}
+		n++
+		id, ok := parseMessageKey(key)
+		if !ok || w.refs[id] != 0 {
+			continue
+		}
+		if _, ok := w.ov.lookup(key); ok {
+			continue // written or deleted in this batch
+		}
+		w.ov.del(key)
+		orphans++
+	}
+	w.swept += orphans
+	if w.swept > 0 {
+		s.log.Debug("orphan sweep: deleted bodies brought back by value-log GC", "bodies", w.swept)
+	}
+	w.swept = 0
+	w.sweepFrom = nil
+	s.sweeps.Add(1)
+	return nil
+}
+
+// deleteRefs deletes every reference of a queue, on disk and in the
+// overlay, dropping the bodies left without one.
+func (s *Store) deleteRefs(vhost, queue string) error {
+	w := &s.w
+	prefix := entityKey(nil, kindRef, vhost, queue)
+	// The overlay first: what it says about a key overrides the disk.
+	for i := range w.ov.writes {
+		wr := &w.ov.writes[i]
+		if wr.live() && len(wr.key) == len(prefix)+8 && bytes.HasPrefix(wr.key, prefix) {
+			s.w.ov.del(wr.key)
+			s.unref(wr.msgID)
+		}
+	}
+	// Reference values are a few bytes and live in the LSM tree: this
+	// reads no message body.
+	return s.scan(prefix, w.lastTs, true, func(key, val []byte) error {
+		if len(key) != len(prefix)+8 {
+			return nil
+		}
+		if _, ok := w.ov.lookup(key); ok {
+			return nil
+		}
+		r, ok := decodeRef(val)
+		if !ok {
+			return corrupt("message reference", key)
+		}
+		w.ov.del(key)
+		s.unref(r.id)
+		return nil
+	})
+}
+
+// deleteBindings deletes the bindings of vhost that match.
+func (s *Store) deleteBindings(vhost string, match func(*core.BindingRecord) bool) error {
+	w := &s.w
+	prefix := bindingPrefix(vhost)
+	for i := range w.ov.writes {
+		wr := &w.ov.writes[i]
+		if !wr.live() || !bytes.HasPrefix(wr.key, prefix) {
+			continue
+		}
+		if v, b, ok := parseBindingKey(wr.key); ok && v == vhost && match(&b) {
+			w.ov.del(wr.key)
+		}
+	}
+	return s.scan(prefix, w.lastTs, true, func(key, val []byte) error {
+		if _, ok := w.ov.lookup(key); ok || len(val) == 0 {
+			return nil // decided in the overlay, or deleted already
+		}
+		if v, b, ok := parseBindingKey(key); ok && v == vhost && match(&b) {
+			w.ov.del(key)
+		}
+		return nil
+	})
+}
+
+// scan calls fn for every key with prefix at version ts, with its value if
+// values is set. key and val are valid only during the call.
+func (s *Store) scan(prefix []byte, ts uint64, values bool, fn func(key, val []byte) error) error {
+	txn := s.db.NewTransactionAt(ts, false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		var err error
+		if values {
+			err = item.Value(func(v []byte) error { return fn(item.Key(), v) })
+		} else {
+			err = fn(item.Key(), nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commit writes the overlay as one Badger write batch at a new version and
+// makes it durable. With SyncWrites, Badger fsyncs the value log and the
+// memtable WAL before Flush returns. Bodies are written before the
+// references to them and deleted after, so that a batch too large for one
+// Badger transaction never leaves a reference without its body on disk.
+func (s *Store) commit() error {
+	w := &s.w
+	if !w.ov.dirty() {
+		// Nothing to write (an Enqueue and its Remove cancelled out, or
+		// Removes of a deleted queue): nothing to sync either.
+		w.ov.reset()
+		return nil
+	}
+	s.commits.Add(1)
+	if hook := s.testCommitHook.Load(); hook != nil {
+		if err := (*hook)(); err != nil {
+			return s.failed(err)
+		}
+	}
+	if err := s.checkDiskFree(); err != nil {
+		return s.failed(err)
+	}
+	w.lastTs++
+	wb := s.db.NewWriteBatchAt(w.lastTs)
+	errs := s.blog.errors.Load()
+	for phase := range 3 {
+		for i := range w.ov.writes {
+			wr := &w.ov.writes[i]
+			if wr.skip {
+				continue
+			}
+			body := wr.key[0] == kindMessage
+			switch {
+			case phase == 0 && (!body || wr.del),
+				phase == 1 && body,
+				phase == 2 && (!body || !wr.del):
+				continue
+			}
+			var err error
+			switch {
+			case wr.del && markerKind(wr.key[0]):
+				err = wb.Set(wr.key, nil)
+			case wr.del:
+				err = wb.Delete(wr.key)
+			default:
+				err = wb.Set(wr.key, wr.val)
+			}
+			if err != nil {
+				wb.Cancel()
+				return s.failed(fmt.Errorf("persistence: write batch: %w", err))
+			}
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return s.failed(fmt.Errorf("persistence: commit: %w", err))
+	}
+	// Badger logs, and does not return, a failed fsync of the value log
+	// (valueLog.write with SyncWrites). Any error it logged while this
+	// batch was in flight fails the batch: it is retried, and nothing is
+	// confirmed on a disk that just failed.
+	if s.blog.errors.Load() != errs {
+		return s.failed(fmt.Errorf("persistence: commit: badger reported: %s", s.blog.lastError()))
+	}
+	w.ov.reset()
+	return nil
+}
+
+// failed keeps the overlay for the next attempt. Part of it may have
+// reached the disk, so no key in it can be assumed absent any more.
+func (s *Store) failed(err error) error {
+	for i := range s.w.ov.writes {
+		s.w.ov.writes[i].fresh = false
+	}
+	return err
+}
+
+func (s *Store) checkDiskFree() error {
+	if s.diskFreeLimit <= 0 {
+		return nil
+	}
+	free, err := diskFree(s.dir)
+	if err != nil || free < 0 {
+		return nil // unknown: let the write itself fail
+	}
+	if free < s.diskFreeLimit {
+		return fmt.Errorf("%w: %d bytes free in %s, limit %d", ErrDiskFull, free, s.dir, s.diskFreeLimit)
+	}
+	return nil
+}
