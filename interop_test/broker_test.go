@@ -109,6 +109,13 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 	t.Helper()
 	bin := ferrymqBinary(t)
 	dataDir := t.TempDir()
+	// A --data-dir in args wins (flags: the last one counts), and is what
+	// a restart must reuse.
+	for i, a := range args {
+		if a == "--data-dir" && i+1 < len(args) {
+			dataDir = args[i+1]
+		}
+	}
 	args = append([]string{
 		"--amqp-listen", "127.0.0.1:0",
 		"--mqtt-listen", "127.0.0.1:0",

@@ -26,6 +26,7 @@ type Config struct {
 	FrameMax       uint32       `yaml:"frame_max"`
 	ChannelMax     uint16       `yaml:"channel_max"`
 	MaxMessageSize int          `yaml:"max_message_size"` // bytes
+	MemoryBudget   int64        `yaml:"memory_budget"`    // bytes of stored bodies kept in memory; 0 = never page out
 	Users          []UserConfig `yaml:"users"`
 }
 
@@ -57,6 +58,7 @@ func defaultConfig() Config {
 		FrameMax:       131072,
 		ChannelMax:     2047,
 		MaxMessageSize: 16 << 20,
+		MemoryBudget:   256 << 20,
 	}
 }
 
@@ -67,6 +69,15 @@ func (c *Config) HeartbeatDuration() time.Duration {
 		return -1
 	}
 	return time.Duration(c.Heartbeat) * time.Second
+}
+
+// CoreMemoryBudget returns MemoryBudget as core.Options wants it: 0 (never
+// page out) becomes negative, since core reads zero as "the default".
+func (c *Config) CoreMemoryBudget() int64 {
+	if c.MemoryBudget == 0 {
+		return -1
+	}
+	return c.MemoryBudget
 }
 
 // SlogLevel returns the slog level named by LogLevel. It assumes the config
@@ -117,6 +128,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxMessageSize <= 0 || c.MaxMessageSize > maxMaxMessageSize {
 		return fmt.Errorf("max_message_size %d: want 1..%d bytes", c.MaxMessageSize, maxMaxMessageSize)
+	}
+	if c.MemoryBudget < 0 {
+		return fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget)
 	}
 	for i, u := range c.Users {
 		if u.Name == "" {
@@ -194,6 +208,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	frameMax := fs.Uint("frame-max", uint(def.FrameMax), "largest frame in `bytes`")
 	channelMax := fs.Uint("channel-max", uint(def.ChannelMax), "most channels per connection")
 	fs.IntVar(&f.MaxMessageSize, "max-message-size", def.MaxMessageSize, "largest message body in `bytes`")
+	fs.Int64Var(&f.MemoryBudget, "memory-budget", def.MemoryBudget, "`bytes` of persistent message bodies kept in memory before queues page them out to disk (0 = never)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(output, "Usage: ferrymq [flags]\n\nferrymq is an AMQP 0-9-1 broker. Flags given here override the --config file.\n\nFlags:\n")
@@ -240,6 +255,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.ChannelMax = f.ChannelMax
 		case "max-message-size":
 			cfg.MaxMessageSize = f.MaxMessageSize
+		case "memory-budget":
+			cfg.MemoryBudget = f.MemoryBudget
 		case "user":
 			// --user adds to the file's users; the caller applies them in
 			// order, so a --user with a name from the file wins.

@@ -30,7 +30,7 @@ func TestLoadConfig(t *testing.T) {
 				"--max-message-size", "1024", "--user", "alice:secret", "--user", "bob:pa:ss"},
 			want: Config{
 				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", DataDir: "/tmp/x", LogLevel: "DEBUG",
-				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024,
+				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
 				Users: []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
 			},
 		},
@@ -47,7 +47,7 @@ users:
 `,
 			want: Config{
 				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", DataDir: "./data", LogLevel: "info",
-				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20,
+				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
 					Tags: []string{"administrator", "monitoring"}}},
 			},
@@ -65,7 +65,7 @@ users:
 			args: []string{"--amqp-listen", ":6000", "--user", "alice:from-flag"},
 			want: Config{
 				AMQPListen: ":6000", MQTTListen: ":1883", DataDir: "/var/lib/ferrymq", LogLevel: "info",
-				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20,
+				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				// Both are kept; users are applied in order, so the flag wins.
 				Users: []UserConfig{{Name: "alice", Password: "from-file"}, {Name: "alice", Password: "from-flag"}},
 			},
@@ -106,6 +106,8 @@ users:
 		{name: "user with empty password", args: []string{"--user", "alice:"}, wantErr: "password is empty"},
 		{name: "bad log level", args: []string{"--log-level", "verbose"}, wantErr: "want debug, info, warn or error"},
 		{name: "heartbeat zero means off", args: []string{"--heartbeat", "0"}, want: func() Config { c := defaultConfig(); c.Heartbeat = 0; return c }()},
+		{name: "memory budget zero never pages", args: []string{"--memory-budget", "0"}, want: func() Config { c := defaultConfig(); c.MemoryBudget = 0; return c }()},
+		{name: "memory budget negative", args: []string{"--memory-budget", "-5"}, wantErr: "memory_budget -5"},
 		{name: "heartbeat negative", args: []string{"--heartbeat", "-1"}, wantErr: "heartbeat -1"},
 		{name: "frame max below spec minimum", args: []string{"--frame-max", "4095"}, wantErr: "frame_max 4095"},
 		{name: "channel max too large", args: []string{"--channel-max", "65536"}, wantErr: "--channel-max 65536"},

@@ -24,11 +24,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/persistence"
 )
 
 // shutdownTimeout bounds how long clients get to answer connection.close
@@ -69,18 +71,51 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
 
-	// Nothing is stored yet; creating the directory now means a bad
-	// --data-dir fails at startup today rather than when persistence lands.
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		logger.Error("cannot create data directory", "dir", cfg.DataDir, "err", err)
 		return exitFailure
 	}
+	// The server is made after the store, but the store's error hook must
+	// reach it: a failing disk blocks publishers until writes succeed again.
+	var server atomic.Pointer[amqp.Server]
+	store, err := persistence.Open(cfg.DataDir, persistence.Options{
+		Logger: logger,
+		OnError: func(err error) {
+			srv := server.Load()
+			if srv == nil {
+				return
+			}
+			if err != nil {
+				logger.Error("store write failed: blocking publishers", "err", err)
+				srv.Block("ferrymq store: " + err.Error())
+				return
+			}
+			logger.Info("store writes succeed again: unblocking publishers")
+			srv.Unblock()
+		},
+	})
+	if err != nil {
+		logger.Error("cannot open data directory", "dir", cfg.DataDir, "err", err)
+		return exitFailure
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			logger.Error("closing the store", "dir", cfg.DataDir, "err", err)
+		}
+	}()
 
 	users := core.DefaultUsers()
 	for _, u := range cfg.Users {
 		users.Put(u.Name, u.Password, u.LoopbackOnly, u.Tags...)
 	}
-	broker := core.NewBroker(core.Options{Logger: logger})
+	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget()})
+	start := time.Now()
+	if err := broker.Recover(store); err != nil {
+		logger.Error("cannot recover stored state", "dir", cfg.DataDir, "err", err)
+		broker.Close()
+		return exitFailure
+	}
+	logger.Info("recovered stored state", "dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
 	srv := amqp.NewServer(broker, amqp.Config{
 		Users:          users,
 		FrameMax:       cfg.FrameMax,
@@ -89,6 +124,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		MaxMessageSize: cfg.MaxMessageSize,
 		Logger:         logger,
 	})
+	server.Store(srv)
 
 	ln, err := net.Listen("tcp", cfg.AMQPListen)
 	if err != nil {
