@@ -355,3 +355,65 @@ func TestPagingBoundsMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskFullBlocksPublishers: when the store cannot write (free disk
+// below --disk-free-limit, here set above what any disk has), a persistent
+// publish is not confirmed, the client gets connection.blocked, and nothing
+// acknowledged is lost: the messages confirmed before are all there.
+func TestDiskFullBlocksPublishers(t *testing.T) {
+	b := StartBroker(t)
+	_, ch := dialBroker(t, b)
+	if _, err := ch.QueueDeclare("full", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, ch, 10)
+	for i := range uint64(10) {
+		p.publish("", "full", i, 16)
+	}
+	for p.inflight > 0 {
+		if !p.await(10 * time.Second) {
+			t.Fatal("confirm missing before the disk filled")
+		}
+	}
+
+	const oneExbibyte = 1 << 60
+	b = restart(t, b, "--disk-free-limit", strconv.Itoa(oneExbibyte))
+	conn, ch := dialBroker(t, b)
+	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	err := ch.PublishWithContext(context.Background(), "", "full", false, false, amqp.Publishing{
+		DeliveryMode: amqp.Persistent, Body: binary.BigEndian.AppendUint64(nil, 99),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-confirms:
+		if c.Ack {
+			t.Fatal("a publish the store could not write was acked")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no nack for a publish the store could not write")
+	}
+	select {
+	case bl := <-blocked:
+		if !bl.Active || !strings.Contains(bl.Reason, "disk") {
+			t.Fatalf("connection.blocked %+v, want active with a disk reason", bl)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection.blocked while the store cannot write")
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b = restart(t, b)
+	_, ch = dialBroker(t, b)
+	got, _ := drain(t, ch, "full")
+	if len(got) < 10 || fmt.Sprint(got[:10]) != fmt.Sprint([]uint64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+		t.Fatalf("after the disk-full episode the queue holds %v, want the 10 confirmed messages first", got)
+	}
+}

@@ -27,6 +27,7 @@ type Config struct {
 	ChannelMax     uint16       `yaml:"channel_max"`
 	MaxMessageSize int          `yaml:"max_message_size"` // bytes
 	MemoryBudget   int64        `yaml:"memory_budget"`    // bytes of stored bodies kept in memory; 0 = never page out
+	DiskFreeLimit  int64        `yaml:"disk_free_limit"`  // bytes; below it persistent publishes block; 0 = the store's default
 	Users          []UserConfig `yaml:"users"`
 }
 
@@ -129,6 +130,9 @@ func (c *Config) validate() error {
 	if c.MaxMessageSize <= 0 || c.MaxMessageSize > maxMaxMessageSize {
 		return fmt.Errorf("max_message_size %d: want 1..%d bytes", c.MaxMessageSize, maxMaxMessageSize)
 	}
+	if c.DiskFreeLimit < 0 {
+		return fmt.Errorf("disk_free_limit %d: want bytes >= 0 (0 = default)", c.DiskFreeLimit)
+	}
 	if c.MemoryBudget < 0 {
 		return fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget)
 	}
@@ -208,6 +212,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	frameMax := fs.Uint("frame-max", uint(def.FrameMax), "largest frame in `bytes`")
 	channelMax := fs.Uint("channel-max", uint(def.ChannelMax), "most channels per connection")
 	fs.IntVar(&f.MaxMessageSize, "max-message-size", def.MaxMessageSize, "largest message body in `bytes`")
+	fs.Int64Var(&f.DiskFreeLimit, "disk-free-limit", def.DiskFreeLimit, "free `bytes` the data directory's disk must keep; below it publishers are blocked (0 = 192 MiB)")
 	fs.Int64Var(&f.MemoryBudget, "memory-budget", def.MemoryBudget, "`bytes` of persistent message bodies kept in memory before queues page them out to disk (0 = never)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -257,6 +262,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MaxMessageSize = f.MaxMessageSize
 		case "memory-budget":
 			cfg.MemoryBudget = f.MemoryBudget
+		case "disk-free-limit":
+			cfg.DiskFreeLimit = f.DiskFreeLimit
 		case "user":
 			// --user adds to the file's users; the caller applies them in
 			// order, so a --user with a name from the file wins.

@@ -79,7 +79,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	// reach it: a failing disk blocks publishers until writes succeed again.
 	var server atomic.Pointer[amqp.Server]
 	store, err := persistence.Open(cfg.DataDir, persistence.Options{
-		Logger: logger,
+		Logger:        logger,
+		DiskFreeLimit: cfg.DiskFreeLimit,
 		OnError: func(err error) {
 			srv := server.Load()
 			if srv == nil {
