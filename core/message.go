@@ -85,6 +85,9 @@ type Message struct {
 	Body       []byte
 	// Published is when core first accepted the message (TTL counts from it).
 	Published time.Time
+	// Origin identifies the publishing session for MQTT's no-local; 0 for
+	// none. It is not stored: the session does not outlive the broker.
+	Origin uint64
 }
 
 // Size is the number of body bytes, the unit of x-max-length-bytes.

@@ -646,11 +646,21 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	if x.internal {
 		return PublishResult{}, Errorf(CodeAccessRefused, "cannot publish to internal %s", rs("exchange", x.name, v.name))
 	}
+	ttl, err := v.accept(msg)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	return v.publish(x, msg, ttl, ""), nil
+}
+
+// accept validates msg's expiration, returning the per-message TTL
+// (negative = none), and stamps its ID and publish time if unset.
+func (v *VHost) accept(msg *Message) (time.Duration, error) {
 	ttl := time.Duration(-1)
 	if msg.Properties.Flags&FlagExpiration != 0 || msg.Properties.Expiration != "" {
 		ms, err := parseExpiration(msg.Properties.Expiration)
 		if err != nil {
-			return PublishResult{}, err
+			return 0, err
 		}
 		ttl = time.Duration(ms) * time.Millisecond
 	}
@@ -660,7 +670,7 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	if msg.Published.IsZero() {
 		msg.Published = v.clock.Now()
 	}
-	return v.publish(x, msg, ttl, ""), nil
+	return ttl, nil
 }
 
 // parseExpiration is rabbit_basic:parse_expiration with the channel's 406:
@@ -719,4 +729,46 @@ func (v *VHost) publish(x *exchange, msg *Message, msgTTL time.Duration, deathRe
 		res.Rejected = res.Rejected || rejected
 	}
 	return res
+}
+
+// QueueBindings returns copies of the bindings whose destination is the
+// named queue (nil if it does not exist). The MQTT listener keeps a
+// subscription's options in its binding's arguments and rebuilds sessions
+// from them.
+func (v *VHost) QueueBindings(queue string) []Binding {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	q := v.queues[queue]
+	if q == nil {
+		return nil
+	}
+	out := make([]Binding, 0, len(q.bindings))
+	for b := range q.bindings {
+		c := *b
+		c.Target = nil
+		out = append(out, c)
+	}
+	return out
+}
+
+// EnqueueTo puts msg in one queue without routing it, as the default
+// exchange would but keeping msg's exchange and routing key: the MQTT
+// listener replays a retained message to a new subscription this way.
+// Errors: 404 if the queue does not exist; 406 for a bad expiration.
+func (v *VHost) EnqueueTo(queue string, msg *Message) (PublishResult, error) {
+	q := v.Queue(queue)
+	if q == nil {
+		return PublishResult{}, v.noQueue(queue)
+	}
+	ttl, err := v.accept(msg)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	var res PublishResult
+	accepted, rejected, pos := q.enqueue(msg, ttl)
+	if accepted {
+		res.Routed = 1
+	}
+	res.Rejected, res.Pos = rejected, pos
+	return res, nil
 }

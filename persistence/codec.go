@@ -20,10 +20,11 @@ import (
 //	m/<id BE>                                             message (properties and body)
 //	r/<vhost>\x00<queue>\x00<seq BE>                      message reference of a queue
 //	d/<vhost>\x00<queue>                                  highest seq delivered
+//	t/<vhost>\x00<topic>                                  retained MQTT message of a topic
 //	!format                                               store format version
 //
-// A deleted exchange, queue or binding is an empty value (a "marker"), not a
-// Badger tombstone: see deleteMarker.
+// A deleted exchange, queue, binding or retained message is an empty value
+// (a "marker"), not a Badger tombstone: see markerKind.
 //
 // Names are written escaped (see appendName), so that a name holding NUL
 // cannot run into the next field: "<vhost>\x00<queue>\x00" is then a prefix
@@ -36,6 +37,7 @@ const (
 	kindMessage   = 'm'
 	kindRef       = 'r'
 	kindDelivered = 'd'
+	kindRetained  = 't'
 )
 
 // markerKind reports whether keys of kind are deleted by writing an empty
@@ -43,14 +45,15 @@ const (
 // moves back at its old version, above any newer tombstone; when compaction
 // later drops the tombstone (it only looks for older data below it), the
 // moved value is visible again. A marker is a value, which compaction
-// never drops in favour of an older version, so a deleted exchange, queue
-// or binding cannot come back. Records of these kinds can be large enough
-// for the value log; references and delivered marks never are (they stay
+// never drops in favour of an older version, so a deleted exchange, queue,
+// binding or retained message cannot come back. Records of these kinds can
+// be large enough for the value log (a retained message nearly always is);
+// references and delivered marks never are (they stay
 // under valueThreshold, and GC only moves value-log entries), and message
 // bodies brought back are found by the orphan sweep (Store.sweepChunk),
 // since a marker per message would grow without bound.
 func markerKind(kind byte) bool {
-	return kind == kindExchange || kind == kindQueue || kind == kindBinding
+	return kind == kindExchange || kind == kindQueue || kind == kindBinding || kind == kindRetained
 }
 
 // formatKey holds the version of the layout above. It is written when a
@@ -440,6 +443,41 @@ func decodeMessage(id uint64, val []byte) (*core.Message, error) {
 	// The value is only valid inside Badger's callback; the message outlives it.
 	m.Body = append([]byte(nil), body...)
 	return m, nil
+}
+
+// Retained message value: version, the message's id (8 BE), then the
+// message value above (its own version byte included). The id is kept so
+// that the message comes back as it was stored, and counts towards
+// MaxMessageID, so that no id handed out after a restart is a retained
+// message's.
+func encodeRetained(b []byte, m *core.Message) ([]byte, error) {
+	b = append(b, recordVersion)
+	b = binary.BigEndian.AppendUint64(b, m.ID)
+	return encodeMessage(b, m)
+}
+
+// retainedID reads the id of a retained message value without decoding the
+// rest.
+func retainedID(val []byte) (uint64, bool) {
+	if len(val) < 1+8+1 || val[0] != recordVersion {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(val[1:]), true
+}
+
+func decodeRetained(key, val []byte) (vhost, topic string, m *core.Message, err error) {
+	vhost, topic, ok := parseEntityKey(key)
+	if !ok {
+		return "", "", nil, corrupt("retained message key", key)
+	}
+	id, ok := retainedID(val)
+	if !ok {
+		return "", "", nil, corrupt("retained message", key)
+	}
+	if m, err = decodeMessage(id, val[1+8:]); err != nil {
+		return "", "", nil, fmt.Errorf("%w (key %q)", err, key)
+	}
+	return vhost, topic, m, nil
 }
 
 func appendString(b []byte, s string) []byte {

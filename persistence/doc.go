@@ -1,8 +1,9 @@
 // Package persistence is the Badger-backed store of durable exchanges,
-// queues and bindings and of persistent messages: it implements core.Store
-// and core.Recovery, so that they survive a restart, a kill -9 or a power
-// cut, and confirms and PUBACKs leave only once what they confirm is on
-// disk.
+// queues and bindings, of persistent messages and of retained MQTT
+// messages: it implements core.Store and core.Recovery (and
+// mqtt.RetainStore, see retained.go), so that they survive a restart, a
+// kill -9 or a power cut, and confirms and PUBACKs leave only once what
+// they confirm is on disk.
 //
 // # Group commit
 //
@@ -32,7 +33,7 @@
 //
 // GC writes a value it moves back under its old version; a later compaction
 // can drop the newer tombstone above it and so bring a deleted key back.
-// Deleted exchanges, queues and bindings are therefore written as empty
-// values, which no compaction drops, and message bodies that come back are
-// deleted again by a sweep after each GC and at Open.
+// Deleted exchanges, queues, bindings and retained messages are therefore
+// written as empty values, which no compaction drops, and message bodies
+// that come back are deleted again by a sweep after each GC and at Open.
 package persistence

@@ -24,6 +24,10 @@ func (s *Store) load() error {
 	w := &s.w
 	w.lastTs = s.db.MaxVersion()
 	s.readTs.Store(w.lastTs)
+	// Everything on disk is committed and nothing reads below lastTs:
+	// compactions may drop the versions under it from the start, not only
+	// after the first commit.
+	s.db.SetDiscardTs(w.lastTs)
 	if err := s.checkFormat(); err != nil {
 		return err
 	}
@@ -128,6 +132,24 @@ func (s *Store) load() error {
 		if err != nil {
 			return fmt.Errorf("read message references: %w", err)
 		}
+	}
+
+	// Retained messages count towards MaxMessageID (see encodeRetained).
+	// Their values are mostly in the value log, which is memory-mapped:
+	// reading the id touches a page per message, not the body.
+	err = s.scan(kindPrefix(kindRetained), w.lastTs, true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil // deleted
+		}
+		id, ok := retainedID(val)
+		if _, _, keyOK := parseEntityKey(key); !ok || !keyOK {
+			return corrupt("retained message", key)
+		}
+		maxID = max(maxID, id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read retained messages: %w", err)
 	}
 	s.maxID.Store(maxID)
 

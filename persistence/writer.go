@@ -26,6 +26,8 @@ const (
 	opEnqueue
 	opRemove
 	opDelivered
+	opPutRetained
+	opDeleteRetained
 )
 
 // op is one append to the log. The hot ones (Enqueue, Remove, Delivered)
@@ -34,12 +36,12 @@ type op struct {
 	kind     opKind
 	pos      uint64 // Delivered: the position of the append before it
 	vhost    string
-	name     string // queue, exchange, or binding source
+	name     string // queue, exchange, binding source, or retained topic
 	seq      uint64
 	id       uint64
-	deadline int64 // Enqueue: deadline; TouchQueue: lastUsed
-	msg      *core.Message
-	rec      any // *core.ExchangeDecl, *core.QueueRecord, *core.BindingRecord
+	deadline int64         // Enqueue: deadline; TouchQueue: lastUsed
+	msg      *core.Message // Enqueue, PutRetained
+	rec      any           // *core.ExchangeDecl, *core.QueueRecord, *core.BindingRecord
 }
 
 // qkey names a queue in the writer's maps.
@@ -543,6 +545,27 @@ func (s *Store) apply(o *op) error {
 		}
 		w.ov.del(w.key)
 		s.unref(o.id)
+
+	case opPutRetained:
+		val, err := encodeRetained(w.val[:0], o.msg)
+		if err != nil {
+			return fmt.Errorf("retained message of topic '%s' in vhost '%s': %w", o.name, o.vhost, err)
+		}
+		w.val = val
+		if len(val) > MaxMessageSize {
+			return fmt.Errorf("%w: retained message of topic '%s' in vhost '%s' is %d bytes stored, limit %d",
+				ErrTooLarge, o.name, o.vhost, len(val), MaxMessageSize)
+		}
+		w.key = entityKey(w.key[:0], kindRetained, o.vhost, o.name)
+		w.ov.set(w.key, val, false)
+		if o.msg.ID > s.maxID.Load() {
+			s.maxID.Store(o.msg.ID)
+		}
+
+	case opDeleteRetained:
+		// A marker, not a tombstone: see markerKind.
+		w.key = entityKey(w.key[:0], kindRetained, o.vhost, o.name)
+		w.ov.del(w.key)
 
 	case opDelivered:
 		qs := w.queues[qkey{o.vhost, o.name}]

@@ -19,7 +19,8 @@ import (
 // The yaml tags are the keys of the config file.
 type Config struct {
 	AMQPListen     string       `yaml:"amqp_listen"`
-	MQTTListen     string       `yaml:"mqtt_listen"` // kept for the MQTT listener of a later issue; nothing listens yet
+	MQTTListen     string       `yaml:"mqtt_listen"`
+	MQTTWSListen   string       `yaml:"mqtt_ws_listen"` // MQTT over WebSocket, at /mqtt
 	DataDir        string       `yaml:"data_dir"`
 	LogLevel       string       `yaml:"log_level"`
 	Heartbeat      int          `yaml:"heartbeat"` // seconds
@@ -53,6 +54,7 @@ func defaultConfig() Config {
 	return Config{
 		AMQPListen:     ":5672",
 		MQTTListen:     ":1883",
+		MQTTWSListen:   ":8083",
 		DataDir:        "./data",
 		LogLevel:       "info",
 		Heartbeat:      60,
@@ -204,7 +206,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "YAML `file` with the same settings as the flags, plus a users: list")
 	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address`")
-	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT listen `address` (MQTT listener not yet built)")
+	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT 3.1.1/5 listen `address`")
+	fs.StringVar(&f.MQTTWSListen, "mqtt-ws-listen", def.MQTTWSListen, "MQTT over WebSocket listen `address` (path /mqtt)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
 	fs.Var(&users, "user", "add a user as `name:password` (repeatable; not loopback-only; guest/guest stays loopback-only unless replaced)")
@@ -216,7 +219,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.Int64Var(&f.MemoryBudget, "memory-budget", def.MemoryBudget, "`bytes` of persistent message bodies kept in memory before queues page them out to disk (0 = never)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(output, "Usage: ferrymq [flags]\n\nferrymq is an AMQP 0-9-1 broker. Flags given here override the --config file.\n\nFlags:\n")
+			fmt.Fprintf(output, "Usage: ferrymq [flags]\n\nferrymq is an AMQP 0-9-1 and MQTT 3.1.1/5 broker. Flags given here override the --config file.\n\nFlags:\n")
 			fs.SetOutput(output)
 			fs.PrintDefaults()
 			return Config{}, err
@@ -248,6 +251,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.AMQPListen = f.AMQPListen
 		case "mqtt-listen":
 			cfg.MQTTListen = f.MQTTListen
+		case "mqtt-ws-listen":
+			cfg.MQTTWSListen = f.MQTTWSListen
 		case "data-dir":
 			cfg.DataDir = f.DataDir
 		case "log-level":

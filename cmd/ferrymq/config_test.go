@@ -29,7 +29,7 @@ func TestLoadConfig(t *testing.T) {
 				"--log-level", "DEBUG", "--heartbeat", "5", "--frame-max", "8192", "--channel-max", "16",
 				"--max-message-size", "1024", "--user", "alice:secret", "--user", "bob:pa:ss"},
 			want: Config{
-				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", DataDir: "/tmp/x", LogLevel: "DEBUG",
+				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", DataDir: "/tmp/x", LogLevel: "DEBUG",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
 				Users: []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
 			},
@@ -46,7 +46,7 @@ users:
     tags: [administrator, monitoring]
 `,
 			want: Config{
-				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", DataDir: "./data", LogLevel: "info",
+				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "./data", LogLevel: "info",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
 					Tags: []string{"administrator", "monitoring"}}},
@@ -64,7 +64,7 @@ users:
 `,
 			args: []string{"--amqp-listen", ":6000", "--user", "alice:from-flag"},
 			want: Config{
-				AMQPListen: ":6000", MQTTListen: ":1883", DataDir: "/var/lib/ferrymq", LogLevel: "info",
+				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "/var/lib/ferrymq", LogLevel: "info",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				// Both are kept; users are applied in order, so the flag wins.
 				Users: []UserConfig{{Name: "alice", Password: "from-file"}, {Name: "alice", Password: "from-flag"}},
@@ -157,7 +157,7 @@ func TestLoadConfigHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("loadConfig(--help) error = %v, want flag.ErrHelp", err)
 	}
-	for _, want := range []string{"-amqp-listen", "(MQTT listener not yet built)", "-user name:password"} {
+	for _, want := range []string{"-amqp-listen", "-mqtt-ws-listen", "-user name:password"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}

@@ -1,5 +1,5 @@
-// Command ferrymq runs the ferrymq broker: an AMQP 0-9-1 server, with MQTT to
-// follow, over one shared core.
+// Command ferrymq runs the ferrymq broker: an AMQP 0-9-1 server and an MQTT
+// 3.1.1/5 server (TCP and WebSocket) over one shared core.
 //
 // main only wires config → core → listeners → signals. On SIGTERM or SIGINT
 // it shuts down in reverse order under a deadline: the AMQP server first
@@ -30,6 +30,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/persistence"
 )
 
@@ -134,8 +135,34 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	logger.Info("listener ready", "proto", "amqp", "addr", ln.Addr().String())
-	// Not "addr": tests read addr= as a bound address, and nothing is bound.
-	logger.Info("MQTT listener not yet built; --mqtt-listen ignored", "mqtt_listen", cfg.MQTTListen)
+
+	mq, err := mqtt.NewServer(broker, mqtt.Config{Users: users, Retained: store, Logger: logger})
+	if err != nil {
+		logger.Error("cannot start MQTT", "err", err)
+		ln.Close()
+		broker.Close()
+		return exitFailure
+	}
+	for _, l := range []struct {
+		proto, addr string
+		serve       func(net.Listener) error
+	}{
+		{"mqtt", cfg.MQTTListen, mq.Serve},
+		{"mqtt-ws", cfg.MQTTWSListen, func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }},
+	} {
+		mln, err := net.Listen("tcp", l.addr)
+		if err == nil {
+			err = l.serve(mln)
+		}
+		if err != nil {
+			logger.Error("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
+			mq.Close()
+			ln.Close()
+			broker.Close()
+			return exitFailure
+		}
+		logger.Info("listener ready", "proto", l.proto, "addr", mln.Addr().String())
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -161,6 +188,10 @@ wait:
 		}
 	}
 
+	// MQTT first: closing its clients sends their wills through core.
+	if err := mq.Close(); err != nil {
+		logger.Warn("mqtt shutdown incomplete", "err", err)
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

@@ -29,6 +29,11 @@ func TestMain(m *testing.M) {
 }
 
 // readyLine is the line interop tests parse for the bound address.
+// freePorts are the listen flags that keep a test off the default ports.
+func freePorts() []string {
+	return []string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0"}
+}
+
 var readyLine = regexp.MustCompile(`msg="listener ready" proto=amqp addr=(\S+)`)
 
 // syncBuffer is a bytes.Buffer that run's logger may write while the test
@@ -72,15 +77,16 @@ func TestRunLogsBoundAddressAndStops(t *testing.T) {
 	var log syncBuffer
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"--amqp-listen", "127.0.0.1:0", "--data-dir", dataDir}, &log)
+		done <- run(ctx, append(freePorts(), "--data-dir", dataDir), &log)
 	}()
 
 	addr := waitFor(t, &log, readyLine)[1]
 	if strings.HasSuffix(addr, ":0") {
 		t.Fatalf("logged addr=%s, want the bound port", addr)
 	}
-	if n := strings.Count(log.String(), `msg="listener ready"`); n != 1 {
-		t.Fatalf("%d listener ready lines, want 1:\n%s", n, log.String())
+	waitFor(t, &log, regexp.MustCompile(`msg="listener ready" proto=mqtt-ws addr=\S+`))
+	if n := strings.Count(log.String(), `msg="listener ready"`); n != 3 {
+		t.Fatalf("%d listener ready lines, want 3 (amqp, mqtt, mqtt-ws):\n%s", n, log.String())
 	}
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -114,7 +120,7 @@ func TestRunListenErrorNamesAddress(t *testing.T) {
 	addr := busy.Addr().String()
 
 	var log syncBuffer
-	code := run(context.Background(), []string{"--amqp-listen", addr, "--data-dir", t.TempDir()}, &log)
+	code := run(context.Background(), append(freePorts(), "--amqp-listen", addr, "--data-dir", t.TempDir()), &log)
 	if code != exitFailure {
 		t.Fatalf("run returned %d, want %d; log:\n%s", code, exitFailure, log.String())
 	}
@@ -136,7 +142,7 @@ func TestSIGTERM(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("no SIGTERM on windows")
 	}
-	cmd := exec.Command(os.Args[0], "--amqp-listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+	cmd := exec.Command(os.Args[0], append(freePorts(), "--data-dir", t.TempDir())...)
 	cmd.Env = append(os.Environ(), "FERRYMQ_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

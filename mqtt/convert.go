@@ -1,0 +1,158 @@
+package mqtt
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// Headers through which MQTT-only attributes travel in AMQP messages, as
+// RabbitMQ's MQTT plugin names them where it has them.
+const (
+	hdrPublishQoS    = "x-mqtt-publish-qos"
+	hdrRetain        = "x-mqtt-retain"
+	hdrCorrelationID = "x-correlation-id"
+	hdrReplyToTopic  = "x-reply-to-topic"
+	hdrPayloadFormat = "x-mqtt-payload-format-indicator"
+)
+
+// toMessage converts an MQTT PUBLISH into a core message for the exchange:
+// QoS 0 is transient, QoS 1 and 2 persistent with x-mqtt-publish-qos; MQTT
+// 5 properties map to their AMQP counterparts and user properties to
+// headers.
+func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message {
+	msg := &core.Message{
+		Exchange:   exchange,
+		RoutingKey: RoutingKey(pk.TopicName),
+		Body:       pk.Payload,
+		Origin:     origin,
+	}
+	p := &msg.Properties
+	p.DeliveryMode = 1
+	var h core.Table
+	set := func(k string, v any) {
+		if h == nil {
+			h = make(core.Table, 4)
+		}
+		h[k] = v
+	}
+	if qos := pk.FixedHeader.Qos; qos > 0 {
+		p.DeliveryMode = 2
+		set(hdrPublishQoS, int8(qos))
+	}
+	if pk.FixedHeader.Retain {
+		set(hdrRetain, true)
+	}
+	props := &pk.Properties
+	p.ContentType = props.ContentType
+	if cd := props.CorrelationData; len(cd) > 0 {
+		if len(cd) <= 255 && utf8.Valid(cd) {
+			p.CorrelationID = string(cd)
+		} else {
+			set(hdrCorrelationID, append([]byte(nil), cd...))
+		}
+	}
+	if props.ResponseTopic != "" {
+		set(hdrReplyToTopic, props.ResponseTopic)
+	}
+	if props.PayloadFormatFlag {
+		set(hdrPayloadFormat, props.PayloadFormat)
+	}
+	for _, u := range props.User {
+		set(u.Key, u.Val)
+	}
+	if props.MessageExpiryInterval > 0 {
+		p.Expiration = strconv.FormatUint(uint64(props.MessageExpiryInterval)*1000, 10)
+	}
+	if h != nil {
+		p.Headers = h
+	}
+	return msg
+}
+
+// messageQoS is the QoS a message was published with: its
+// x-mqtt-publish-qos, else 1 if persistent and 0 if not.
+func messageQoS(m *core.Message) byte {
+	if v, ok := core.IntArg(m.Properties.Headers[hdrPublishQoS]); ok && v >= 0 && v <= 2 {
+		return byte(v)
+	}
+	if m.Properties.Persistent() {
+		return 1
+	}
+	return 0
+}
+
+// isRetained reports whether the publisher asked for the message to be
+// retained (MQTT RETAIN, or an AMQP header x-mqtt-retain: true).
+func isRetained(m *core.Message) bool {
+	v, _ := m.Properties.Headers[hdrRetain].(bool)
+	return v
+}
+
+// fillPublish sets the MQTT 5 properties of an outgoing PUBLISH from a
+// core message (ignored by the encoder for older protocol versions).
+func fillPublish(pk *packets.Packet, m *core.Message, now time.Time) {
+	props := &pk.Properties
+	p := &m.Properties
+	props.ContentType = p.ContentType
+	if p.CorrelationID != "" {
+		props.CorrelationData = []byte(p.CorrelationID)
+	}
+	if p.Expiration != "" {
+		if ms, err := strconv.ParseInt(p.Expiration, 10, 64); err == nil {
+			left := time.Duration(ms)*time.Millisecond - now.Sub(m.Published)
+			// Rounded up: a message with time left must not arrive as
+			// "no expiry" (0).
+			props.MessageExpiryInterval = uint32(max((left+time.Second-1)/time.Second, 1))
+		}
+	}
+	for k, v := range p.Headers {
+		switch k {
+		case hdrPublishQoS, hdrRetain:
+		case hdrCorrelationID:
+			if b, ok := v.([]byte); ok {
+				props.CorrelationData = b
+			}
+		case hdrReplyToTopic:
+			if s, ok := v.(string); ok {
+				props.ResponseTopic = s
+			}
+		case hdrPayloadFormat:
+			if b, ok := core.IntArg(v); ok {
+				props.PayloadFormat, props.PayloadFormatFlag = byte(b), true
+			}
+		default:
+			if s, ok := userValue(v); ok && !strings.HasPrefix(k, "x-death") {
+				props.User = append(props.User, packets.UserProperty{Key: k, Val: s})
+			}
+		}
+	}
+}
+
+// userValue renders an AMQP header value as an MQTT user property value;
+// tables and arrays have no MQTT form and are left out.
+func userValue(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case []byte:
+		if utf8.Valid(x) {
+			return string(x), true
+		}
+		return "", false
+	case bool, float32, float64:
+		return fmt.Sprint(x), true
+	case time.Time:
+		return x.UTC().Format(time.RFC3339), true
+	}
+	if n, ok := core.IntArg(v); ok {
+		return strconv.FormatInt(n, 10), true
+	}
+	return "", false
+}

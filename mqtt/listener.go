@@ -1,0 +1,168 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// listener serves mochi connections from a net.Listener the caller bound,
+// so that a test can use port 0 and read the real address from it (mochi's
+// own listeners bind late or not at all for WebSocket).
+type listener struct {
+	id, proto string
+	ln        net.Listener
+	log       *slog.Logger
+	wg        sync.WaitGroup // connections being served
+	accepting sync.WaitGroup // the accept loop: no wg.Add after it ends
+}
+
+func (l *listener) ID() string              { return l.id }
+func (l *listener) Address() string         { return l.ln.Addr().String() }
+func (l *listener) Protocol() string        { return l.proto }
+func (l *listener) Init(*slog.Logger) error { return nil }
+func (l *listener) Close(closeClients listeners.CloseFn) {
+	l.ln.Close()
+	l.accepting.Wait()
+	closeClients(l.id)
+	l.wg.Wait()
+}
+
+// Serve accepts until the listener is closed. Each connection runs on its
+// own goroutine, where a panic in mochi's packet decoding is contained.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	l.accepting.Add(1)
+	defer l.accepting.Done()
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				l.log.Warn("mqtt: accept failed", "listener", l.id, "err", err)
+			}
+			return
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			serveConn(l.log, l.id, conn, establish)
+		}()
+	}
+}
+
+func serveConn(log *slog.Logger, id string, conn net.Conn, establish listeners.EstablishFn) {
+	defer func() {
+		if err := recovered(recover()); err != nil {
+			log.Warn("mqtt: connection dropped", "listener", id, "peer", conn.RemoteAddr().String(), "err", err)
+			conn.Close()
+		}
+	}()
+	if err := establish(id, conn); err != nil && !errors.Is(err, io.EOF) {
+		log.Debug("mqtt: connection ended", "peer", conn.RemoteAddr().String(), "err", err)
+	}
+}
+
+// wsListener serves MQTT over WebSocket (binary messages, subprotocol
+// "mqtt" or "mqttv3.1") at one path.
+type wsListener struct {
+	listener
+	path   string
+	server *http.Server
+}
+
+func newWSListener(ln net.Listener, path string, log *slog.Logger) *wsListener {
+	l := &wsListener{listener: listener{id: "ws-" + ln.Addr().String(), proto: "ws", ln: ln, log: log}, path: path}
+	l.server = &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return l
+}
+
+// Serve runs the HTTP server; WebSocket connections are closed through
+// mochi (closeClients), as http.Server does not track hijacked ones.
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	up := websocket.Upgrader{
+		Subprotocols: []string{"mqtt", "mqttv3.1"},
+		// Browsers send an Origin; MQTT over WebSocket is not a cookie
+		// session, so cross-origin clients are accepted as brokers do.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc(l.path, func(w http.ResponseWriter, r *http.Request) {
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		serveConn(l.log, l.id, &wsConn{Conn: c.NetConn(), c: c}, establish)
+	})
+	l.server.Handler = mux
+	if err := l.server.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Warn("mqtt: websocket listener failed", "listener", l.id, "err", err)
+	}
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	l.server.Shutdown(ctx)
+	closeClients(l.id)
+}
+
+// wsConn is a net.Conn over WebSocket binary messages: MQTT packets may
+// span or share messages, so reads continue across message boundaries.
+type wsConn struct {
+	net.Conn
+	c  *websocket.Conn
+	r  io.Reader
+	wm sync.Mutex
+}
+
+func (ws *wsConn) Read(p []byte) (int, error) {
+	for {
+		if ws.r == nil {
+			op, r, err := ws.c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("mqtt: websocket message is not binary")
+			}
+			ws.r = r
+		}
+		n, err := ws.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			ws.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (ws *wsConn) Write(p []byte) (int, error) {
+	ws.wm.Lock()
+	defer ws.wm.Unlock()
+	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (ws *wsConn) Close() error { return ws.c.Close() }
+
+func (ws *wsConn) SetDeadline(t time.Time) error {
+	if err := ws.c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return ws.c.SetWriteDeadline(t)
+}
+
+func (ws *wsConn) SetReadDeadline(t time.Time) error  { return ws.c.SetReadDeadline(t) }
+func (ws *wsConn) SetWriteDeadline(t time.Time) error { return ws.c.SetWriteDeadline(t) }

@@ -1,0 +1,390 @@
+package mqtt
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// Output limits, as in the AMQP connection: past highWater deliveries are
+// refused (the queue keeps them until Resume).
+const (
+	highWater    = 1 << 20
+	writeTimeout = 15 * time.Second
+)
+
+// Binding arguments that carry a subscription's options, so that a
+// persistent session is rebuilt from its queues' bindings after a restart.
+const (
+	argFilter  = "x-mqtt-filter"
+	argQoS     = "x-mqtt-qos"
+	argNoLocal = "x-mqtt-no-local"
+	argRAP     = "x-mqtt-retain-as-published"
+	argSubID   = "x-mqtt-subscription-id"
+)
+
+// state is what outlives one connection of a client id: QoS 2 exchanges
+// in progress and a will waiting out its delay.
+type state struct {
+	inbound map[uint16]struct{} // QoS 2 publishes received, PUBREL not yet
+	pubrel  map[uint16]struct{} // QoS 2 deliveries PUBREC'd, PUBCOMP not yet
+	will    *time.Timer
+	live    *session
+}
+
+// subscription is one topic filter of a session.
+type subscription struct {
+	filter  string // the MQTT filter without a $share prefix
+	full    string // as subscribed, with the prefix
+	qos     byte
+	noLocal bool
+	rap     bool
+	id      int
+}
+
+// inflight is a delivery of QoS 1 or 2 awaiting the client's PUBACK or
+// PUBREC.
+type inflight struct {
+	q   *core.Queue
+	c   *core.Consumer
+	seq uint64
+	qos byte
+}
+
+// pendingAck is a PUBACK or PUBREC waiting for the store to sync the
+// message it acknowledges: MQTT wants them in publish order.
+type pendingAck struct {
+	id  uint16
+	typ byte
+	pos uint64
+	rc  byte
+}
+
+type settleReq struct {
+	q   *core.Queue
+	c   *core.Consumer
+	seq uint64
+}
+
+// session is one connected client.
+type session struct {
+	srv        *Server
+	cl         *mochi.Client
+	st         *state
+	key        string
+	clientID   string
+	vhost      *core.VHost
+	origin     uint64
+	version    byte
+	persistent bool
+	expiry     uint32 // session expiry interval (s); persistent sessions only
+	present    bool   // CONNACK session present
+	prefetch   uint32
+	maxPacket  uint32 // the client's maximum packet size; 0 = none
+	willProps  packets.Properties
+
+	mu       sync.Mutex
+	closed   bool
+	subs     map[string][]subscription // by queue name
+	cons     map[string]*core.Consumer // by queue name
+	nextID   uint16
+	flight   map[uint16]inflight
+	acks     []pendingAck
+	notified bool
+	unacked  int // inbound QoS > 0 publishes not yet acknowledged
+	out      []byte
+	spare    []byte
+	enc      bytes.Buffer
+	blocked  []*core.Consumer
+	settles  []settleReq
+	subacks  map[uint16][]byte
+	replays  map[uint16][]replay
+	kick     chan struct{}
+	done     chan struct{}
+}
+
+// replay is a retained-message replay owed to a new subscription once its
+// SUBACK is out.
+type replay struct{ filter, queue string }
+
+func (s *session) queueName(qos byte) string {
+	if qos == 0 {
+		return "mqtt-subscription-" + s.clientID + "qos0"
+	}
+	return "mqtt-subscription-" + s.clientID + "qos1"
+}
+
+func sharedQueueName(group, filter string) string {
+	return "mqtt-shared-" + group + "-" + BindingKey(filter)
+}
+
+// signalLocked wakes the writer after out went from empty to non-empty.
+func (s *session) signalLocked(before int) {
+	if before == 0 {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// appendLocked encodes pk into the output buffer.
+func (s *session) appendLocked(pk *packets.Packet) error {
+	pk.ProtocolVersion = s.version
+	s.enc.Reset()
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		err = pk.PublishEncode(&s.enc)
+	case packets.Puback:
+		err = pk.PubackEncode(&s.enc)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(&s.enc)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&s.enc)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(&s.enc)
+	}
+	if err != nil {
+		return err
+	}
+	if s.maxPacket > 0 && uint32(s.enc.Len()) > s.maxPacket {
+		return packets.ErrPacketTooLarge
+	}
+	n := len(s.out)
+	s.out = append(s.out, s.enc.Bytes()...)
+	s.signalLocked(n)
+	return nil
+}
+
+// writeLoop writes the output buffer, then settles what deliveries decided
+// to settle and resumes consumers refused for lack of room. Writes take
+// the mochi client's lock, which mochi holds for its own writes (CONNACK,
+// SUBACK, PINGRESP), so packets never interleave.
+func (s *session) writeLoop() {
+	for {
+		select {
+		case <-s.kick:
+		case <-s.done:
+			return
+		}
+		s.mu.Lock()
+		buf := s.out
+		s.out, s.spare = s.spare[:0], nil
+		settles := s.settles
+		s.settles = nil
+		s.mu.Unlock()
+		if len(buf) > 0 {
+			s.cl.Lock()
+			s.cl.Net.Conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			_, err := s.cl.Net.Conn.Write(buf)
+			s.cl.Unlock()
+			if err != nil {
+				s.cl.Stop(err)
+				return
+			}
+		}
+		s.mu.Lock()
+		if cap(buf) <= 4*highWater {
+			s.spare = buf[:0]
+		}
+		resume := s.blocked
+		s.blocked = nil
+		s.mu.Unlock()
+		for _, r := range settles {
+			r.q.Settle(r.c, []uint64{r.seq}, core.Ack)
+		}
+		for _, c := range resume {
+			c.Resume()
+		}
+	}
+}
+
+// sink delivers one queue's messages to a session.
+type sink struct {
+	s     *session
+	queue string
+	qos   byte // the queue's QoS when no subscription matches (0 or 1)
+	acks  bool // the consumer acknowledges (QoS 1 queue or shared queue)
+}
+
+// Deliver implements core.DeliverySink: it encodes a PUBLISH into the
+// session's output buffer. The QoS is the lower of the best matching
+// subscription's and the message's own.
+func (k *sink) Deliver(d core.Delivery) bool {
+	s := k.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if len(s.out) >= highWater {
+		s.blocked = append(s.blocked, d.Consumer)
+		return false
+	}
+	m := d.Msg
+	topic := TopicName(m.RoutingKey)
+	subQoS, ids, noLocal, rap, matched := k.qos, []int(nil), false, false, false
+	for _, sub := range s.subs[k.queue] {
+		if !matchFilter(sub.filter, topic) {
+			continue
+		}
+		if !matched || sub.qos > subQoS {
+			subQoS = sub.qos
+		}
+		if !matched {
+			noLocal = sub.noLocal
+		} else {
+			noLocal = noLocal && sub.noLocal
+		}
+		matched = true
+		rap = rap || sub.rap
+		if sub.id > 0 {
+			ids = append(ids, sub.id)
+		}
+	}
+	settle := settleReq{q: d.Queue, c: d.Consumer, seq: d.Seq}
+	if noLocal && m.Origin == s.origin {
+		if k.acks {
+			s.settles = append(s.settles, settle)
+			s.signalLocked(0)
+		}
+		return true
+	}
+	qos := min(subQoS, messageQoS(m))
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+		TopicName:   topic,
+		Payload:     m.Body,
+	}
+	// A retained message replayed to a new subscription always has RETAIN
+	// set [MQTT-3.3.1-8]; a live one only with retain-as-published.
+	pk.FixedHeader.Retain = m.Exchange == "" || (rap && isRetained(m))
+	if s.version == 5 {
+		fillPublish(&pk, m, time.Now())
+		pk.Properties.SubscriptionIdentifier = ids
+	}
+	if qos > 0 {
+		id := s.allocID()
+		if id == 0 {
+			s.blocked = append(s.blocked, d.Consumer)
+			return false
+		}
+		pk.PacketID = id
+		pk.FixedHeader.Dup = d.Redelivered
+		if k.acks {
+			s.flight[id] = inflight{q: d.Queue, c: d.Consumer, seq: d.Seq, qos: qos}
+		} else {
+			s.flight[id] = inflight{qos: qos}
+		}
+	} else if k.acks {
+		s.settles = append(s.settles, settle)
+	}
+	if err := s.appendLocked(&pk); err != nil {
+		// Too large for the client or unencodable: dropped, as the spec
+		// says for the former [MQTT-3.1.2-25].
+		s.srv.log.Debug("mqtt: delivery dropped", "client", s.clientID, "topic", topic, "err", err)
+		if qos > 0 {
+			delete(s.flight, pk.PacketID)
+		}
+		if k.acks {
+			s.settles = append(s.settles, settle)
+		}
+		s.signalLocked(0)
+	}
+	return true
+}
+
+// Cancelled implements core.DeliverySink: the queue was deleted (by an
+// AMQP client, or x-expires).
+func (k *sink) Cancelled(*core.Consumer) {
+	k.s.mu.Lock()
+	delete(k.s.cons, k.queue)
+	delete(k.s.subs, k.queue)
+	k.s.mu.Unlock()
+}
+
+// allocID returns a free packet id, or 0 if all are in use.
+func (s *session) allocID() uint16 {
+	for range 1 << 16 {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, used := s.flight[s.nextID]; used {
+			continue
+		}
+		if _, used := s.st.pubrel[s.nextID]; used {
+			continue
+		}
+		return s.nextID
+	}
+	return 0
+}
+
+// consume starts consuming a queue of this session if it is not already.
+// s.mu is not held: Consume may deliver at once.
+func (s *session) consume(queue string, qos byte, acks bool) error {
+	s.mu.Lock()
+	_, have := s.cons[queue]
+	s.mu.Unlock()
+	if have {
+		return nil
+	}
+	q := s.vhost.Queue(queue)
+	if q == nil {
+		return errors.New("queue " + queue + " vanished")
+	}
+	c, err := q.Consume(core.ConsumeOptions{
+		Tag: "mqtt-" + s.clientID, NoAck: !acks, Prefetch: s.prefetch,
+	}, &sink{s: s, queue: queue, qos: qos, acks: acks})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Cancel()
+		return nil
+	}
+	s.cons[queue] = c
+	s.mu.Unlock()
+	return nil
+}
+
+// stop ends the connection's part of the session: consumers are
+// cancelled and deliveries not acknowledged go back to their queues, to be
+// sent again (DUP) when the client reconnects.
+func (s *session) stop() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	cons := s.cons
+	s.cons = map[string]*core.Consumer{}
+	flight := s.flight
+	s.flight = map[uint16]inflight{}
+	settles := s.settles
+	s.settles = nil
+	s.mu.Unlock()
+	close(s.done)
+	for _, r := range settles {
+		r.q.Settle(r.c, []uint64{r.seq}, core.Ack)
+	}
+	for _, c := range cons {
+		c.Cancel()
+	}
+	for _, f := range flight {
+		if f.q != nil {
+			f.q.Settle(f.c, []uint64{f.seq}, core.Requeue)
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package mqtt
+
+import (
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// publish routes an inbound PUBLISH through core. The PUBACK (QoS 1) or
+// PUBREC (QoS 2) goes out once core has enqueued the message and the store
+// has synced it where it reached a durable queue, in the order the
+// publishes arrived. A QoS 2 publish already received (a DUP resend
+// before our PUBREC arrived) is acknowledged again but not routed again.
+func (s *session) publish(pk *packets.Packet) error {
+	qos := pk.FixedHeader.Qos
+	typ := byte(packets.Puback)
+	if qos == 2 {
+		typ = packets.Pubrec
+		s.mu.Lock()
+		_, seen := s.st.inbound[pk.PacketID]
+		s.st.inbound[pk.PacketID] = struct{}{}
+		s.mu.Unlock()
+		if seen {
+			s.acknowledge(pk.PacketID, typ, 0, 0)
+			return nil
+		}
+	}
+	if qos > 0 {
+		s.mu.Lock()
+		s.unacked++
+		over := s.unacked > int(s.srv.cfg.ReceiveMaximum)
+		s.mu.Unlock()
+		if over {
+			return packets.ErrReceiveMaximum // [MQTT-3.3.4-9]
+		}
+	}
+	msg := toMessage(s.srv.cfg.Exchange, pk, s.origin)
+	var rc byte
+	if pk.FixedHeader.Retain {
+		if err := s.srv.retain(s.vhost.Name(), pk.TopicName, msg); err != nil {
+			s.srv.log.Error("mqtt: retained message not stored", "client", s.clientID, "topic", pk.TopicName, "err", err)
+			rc = packets.ErrUnspecifiedError.Code
+		}
+	}
+	res, err := s.vhost.Publish(msg)
+	switch {
+	case err != nil:
+		s.srv.log.Debug("mqtt: publish refused", "client", s.clientID, "topic", pk.TopicName, "err", err)
+		rc = packets.ErrImplementationSpecificError.Code
+	case res.Rejected:
+		rc = packets.ErrQuotaExceeded.Code
+	case res.Routed == 0 && rc == 0:
+		rc = packets.CodeNoMatchingSubscribers.Code
+	}
+	if qos == 0 {
+		return nil
+	}
+	if rc >= 0x80 && s.version < 5 {
+		// 3.1.1 has no negative acknowledgement: closing the connection
+		// makes the client send the message again.
+		return packets.ErrImplementationSpecificError
+	}
+	s.acknowledge(pk.PacketID, typ, rc, res.Pos)
+	return nil
+}
+
+// acknowledge sends a PUBACK/PUBREC once store position pos is durable (0:
+// nothing to wait for), never ahead of an earlier one still waiting.
+func (s *session) acknowledge(id uint16, typ, rc byte, pos uint64) {
+	s.mu.Lock()
+	if pos == 0 && len(s.acks) == 0 {
+		s.writeAckLocked(id, typ, rc)
+		s.mu.Unlock()
+		return
+	}
+	s.acks = append(s.acks, pendingAck{id: id, typ: typ, pos: pos, rc: rc})
+	notify := !s.notified
+	s.notified = true
+	s.mu.Unlock()
+	if notify {
+		s.srv.broker.NotifySynced(pos, s)
+	}
+}
+
+// Synced implements core.SyncWaiter: the acknowledgements waiting for
+// the store up to pos go out; a failed write fails them (0x80 in MQTT 5;
+// a 3.1.1 client is disconnected so that it publishes again).
+func (s *session) Synced(pos uint64, err error) {
+	s.mu.Lock()
+	s.notified = false
+	n := 0
+	for _, a := range s.acks {
+		if a.pos > pos {
+			break
+		}
+		n++
+		rc := a.rc
+		if err != nil && a.pos != 0 {
+			if s.version < 5 {
+				s.mu.Unlock()
+				s.cl.Stop(err)
+				return
+			}
+			rc = packets.ErrUnspecifiedError.Code
+		}
+		s.writeAckLocked(a.id, a.typ, rc)
+	}
+	s.acks = s.acks[:copy(s.acks, s.acks[n:])]
+	var next uint64
+	if len(s.acks) > 0 {
+		next = s.acks[len(s.acks)-1].pos
+		s.notified = true
+	}
+	s.mu.Unlock()
+	if next != 0 {
+		s.srv.broker.NotifySynced(next, s)
+	}
+}
+
+func (s *session) writeAckLocked(id uint16, typ, rc byte) {
+	s.unacked--
+	if s.closed {
+		return
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: id, ReasonCode: rc}
+	if err := s.appendLocked(&pk); err != nil {
+		s.srv.log.Debug("mqtt: ack not sent", "client", s.clientID, "err", err)
+	}
+}
+
+// acked handles the client's PUBACK, PUBREC or PUBCOMP for a delivery, and
+// its PUBREL for a QoS 2 publish of its own.
+func (s *session) acked(pk *packets.Packet) {
+	id := pk.PacketID
+	s.mu.Lock()
+	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec:
+		f, ok := s.flight[id]
+		if !ok || (pk.FixedHeader.Type == packets.Pubrec) != (f.qos == 2) {
+			s.mu.Unlock()
+			if pk.FixedHeader.Type == packets.Pubrec {
+				s.mu.Lock()
+				s.writeRelLocked(id, packets.ErrPacketIdentifierNotFound.Code)
+				s.mu.Unlock()
+			}
+			return
+		}
+		delete(s.flight, id)
+		if pk.FixedHeader.Type == packets.Pubrec {
+			// The message is the client's now: ack it in core and finish
+			// the exchange, remembering the id until PUBCOMP.
+			s.st.pubrel[id] = struct{}{}
+			s.writeRelLocked(id, 0)
+		}
+		s.mu.Unlock()
+		if f.q != nil {
+			f.q.Settle(f.c, []uint64{f.seq}, 0)
+		}
+		return
+	case packets.Pubcomp:
+		delete(s.st.pubrel, id)
+	case packets.Pubrel:
+		_, ok := s.st.inbound[id]
+		delete(s.st.inbound, id)
+		var rc byte
+		if !ok {
+			rc = packets.ErrPacketIdentifierNotFound.Code
+		}
+		if !s.closed {
+			pc := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: id, ReasonCode: rc}
+			s.appendLocked(&pc)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *session) writeRelLocked(id uint16, rc byte) {
+	if s.closed {
+		return
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id, ReasonCode: rc}
+	s.appendLocked(&pk)
+}
+
+// resendPubrels sends PUBREL again for the QoS 2 deliveries the client
+// PUBREC'd before it reconnected [MQTT-4.4.0-1].
+func (s *session) resendPubrels() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.st.pubrel {
+		s.writeRelLocked(id, 0)
+	}
+}

@@ -1,0 +1,211 @@
+package mqtt
+
+import (
+	"strings"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferrymq/ferrymq/core"
+)
+
+// subscribe makes each filter a binding of a core queue: the session's
+// qos0 queue for QoS 0 subscriptions, its qos1 queue for QoS 1 and 2, or
+// a queue per shared group, whose members compete for its messages. It
+// returns the SUBACK reason codes and the retained messages owed.
+func (s *session) subscribe(filters packets.Subscriptions) ([]byte, []replay) {
+	codes := make([]byte, len(filters))
+	var replays []replay
+	for i, f := range filters {
+		code, r, err := s.subscribeOne(f)
+		if err != nil {
+			s.srv.log.Debug("mqtt: subscribe failed", "client", s.clientID, "filter", f.Filter, "err", err)
+		}
+		codes[i] = code
+		if r != nil {
+			replays = append(replays, *r)
+		}
+	}
+	return codes, replays
+}
+
+func (s *session) failure(code packets.Code) byte {
+	if s.version < 5 {
+		return packets.ErrUnspecifiedError.Code // 0x80 is 3.1.1's one failure code
+	}
+	return code.Code
+}
+
+func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
+	if !validFilter(f.Filter) {
+		return s.failure(packets.ErrTopicFilterInvalid), nil, nil
+	}
+	group, filter, shared := sharedFilter(f.Filter)
+	if shared && f.NoLocal {
+		return s.failure(packets.ErrProtocolViolationInvalidSharedNoLocal), nil, nil // [MQTT-3.8.3-4]
+	}
+	qos := min(f.Qos, 2)
+	queue, durable, acks := s.queueName(qos), s.persistent, qos > 0
+	if shared {
+		queue, durable, acks = sharedQueueName(group, filter), false, true
+	}
+	if err := s.ensureQueue(queue, durable, shared); err != nil {
+		return s.failure(packets.ErrUnspecifiedError), nil, err
+	}
+	// One binding per filter: a new subscription replaces the old one,
+	// which may be in the other QoS queue.
+	had := s.unbind(f.Filter)
+	args := core.Table{argFilter: f.Filter, argQoS: int8(qos)}
+	if f.NoLocal {
+		args[argNoLocal] = true
+	}
+	if f.RetainAsPublished {
+		args[argRAP] = true
+	}
+	if f.Identifier > 0 {
+		args[argSubID] = int32(f.Identifier)
+	}
+	if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, BindingKey(filter), args, 0); err != nil {
+		return s.failure(packets.ErrUnspecifiedError), nil, err
+	}
+	s.mu.Lock()
+	s.subs[queue] = append(s.subs[queue], subscriptionFrom(args))
+	s.mu.Unlock()
+	if err := s.consume(queue, min(qos, 1), acks); err != nil {
+		return s.failure(packets.ErrUnspecifiedError), nil, err
+	}
+	// Retained messages: on every subscribe (handling 0), only on a new
+	// one (1), never (2); never for shared subscriptions [MQTT-3.8.4-4].
+	if shared || f.RetainHandling == 2 || (f.RetainHandling == 1 && had) {
+		return qos, nil, nil
+	}
+	return qos, &replay{filter: filter, queue: queue}, nil
+}
+
+// ensureQueue declares a session queue unless it exists (then as it is:
+// a resumed session keeps its queue's durability).
+func (s *session) ensureQueue(name string, durable, shared bool) error {
+	if s.vhost.Queue(name) != nil {
+		return nil
+	}
+	var args core.Table
+	if durable && s.expiry > 0 && s.expiry < 0xFFFFFFFF {
+		args = core.Table{"x-expires": int64(s.expiry) * 1000}
+	}
+	_, err := s.vhost.DeclareQueue(core.QueueDecl{Name: name, Durable: durable, AutoDelete: shared, Arguments: args})
+	return err
+}
+
+// unbind removes the binding of a filter from the session's queues and
+// reports whether there was one.
+func (s *session) unbind(full string) bool {
+	queues := []string{s.queueName(0), s.queueName(1)}
+	if group, filter, shared := sharedFilter(full); shared {
+		queues = []string{sharedQueueName(group, filter)}
+	}
+	found := false
+	for _, queue := range queues {
+		for _, b := range s.vhost.QueueBindings(queue) {
+			if b.Arguments[argFilter] != full || b.Source != s.srv.cfg.Exchange {
+				continue
+			}
+			s.vhost.UnbindQueue(queue, b.Source, b.RoutingKey, b.Arguments, 0)
+			found = true
+		}
+		s.mu.Lock()
+		subs := s.subs[queue][:0]
+		for _, sub := range s.subs[queue] {
+			if sub.full != full {
+				subs = append(subs, sub)
+			}
+		}
+		s.subs[queue] = subs
+		s.mu.Unlock()
+	}
+	return found
+}
+
+// unsubscribe removes filters and returns the UNSUBACK reason codes.
+func (s *session) unsubscribe(filters packets.Subscriptions) []byte {
+	codes := make([]byte, len(filters))
+	for i, f := range filters {
+		if !s.unbind(f.Filter) {
+			codes[i] = packets.CodeNoSubscriptionExisted.Code
+		}
+		if group, filter, shared := sharedFilter(f.Filter); shared {
+			// Leaving a group: stop competing for its queue.
+			queue := sharedQueueName(group, filter)
+			s.mu.Lock()
+			c := s.cons[queue]
+			if len(s.subs[queue]) == 0 {
+				delete(s.cons, queue)
+			} else {
+				c = nil
+			}
+			s.mu.Unlock()
+			if c != nil {
+				c.Cancel()
+			}
+		}
+	}
+	return codes
+}
+
+// subscriptionFrom reads a subscription back from its binding arguments.
+func subscriptionFrom(args core.Table) subscription {
+	full, _ := args[argFilter].(string)
+	_, filter, _ := sharedFilter(full)
+	qos, _ := core.IntArg(args[argQoS])
+	id, _ := core.IntArg(args[argSubID])
+	noLocal, _ := args[argNoLocal].(bool)
+	rap, _ := args[argRAP].(bool)
+	return subscription{filter: filter, full: full, qos: byte(qos), noLocal: noLocal, rap: rap, id: int(id)}
+}
+
+// restore rebuilds a resumed session's subscriptions from its queues'
+// bindings and starts consuming them. It reports whether there was a
+// session to resume.
+func (s *session) restore() (bool, error) {
+	present := false
+	for qos := byte(0); qos <= 1; qos++ {
+		queue := s.queueName(qos)
+		if s.vhost.Queue(queue) == nil {
+			continue
+		}
+		present = true
+		var subs []subscription
+		for _, b := range s.vhost.QueueBindings(queue) {
+			if f, ok := b.Arguments[argFilter].(string); ok && !strings.HasPrefix(f, "$share/") {
+				subs = append(subs, subscriptionFrom(b.Arguments))
+			}
+		}
+		s.mu.Lock()
+		s.subs[queue] = subs
+		s.mu.Unlock()
+		if err := s.consume(queue, qos, qos > 0); err != nil {
+			return present, err
+		}
+	}
+	return present, nil
+}
+
+// replayRetained enqueues the retained messages matching a new
+// subscription into its queue, marked (Exchange "") so that they are
+// delivered with RETAIN set.
+func (s *session) replayRetained(rs []replay) {
+	for _, r := range rs {
+		for _, m := range s.srv.retained.matching(s.vhost.Name(), r.filter) {
+			c := *m
+			c.ID, c.Exchange, c.Published, c.Origin = 0, "", m.Published, 0
+			if _, err := s.vhost.EnqueueTo(r.queue, &c); err != nil {
+				s.srv.log.Debug("mqtt: retained replay failed", "client", s.clientID, "queue", r.queue, "err", err)
+			}
+		}
+	}
+}
+
+// deleteQueues removes a non-persistent session's queues.
+func (s *session) deleteQueues() {
+	for qos := byte(0); qos <= 1; qos++ {
+		s.vhost.DeleteQueue(s.queueName(qos), false, false, 0)
+	}
+}
