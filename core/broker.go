@@ -3,6 +3,7 @@ package core
 import (
 	"log/slog"
 	"sync"
+	"sync/atomic"
 )
 
 // Options configure a Broker. Zero values are valid (SystemClock,
@@ -25,6 +26,7 @@ type Broker struct {
 	log   *slog.Logger
 	store Store
 	mem   memBudget
+	hook  atomic.Pointer[PublishHook]
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost // guarded by mu
@@ -99,3 +101,18 @@ func (b *Broker) WaitSynced(pos uint64) error {
 // ResidentBytes reports how many bytes of stored message bodies are held
 // in memory (the figure the memory budget limits).
 func (b *Broker) ResidentBytes() int64 { return b.mem.resident.Load() }
+
+// PublishHook sees every message a client publishes through Publish,
+// before it is routed: the MQTT listener keeps AMQP-published messages
+// marked x-mqtt-retain as retained. It runs on the publisher's goroutine
+// and must not modify msg.
+type PublishHook func(vhost string, msg *Message)
+
+// SetPublishHook installs h (nil removes it).
+func (b *Broker) SetPublishHook(h PublishHook) {
+	if h == nil {
+		b.hook.Store(nil)
+		return
+	}
+	b.hook.Store(&h)
+}

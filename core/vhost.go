@@ -17,11 +17,12 @@ import (
 // Queue.mu -> (a DeliverySink's own lock, inside Deliver). Nothing holds a
 // queue lock while publishing: dead letters are republished after unlocking.
 type VHost struct {
-	name  string
-	clock Clock
-	log   *slog.Logger
-	store Store      // nil: nothing is persisted
-	mem   *memBudget // the broker's
+	name   string
+	clock  Clock
+	log    *slog.Logger
+	store  Store      // nil: nothing is persisted
+	mem    *memBudget // the broker's
+	broker *Broker
 
 	mu        sync.RWMutex
 	exchanges map[string]*exchange // guarded by mu
@@ -48,6 +49,7 @@ func newVHost(b *Broker, name string) *VHost {
 		log:       b.log,
 		store:     b.store,
 		mem:       &b.mem,
+		broker:    b,
 		exchanges: make(map[string]*exchange),
 		queues:    make(map[string]*Queue),
 	}
@@ -649,6 +651,9 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	ttl, err := v.accept(msg)
 	if err != nil {
 		return PublishResult{}, err
+	}
+	if h := v.broker.hook.Load(); h != nil {
+		(*h)(v.name, msg)
 	}
 	return v.publish(x, msg, ttl, ""), nil
 }
