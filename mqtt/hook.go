@@ -124,6 +124,9 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		s.prefetch = uint32(rm)
 	}
 	s.key = l.vhost.Name() + "\x00" + cl.ID
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		c.setV5(s.version == 5)
+	}
 
 	h.srv.mu.Lock()
 	st := h.srv.sessions[s.key]
@@ -170,6 +173,9 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 // to the queues, and a session that is not persistent is deleted unless a
 // newer connection took it over.
 func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
+	if c, ok := cl.Net.Conn.(*conn); ok {
+		c.finish(err)
+	}
 	h.connecting.Delete(cl)
 	v, ok := h.sessions.LoadAndDelete(cl)
 	if !ok {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // listener serves mochi connections from a net.Listener the caller bound,
@@ -42,7 +43,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	l.accepting.Add(1)
 	defer l.accepting.Done()
 	for {
-		conn, err := l.ln.Accept()
+		c, err := l.ln.Accept()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				l.log.Warn("mqtt: accept failed", "listener", l.id, "err", err)
@@ -52,7 +53,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			serveConn(l.log, l.id, conn, establish)
+			serveConn(l.log, l.id, &conn{Conn: c}, establish)
 		}()
 	}
 }
@@ -98,7 +99,7 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		serveConn(l.log, l.id, &wsConn{Conn: c.NetConn(), c: c}, establish)
+		serveConn(l.log, l.id, &conn{Conn: &wsConn{Conn: c.NetConn(), c: c}}, establish)
 	})
 	l.server.Handler = mux
 	if err := l.server.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -166,3 +167,74 @@ func (ws *wsConn) SetDeadline(t time.Time) error {
 
 func (ws *wsConn) SetReadDeadline(t time.Time) error  { return ws.c.SetReadDeadline(t) }
 func (ws *wsConn) SetWriteDeadline(t time.Time) error { return ws.c.SetWriteDeadline(t) }
+
+// conn wraps each client connection so that an MQTT 5 client gets a
+// DISCONNECT with a reason code (0x81 malformed packet, 0x95 packet too
+// large, ...) before the socket closes, which mochi does not send when its
+// decoder fails: mochi closes the socket first and reports the error
+// after (OnDisconnect). So Close only ends a blocked read, and finish,
+// called from OnDisconnect with the error, writes the DISCONNECT and
+// closes; a timer closes anyway if finish never comes.
+type conn struct {
+	net.Conn
+	mu             sync.Mutex
+	v5             bool // set once the CONNECT said MQTT 5
+	closing        bool
+	closed         bool
+	sentDisconnect bool // mochi wrote one itself
+}
+
+// finishTimeout bounds how long a closed connection waits for finish.
+const finishTimeout = time.Second
+
+func (c *conn) Write(p []byte) (int, error) {
+	if len(p) > 0 && p[0]&0xF0 == 0xE0 {
+		c.mu.Lock()
+		c.sentDisconnect = true
+		c.mu.Unlock()
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *conn) setV5(v5 bool) {
+	c.mu.Lock()
+	c.v5 = v5
+	c.mu.Unlock()
+}
+
+func (c *conn) Close() error {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closing = true
+	direct := !c.v5 || c.sentDisconnect
+	c.mu.Unlock()
+	if direct {
+		return c.finish(nil)
+	}
+	c.Conn.SetReadDeadline(time.Now())
+	time.AfterFunc(finishTimeout, func() { c.finish(nil) })
+	return nil
+}
+
+// finish sends an MQTT 5 client the DISCONNECT for err, if err carries a
+// reason code and mochi did not send one, then closes the socket.
+func (c *conn) finish(err error) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	send := c.v5 && !c.sentDisconnect
+	c.mu.Unlock()
+	var code packets.Code
+	if send && errors.As(err, &code) && code.Code >= 0x80 {
+		c.Conn.SetWriteDeadline(time.Now().Add(finishTimeout))
+		// Remaining length 1: the reason code, no properties [MQTT-3.14.2].
+		c.Conn.Write([]byte{0xE0, 1, code.Code})
+	}
+	return c.Conn.Close()
+}
