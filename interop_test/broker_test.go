@@ -23,14 +23,19 @@ import (
 )
 
 const (
-	// readyTimeout bounds the wait for the AMQP listener after start.
+	// readyTimeout bounds the wait for the listeners after start.
 	readyTimeout = 20 * time.Second
 	// stopTimeout bounds a graceful shutdown after SIGTERM.
 	stopTimeout = 15 * time.Second
 	// readyMsg starts the key-values of the line cmd/ferrymq logs (slog
-	// TextHandler) once its AMQP listener accepts connections.
-	readyMsg = `msg="listener ready" proto=amqp addr=`
+	// TextHandler) once a listener accepts connections; proto=<name>
+	// addr=<host:port> follow.
+	readyMsg = `msg="listener ready" proto=`
 )
+
+// readyProtos are the listeners StartBroker waits for, as named by the
+// proto= of their readiness lines.
+var readyProtos = []string{"amqp", "mqtt", "mqtt-ws"}
 
 var (
 	binDir string // TestMain's temporary directory for the built binary
@@ -86,6 +91,11 @@ type Broker struct {
 	URL string
 	// Addr is the host:port the AMQP listener is bound to.
 	Addr string
+	// MQTTAddr is the host:port the MQTT (TCP) listener is bound to.
+	MQTTAddr string
+	// MQTTWSAddr is the host:port the MQTT-over-WebSocket listener is
+	// bound to; the endpoint is ws://MQTTWSAddr/mqtt.
+	MQTTWSAddr string
 	// DataDir is the broker's --data-dir, removed when the test ends.
 	DataDir string
 	// Cmd is the child process; Stop, Kill and WaitExit wait for it, so
@@ -100,11 +110,11 @@ type Broker struct {
 }
 
 // StartBroker starts ferrymq on 127.0.0.1:0 listeners with a fresh data
-// directory and extra args appended, and returns once it logs that its AMQP
-// listener is ready. It fails the test, with the broker's output, if the
-// broker exits first or is not ready within readyTimeout. The broker is
-// killed when the test ends if it is still running, and its output is logged
-// if the test failed.
+// directory and extra args appended, and returns once it logs that its AMQP,
+// MQTT and MQTT-over-WebSocket listeners are ready. It fails the test, with
+// the broker's output, if the broker exits first or is not ready within
+// readyTimeout. The broker is killed when the test ends if it is still
+// running, and its output is logged if the test failed.
 func StartBroker(t testing.TB, args ...string) *Broker {
 	t.Helper()
 	bin := ferrymqBinary(t)
@@ -119,6 +129,7 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 	args = append([]string{
 		"--amqp-listen", "127.0.0.1:0",
 		"--mqtt-listen", "127.0.0.1:0",
+		"--mqtt-ws-listen", "127.0.0.1:0",
 		"--data-dir", dataDir,
 	}, args...)
 
@@ -144,7 +155,7 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 		t.Fatalf("start %s: %v", bin, err)
 	}
 
-	ready := make(chan string, 1)
+	ready := make(chan map[string]string, 1)
 	go b.readStderr(pr, ready)
 	go func() {
 		b.waitErr = b.Cmd.Wait()
@@ -163,40 +174,50 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	select {
-	case addr := <-ready:
-		b.Addr = addr
-		b.URL = "amqp://guest:guest@" + addr + "/"
+	case addrs := <-ready:
+		b.Addr = addrs["amqp"]
+		b.MQTTAddr = addrs["mqtt"]
+		b.MQTTWSAddr = addrs["mqtt-ws"]
+		b.URL = "amqp://guest:guest@" + b.Addr + "/"
 		return b
 	case <-b.exited:
 		b.drainOutput()
 		b.shown = true
-		t.Fatalf("ferrymq exited before its AMQP listener was ready: %v\noutput:\n%s", b.waitErr, b.Output())
+		t.Fatalf("ferrymq exited before its listeners (%s) were ready: %v\noutput:\n%s",
+			strings.Join(readyProtos, ", "), b.waitErr, b.Output())
 	case <-timer.C:
 		b.Cmd.Process.Kill()
 		<-b.exited
 		b.drainOutput()
 		b.shown = true
-		t.Fatalf("ferrymq did not log %q within %v\noutput:\n%s", readyMsg, readyTimeout, b.Output())
+		t.Fatalf("ferrymq did not log %q for each of %s within %v\noutput:\n%s",
+			readyMsg, strings.Join(readyProtos, ", "), readyTimeout, b.Output())
 	}
 	return nil // not reached: t.Fatalf ends the test goroutine
 }
 
 // readStderr copies the child's stderr into the output buffer line by line
-// until EOF, sending the listener address on ready the first time the
-// readiness line appears. It never blocks on anything but the pipe, so the
-// child never stalls on a full stderr.
-func (b *Broker) readStderr(r *os.File, ready chan<- string) {
+// until EOF, sending the listener addresses by proto on ready once a
+// readiness line has appeared for each of readyProtos. It never blocks on
+// anything but the pipe, so the child never stalls on a full stderr.
+func (b *Broker) readStderr(r *os.File, ready chan<- map[string]string) {
 	defer close(b.outDone)
 	defer r.Close()
 	br := bufio.NewReader(r)
+	addrs := make(map[string]string, len(readyProtos))
 	sent := false
 	for {
 		line, err := br.ReadString('\n')
 		b.output.WriteString(line)
 		if !sent {
-			if addr, ok := parseReadyLine(line); ok {
-				ready <- addr // buffered, sent once
-				sent = true
+			if proto, addr, ok := parseReadyLine(line); ok {
+				if _, dup := addrs[proto]; !dup {
+					addrs[proto] = addr
+				}
+				if allReady(addrs) {
+					ready <- addrs // buffered, sent once
+					sent = true
+				}
 			}
 		}
 		if err != nil {
@@ -205,24 +226,54 @@ func (b *Broker) readStderr(r *os.File, ready chan<- string) {
 	}
 }
 
-// parseReadyLine returns the addr value of a readiness line, which slog's
-// TextHandler writes bare or, if it needs quoting, as a Go quoted string.
-func parseReadyLine(line string) (string, bool) {
+func allReady(addrs map[string]string) bool {
+	for _, p := range readyProtos {
+		if addrs[p] == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// parseReadyLine returns the proto and addr values of a readiness line,
+// which slog's TextHandler writes bare or, if they need quoting, as Go
+// quoted strings.
+func parseReadyLine(line string) (proto, addr string, ok bool) {
 	i := strings.Index(line, readyMsg)
 	if i < 0 {
-		return "", false
+		return "", "", false
 	}
-	v := strings.TrimRight(line[i+len(readyMsg):], "\r\n")
-	if strings.HasPrefix(v, `"`) {
-		q, err := strconv.QuotedPrefix(v)
+	rest := strings.TrimRight(line[i+len(readyMsg):], "\r\n")
+	proto, rest, ok = cutLogValue(rest)
+	if !ok {
+		return "", "", false
+	}
+	rest, found := strings.CutPrefix(rest, " addr=")
+	if !found {
+		return "", "", false
+	}
+	addr, _, ok = cutLogValue(rest)
+	if !ok || proto == "" || addr == "" {
+		return "", "", false
+	}
+	return proto, addr, true
+}
+
+// cutLogValue splits the slog TextHandler value at the start of s, bare or
+// Go quoted, from the rest of the line.
+func cutLogValue(s string) (v, rest string, ok bool) {
+	if strings.HasPrefix(s, `"`) {
+		q, err := strconv.QuotedPrefix(s)
 		if err != nil {
-			return "", false
+			return "", "", false
 		}
 		v, _ = strconv.Unquote(q)
-	} else if j := strings.IndexByte(v, ' '); j >= 0 {
-		v = v[:j]
+		return v, s[len(q):], true
 	}
-	return v, v != ""
+	if j := strings.IndexByte(s, ' '); j >= 0 {
+		return s[:j], s[j:], true
+	}
+	return s, "", true
 }
 
 // drainOutput waits briefly for the rest of the output of an exited child.

@@ -20,6 +20,11 @@ const (
 	hdrCorrelationID = "x-correlation-id"
 	hdrReplyToTopic  = "x-reply-to-topic"
 	hdrPayloadFormat = "x-mqtt-payload-format-indicator"
+	// hdrUserProperties keeps MQTT 5 user properties in order, repeated
+	// names included [MQTT-3.3.2-18], when there is more than one: the
+	// headers table, which AMQP consumers read, keeps only the last value
+	// of each name.
+	hdrUserProperties = "x-mqtt-user-properties"
 )
 
 // toMessage converts an MQTT PUBLISH into a core message for the exchange:
@@ -59,13 +64,22 @@ func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message
 		}
 	}
 	if props.ResponseTopic != "" {
-		set(hdrReplyToTopic, props.ResponseTopic)
+		// In routing-key form, as RabbitMQ writes it, so that an AMQP
+		// replier can publish to it directly.
+		set(hdrReplyToTopic, RoutingKey(props.ResponseTopic))
 	}
 	if props.PayloadFormatFlag {
 		set(hdrPayloadFormat, props.PayloadFormat)
 	}
 	for _, u := range props.User {
 		set(u.Key, u.Val)
+	}
+	if len(props.User) > 1 {
+		ordered := make([]any, len(props.User))
+		for i, u := range props.User {
+			ordered[i] = []any{u.Key, u.Val}
+		}
+		set(hdrUserProperties, ordered)
 	}
 	if props.MessageExpiryInterval > 0 {
 		p.Expiration = strconv.FormatUint(uint64(props.MessageExpiryInterval)*1000, 10)
@@ -112,22 +126,36 @@ func fillPublish(pk *packets.Packet, m *core.Message, now time.Time) {
 			props.MessageExpiryInterval = uint32(max((left+time.Second-1)/time.Second, 1))
 		}
 	}
+	ordered, _ := p.Headers[hdrUserProperties].([]any)
+	for _, kv := range ordered {
+		if pair, ok := kv.([]any); ok && len(pair) == 2 {
+			k, _ := pair[0].(string)
+			v, _ := pair[1].(string)
+			props.User = append(props.User, packets.UserProperty{Key: k, Val: v})
+		}
+	}
 	for k, v := range p.Headers {
 		switch k {
-		case hdrPublishQoS, hdrRetain:
+		case hdrPublishQoS, hdrRetain, hdrUserProperties:
 		case hdrCorrelationID:
-			if b, ok := v.([]byte); ok {
-				props.CorrelationData = b
+			switch x := v.(type) {
+			case []byte:
+				props.CorrelationData = x
+			case string:
+				props.CorrelationData = []byte(x)
 			}
 		case hdrReplyToTopic:
 			if s, ok := v.(string); ok {
-				props.ResponseTopic = s
+				props.ResponseTopic = TopicName(s)
 			}
 		case hdrPayloadFormat:
 			if b, ok := core.IntArg(v); ok {
 				props.PayloadFormat, props.PayloadFormatFlag = byte(b), true
 			}
 		default:
+			if ordered != nil {
+				continue // already sent, in order
+			}
 			if s, ok := userValue(v); ok && !strings.HasPrefix(k, "x-death") {
 				props.User = append(props.User, packets.UserProperty{Key: k, Val: s})
 			}

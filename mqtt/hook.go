@@ -273,6 +273,8 @@ func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packe
 			delete(s.subacks, pk.PacketID)
 			s.mu.Unlock()
 		}
+	case packets.Disconnect:
+		pk.ReasonCode = reasonCode(packets.Code{Code: pk.ReasonCode, Reason: pk.Properties.ReasonString})
 	case packets.Connack:
 		if pk.ReasonCode != 0 {
 			break

@@ -177,6 +177,7 @@ func (ws *wsConn) SetWriteDeadline(t time.Time) error { return ws.c.SetWriteDead
 // closes; a timer closes anyway if finish never comes.
 type conn struct {
 	net.Conn
+	frames         framer // the read side's packet boundaries
 	mu             sync.Mutex
 	v5             bool // set once the CONNECT said MQTT 5
 	closing        bool
@@ -186,6 +187,54 @@ type conn struct {
 
 // finishTimeout bounds how long a closed connection waits for finish.
 const finishTimeout = time.Second
+
+// Read passes bytes on to mochi, failing the stream at a remaining length
+// longer than four bytes, which mochi's decoder reads as a huge length
+// ("packet too large") instead of a malformed packet [MQTT-1.5.5].
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if ferr := c.frames.scan(p[:n]); ferr != nil {
+		return 0, ferr
+	}
+	return n, err
+}
+
+// framer follows packet boundaries in the byte stream: a type byte, a
+// variable byte integer length, that many bytes. Only the read goroutine
+// uses it.
+type framer struct {
+	inLength  bool
+	lenBytes  int
+	length    int
+	shift     uint
+	remaining int
+}
+
+func (f *framer) scan(p []byte) error {
+	for i := 0; i < len(p); {
+		switch {
+		case f.remaining > 0:
+			n := min(f.remaining, len(p)-i)
+			i += n
+			f.remaining -= n
+		case !f.inLength: // the fixed header's first byte
+			f.inLength, f.lenBytes, f.length, f.shift = true, 0, 0, 0
+			i++
+		default:
+			b := p[i]
+			i++
+			f.lenBytes++
+			f.length |= int(b&0x7F) << f.shift
+			f.shift += 7
+			if b&0x80 == 0 {
+				f.inLength, f.remaining = false, f.length
+			} else if f.lenBytes == 4 {
+				return packets.ErrMalformedVariableByteInteger
+			}
+		}
+	}
+	return nil
+}
 
 func (c *conn) Write(p []byte) (int, error) {
 	if len(p) > 0 && p[0]&0xF0 == 0xE0 {
@@ -234,7 +283,20 @@ func (c *conn) finish(err error) error {
 	if send && errors.As(err, &code) && code.Code >= 0x80 {
 		c.Conn.SetWriteDeadline(time.Now().Add(finishTimeout))
 		// Remaining length 1: the reason code, no properties [MQTT-3.14.2].
-		c.Conn.Write([]byte{0xE0, 1, code.Code})
+		c.Conn.Write([]byte{0xE0, 1, reasonCode(code)})
 	}
 	return c.Conn.Close()
+}
+
+// reasonCode corrects the DISCONNECT reason codes mochi picks where the
+// spec names a more specific one: QoS 3 in a PUBLISH is a malformed packet
+// [MQTT-3.3.1-4], a wildcard in a topic name is 0x90 Topic Name invalid.
+func reasonCode(c packets.Code) byte {
+	switch c {
+	case packets.ErrProtocolViolationQosOutOfRange:
+		return packets.ErrMalformedPacket.Code
+	case packets.ErrProtocolViolationSurplusWildcard:
+		return packets.ErrTopicNameInvalid.Code
+	}
+	return c.Code
 }

@@ -269,6 +269,9 @@ func (k *sink) Deliver(d core.Delivery) bool {
 	if s.version == 5 {
 		fillPublish(&pk, m, time.Now())
 		pk.Properties.SubscriptionIdentifier = ids
+		// mochi encodes response topic and correlation data only with
+		// this set; a PUBLISH must forward them [MQTT-3.3.2-15, -16].
+		pk.Mods.AllowResponseInfo = true
 	}
 	if qos > 0 {
 		id := s.allocID()

@@ -1,0 +1,270 @@
+package interop_test
+
+// MQTT state that outlives one publish: retained messages, wills, shared
+// subscriptions and persistent sessions, across protocols and restarts.
+
+import (
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// retainedFor subscribes a new client of version v to filter at QoS 1 and
+// returns the n retained messages it is sent, as topic -> payload, failing
+// the test if one is not flagged retained (section 3.3.1.3: messages sent
+// for a new subscription have RETAIN 1) or comes twice.
+func retainedFor(t *testing.T, b *Broker, v int, id, filter string, n int) map[string]string {
+	t.Helper()
+	c := connectMQTT(t, b, v, id)
+	c.subscribe(t, 1, filter)
+	got := make(map[string]string, n)
+	for range n {
+		m := c.nextMsg(t, fmt.Sprintf("retained message %d of %d for %q (have %v)", len(got)+1, n, filter, got))
+		if !m.Retain {
+			t.Errorf("%q: message %+v not flagged retained", filter, m)
+		}
+		if _, dup := got[m.Topic]; dup {
+			t.Errorf("%q: retained message of %q sent twice", filter, m.Topic)
+		}
+		got[m.Topic] = m.Payload
+	}
+	return got
+}
+
+// checkCleared subscribes to topic, which has no retained message, then
+// publishes a non-retained sentinel to it: the sentinel must be the first
+// message, so no retained one came [MQTT-3.3.1-6] (5.0) / [MQTT-3.3.1-10]
+// (3.1.1). The retained messages of a subscription are sent as it is made,
+// before the SUBACK returns here, and the sentinel is published after.
+func checkCleared(t *testing.T, b *Broker, pub *v5Client, id, topic string) {
+	t.Helper()
+	c := connectV5(t, b, v5Options{ClientID: id})
+	c.subscribe(t, 1, topic)
+	pub.send(t, topic, 1, "sentinel")
+	if m := c.next(t, "sentinel"); string(m.Payload) != "sentinel" || m.Retain {
+		t.Fatalf("first message for cleared %q: %q retain=%v, want the non-retained sentinel", topic, m.Payload, m.Retain)
+	}
+}
+
+// TestMQTTRetained: retained messages from MQTT and from AMQP (header
+// x-mqtt-retain) reach new subscribers of exact and wildcard filters, of
+// both versions; an empty retained publish clears one; and they survive a
+// restart.
+func TestMQTTRetained(t *testing.T) {
+	b := StartBroker(t)
+	pub := connectV5(t, b, v5Options{ClientID: "ret-pub"})
+	for topic, payload := range map[string]string{"ret/a/temp": "21", "ret/b/temp": "22", "ret/a/hum": "50"} {
+		pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)})
+	}
+	newAMQPPublisher(t, b).publish(t, "ret.c.temp", amqp.Publishing{
+		DeliveryMode: amqp.Persistent, Headers: amqp.Table{"x-mqtt-retain": true}, Body: []byte("23"),
+	})
+
+	type retainedCase struct {
+		filter string
+		want   map[string]string
+	}
+	check := func(t *testing.T, b *Broker, stage string, cases []retainedCase) {
+		for _, v := range []int{4, 5} {
+			for i, tc := range cases {
+				t.Run(fmt.Sprintf("%s-%s-%d", stage, versionName(v), i), func(t *testing.T) {
+					id := fmt.Sprintf("ret-%s-%s-%d", stage, versionName(v), i)
+					if got := retainedFor(t, b, v, id, tc.filter, len(tc.want)); !maps.Equal(got, tc.want) {
+						t.Fatalf("%q got retained %v, want %v", tc.filter, got, tc.want)
+					}
+				})
+			}
+		}
+	}
+	check(t, b, "set", []retainedCase{
+		{"ret/a/temp", map[string]string{"ret/a/temp": "21"}},
+		{"ret/c/temp", map[string]string{"ret/c/temp": "23"}}, // set by AMQP
+		{"ret/+/temp", map[string]string{"ret/a/temp": "21", "ret/b/temp": "22", "ret/c/temp": "23"}},
+		{"+/+/hum", map[string]string{"ret/a/hum": "50"}},
+		{"ret/#", map[string]string{"ret/a/temp": "21", "ret/b/temp": "22", "ret/a/hum": "50", "ret/c/temp": "23"}},
+	})
+
+	// An empty retained payload clears the topic's retained message.
+	pub.publish(t, &paho.Publish{Topic: "ret/b/temp", QoS: 1, Retain: true})
+	checkCleared(t, b, pub, "ret-cleared", "ret/b/temp")
+
+	b = restart(t, b)
+	pub = connectV5(t, b, v5Options{ClientID: "ret-pub2"})
+	check(t, b, "restarted", []retainedCase{
+		{"ret/c/temp", map[string]string{"ret/c/temp": "23"}},
+		{"ret/+/temp", map[string]string{"ret/a/temp": "21", "ret/c/temp": "23"}},
+		{"ret/#", map[string]string{"ret/a/temp": "21", "ret/a/hum": "50", "ret/c/temp": "23"}},
+	})
+	checkCleared(t, b, pub, "ret-cleared2", "ret/b/temp")
+}
+
+// TestMQTTWill: when a client's socket dies without DISCONNECT, its will is
+// published (section 3.1.2.5) through core: an MQTT subscriber and an AMQP
+// queue bound to amq.topic both receive it.
+func TestMQTTWill(t *testing.T) {
+	b := StartBroker(t)
+	_, ch := dialBroker(t, b)
+	watcher := connectV5(t, b, v5Options{ClientID: "will-watcher"})
+	watcher.subscribe(t, 1, "will/#")
+	_, d := amqpSubscribe(t, ch, "will.#")
+	for _, v := range []int{4, 5} {
+		t.Run(versionName(v), func(t *testing.T) {
+			topic, payload := "will/"+versionName(v)+"/gone", "bye from "+versionName(v)
+			id := "willer-" + versionName(v)
+			if v == 5 {
+				c := connectV5(t, b, v5Options{ClientID: id, Will: &paho.WillMessage{Topic: topic, QoS: 1, Payload: []byte(payload)}})
+				c.Conn.Close()
+			} else {
+				c := connectV3(t, b, v3Options{ClientID: id, Will: &v3Will{Topic: topic, QoS: 1, Payload: payload}})
+				c.killConn(t)
+			}
+			if m := watcher.next(t, "will at the MQTT subscriber"); m.Topic != topic || string(m.Payload) != payload {
+				t.Errorf("MQTT subscriber got %q %q, want will %q %q", m.Topic, m.Payload, topic, payload)
+			}
+			m := waitFor(t, d, mqttWait, "will at the AMQP queue")
+			if m.RoutingKey != amqpKey(topic) || string(m.Body) != payload || m.DeliveryMode != amqp.Persistent {
+				t.Errorf("AMQP got key %q body %q mode %d, want %q %q persistent (QoS 1 will)", m.RoutingKey, m.Body, m.DeliveryMode, amqpKey(topic), payload)
+			}
+		})
+	}
+}
+
+// TestMQTTSharedSubscriptions: members of $share/<group>/<filter> compete
+// for messages, each message going to one member (section 4.8.2), while an
+// ordinary subscription of the same filter gets every one. Messages come
+// from MQTT and from AMQP.
+func TestMQTTSharedSubscriptions(t *testing.T) {
+	const n = 300 // half from MQTT, half from AMQP
+	b := StartBroker(t)
+	var members []*v5Client
+	for i := range 3 {
+		c := connectV5(t, b, v5Options{ClientID: fmt.Sprintf("share-member-%d", i), Buffer: n + 10})
+		c.subscribe(t, 1, "$share/grp/shared/#")
+		members = append(members, c)
+	}
+	plain := connectV5(t, b, v5Options{ClientID: "share-plain", Buffer: n + 10})
+	plain.subscribe(t, 1, "shared/#")
+
+	mpub := connectV5(t, b, v5Options{ClientID: "share-pub"})
+	apub := newAMQPPublisher(t, b)
+	for i := range n {
+		if i%2 == 0 {
+			mpub.send(t, "shared/t", 1, fmt.Sprint(i))
+		} else {
+			apub.send(t, "shared.t", true, fmt.Sprint(i))
+		}
+	}
+
+	seen := make(map[string]int, n) // payload -> member
+	perMember := make([]int, len(members))
+	deadline := time.NewTimer(3 * mqttWait)
+	defer deadline.Stop()
+	for len(seen) < n {
+		var m *paho.Publish
+		var from int
+		select {
+		case m = <-members[0].Msgs:
+		case m = <-members[1].Msgs:
+			from = 1
+		case m = <-members[2].Msgs:
+			from = 2
+		case <-deadline.C:
+			t.Fatalf("the group received %d of %d messages (per member %v)", len(seen), n, perMember)
+		}
+		if prev, dup := seen[string(m.Payload)]; dup {
+			t.Fatalf("message %q delivered to members %d and %d of one group", m.Payload, prev, from)
+		}
+		seen[string(m.Payload)] = from
+		perMember[from]++
+	}
+	t.Logf("messages per group member: %v", perMember)
+	// Spec-wise any member may get any message; ferrymq's group is one
+	// queue with competing consumers, which spreads them.
+	for i, k := range perMember {
+		if k == 0 {
+			t.Errorf("member %d received nothing: competing consumers should share the group's queue (per member %v)", i, perMember)
+		}
+	}
+	got := make(map[string]bool, n)
+	for len(got) < n {
+		m := plain.next(t, fmt.Sprintf("message %d of %d at the ordinary subscriber", len(got)+1, n))
+		if got[string(m.Payload)] {
+			t.Fatalf("ordinary subscriber got %q twice", m.Payload)
+		}
+		got[string(m.Payload)] = true
+	}
+}
+
+// TestMQTTPersistentSession: a persistent session (3.1.1 clean session 0;
+// 5.0 session expiry > 0) keeps its QoS 1 subscription and the messages
+// published while it is offline in its durable queue
+// mqtt-subscription-<id>qos1, across a broker restart; on reconnect the
+// CONNACK says session present [MQTT-3.2.2-2] and the messages come, each
+// once.
+func TestMQTTPersistentSession(t *testing.T) {
+	const n = 10
+	for _, v := range []int{4, 5} {
+		t.Run(versionName(v), func(t *testing.T) {
+			b := StartBroker(t)
+			id := "persist-" + versionName(v)
+			topic := "persist/" + versionName(v) + "/cmd"
+			if v == 5 {
+				c := connectV5(t, b, v5Options{ClientID: id, SessionExpiry: 3600})
+				c.subscribe(t, 1, "persist/"+versionName(v)+"/#")
+				if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
+					t.Fatalf("disconnect: %v", err)
+				}
+			} else {
+				c := connectV3(t, b, v3Options{ClientID: id, Persistent: true})
+				c.subscribe(t, 1, "persist/"+versionName(v)+"/#")
+				c.Disconnect(250)
+			}
+
+			pub := connectV5(t, b, v5Options{ClientID: id + "-pub"})
+			for i := range n {
+				pub.send(t, topic, 1, fmt.Sprint(i))
+			}
+			_, ch := dialBroker(t, b)
+			queue := "mqtt-subscription-" + id + "qos1"
+			q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+			if err != nil {
+				t.Fatalf("queue.declare passive %q while the client is offline: %v", queue, err)
+			}
+			if q.Messages != n {
+				t.Errorf("%s holds %d messages while the client is offline, want %d", queue, q.Messages, n)
+			}
+
+			b = restart(t, b)
+
+			var next func(what string) mqttMsg
+			var present bool
+			if v == 5 {
+				c := connectV5(t, b, v5Options{ClientID: id, Resume: true, SessionExpiry: 3600})
+				present = c.Connack.SessionPresent
+				next = func(what string) mqttMsg { return fromV5(c.next(t, what)) }
+			} else {
+				c := connectV3(t, b, v3Options{ClientID: id, Persistent: true})
+				present = c.SessionPresent
+				next = func(what string) mqttMsg { return fromV3(c.next(t, what)) }
+			}
+			if !present {
+				t.Errorf("CONNACK session present = 0 after the restart, want 1 [MQTT-3.2.2-2]")
+			}
+			for i := range n {
+				m := next(fmt.Sprintf("queued message %d of %d after the restart", i+1, n))
+				if m.Topic != topic || m.Payload != fmt.Sprint(i) || m.QoS != 1 {
+					t.Fatalf("queued message %d: got %+v, want payload %d on %q at QoS 1", i, m, i, topic)
+				}
+			}
+			// The subscription itself survived, and nothing comes twice.
+			connectV5(t, b, v5Options{ClientID: id + "-pub2"}).send(t, topic, 1, "sentinel")
+			if m := next("sentinel after the queued messages"); m.Payload != "sentinel" {
+				t.Fatalf("after the %d queued messages got %+v, want the sentinel", n, m)
+			}
+		})
+	}
+}
