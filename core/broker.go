@@ -26,7 +26,7 @@ type Broker struct {
 	log   *slog.Logger
 	store Store
 	mem   memBudget
-	hook  atomic.Pointer[PublishHook]
+	hooks atomic.Pointer[[]PublishHook] // copy on write
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost // guarded by mu
@@ -103,16 +103,21 @@ func (b *Broker) WaitSynced(pos uint64) error {
 func (b *Broker) ResidentBytes() int64 { return b.mem.resident.Load() }
 
 // PublishHook sees every message a client publishes through Publish,
-// before it is routed: the MQTT listener keeps AMQP-published messages
-// marked x-mqtt-retain as retained. It runs on the publisher's goroutine
-// and must not modify msg.
-type PublishHook func(vhost string, msg *Message)
+// before it is routed, and returns false to drop it (it then counts as
+// published and routed nowhere). The MQTT listener keeps AMQP-published
+// messages marked x-mqtt-retain as retained; the bridge drops messages
+// that already passed through this node. It runs on the publisher's
+// goroutine and must not modify msg.
+type PublishHook func(vhost string, msg *Message) bool
 
-// SetPublishHook installs h (nil removes it).
-func (b *Broker) SetPublishHook(h PublishHook) {
-	if h == nil {
-		b.hook.Store(nil)
-		return
+// AddPublishHook installs h after the hooks already installed.
+func (b *Broker) AddPublishHook(h PublishHook) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var hs []PublishHook
+	if old := b.hooks.Load(); old != nil {
+		hs = append(hs, *old...)
 	}
-	b.hook.Store(&h)
+	hs = append(hs, h)
+	b.hooks.Store(&hs)
 }

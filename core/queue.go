@@ -77,7 +77,8 @@ type Queue struct {
 	exclusiveConsumer bool
 
 	deleted bool
-	closed  bool // the broker is closing: arm no more timers
+	closed  bool   // the broker is closing: arm no more timers
+	dropped uint64 // messages dropped from the head by x-max-length (drop-head)
 
 	lastUsed     int64 // Clock time of the last get/declare/last cancel (x-expires)
 	expiresTimer Timer
@@ -138,6 +139,22 @@ func (q *Queue) Counts() (messages, consumers uint32) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return uint32(q.ready), uint32(len(q.consumers))
+}
+
+// QueueStats are a queue's figures for status reports.
+type QueueStats struct {
+	Messages  int    // ready
+	Bytes     int64  // body bytes of the ready messages
+	Unacked   int    // delivered, not yet settled
+	Consumers int
+	Dropped   uint64 // dropped from the head by a length limit, since start
+}
+
+// Stats returns the queue's current figures.
+func (q *Queue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped}
 }
 
 // CheckAccess returns a 405 RESOURCE_LOCKED if the queue is exclusive to a
@@ -321,6 +338,7 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 	if q.cfg.overflow == dropHead {
 		for q.ready > 0 && q.overLimitLocked() {
 			q.dropLocked(&fx, q.popLocked(q.topLevel()), reasonMaxLen)
+			q.dropped++
 		}
 	}
 	q.mu.Unlock()

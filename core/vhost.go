@@ -652,8 +652,12 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	if err != nil {
 		return PublishResult{}, err
 	}
-	if h := v.broker.hook.Load(); h != nil {
-		(*h)(v.name, msg)
+	if hs := v.broker.hooks.Load(); hs != nil {
+		for _, h := range *hs {
+			if !h(v.name, msg) {
+				return PublishResult{}, nil
+			}
+		}
 	}
 	return v.publish(x, msg, ttl, ""), nil
 }

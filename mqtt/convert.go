@@ -90,9 +90,9 @@ func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message
 	return msg
 }
 
-// messageQoS is the QoS a message was published with: its
+// MessageQoS is the MQTT QoS a message was published with: its
 // x-mqtt-publish-qos, else 1 if persistent and 0 if not.
-func messageQoS(m *core.Message) byte {
+func MessageQoS(m *core.Message) byte {
 	if v, ok := core.IntArg(m.Properties.Headers[hdrPublishQoS]); ok && v >= 0 && v <= 2 {
 		return byte(v)
 	}

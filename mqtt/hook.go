@@ -113,6 +113,7 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		maxPacket: props.MaximumPacketSize,
 		willProps: l.willProps,
 	}
+	s.drained = sync.NewCond(&s.mu)
 	if s.version == 5 {
 		s.persistent = props.SessionExpiryInterval > 0
 		s.expiry = props.SessionExpiryInterval

@@ -62,7 +62,7 @@ func (r *retainedIndex) matching(vhost, filter string) []*core.Message {
 	defer r.mu.RUnlock()
 	var out []*core.Message
 	for topic, msg := range r.vhosts[vhost] {
-		if matchFilter(filter, topic) {
+		if MatchFilter(filter, topic) {
 			out = append(out, msg)
 		}
 	}

@@ -107,7 +107,7 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 		ClientNetWriteBufferSize: 2048,
 		SysTopicResendInterval:   1 << 30,
 	})
-	b.SetPublishHook(s.retainFromAMQP)
+	b.AddPublishHook(s.retainFromAMQP)
 	s.hook = &hook{srv: s}
 	if err := s.mochi.AddHook(s.hook, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
@@ -151,20 +151,20 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	s.broker.SetPublishHook(nil)
 	return s.mochi.Close()
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT
 // exchange with header x-mqtt-retain: true as its topic's retained message.
 // MQTT publishes (Origin set) retain on their own path, before routing.
-func (s *Server) retainFromAMQP(vhost string, msg *core.Message) {
+func (s *Server) retainFromAMQP(vhost string, msg *core.Message) bool {
 	if msg.Origin != 0 || msg.Exchange != s.cfg.Exchange || !isRetained(msg) {
-		return
+		return true
 	}
 	if err := s.retain(vhost, TopicName(msg.RoutingKey), msg); err != nil {
 		s.log.Error("mqtt: retained message from AMQP not stored", "routing_key", msg.RoutingKey, "err", err)
 	}
+	return true
 }
 
 // vhostUser splits an MQTT username "vhost:user" (RabbitMQ's convention);

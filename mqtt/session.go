@@ -97,7 +97,8 @@ type session struct {
 	flight   map[uint16]inflight
 	acks     []pendingAck
 	notified bool
-	unacked  int // inbound QoS > 0 publishes not yet acknowledged
+	unacked  int        // inbound QoS > 0 publishes not yet acknowledged
+	drained  *sync.Cond // on mu: an acknowledgement went out
 	out      []byte
 	spare    []byte
 	enc      bytes.Buffer
@@ -232,7 +233,7 @@ func (k *sink) Deliver(d core.Delivery) bool {
 	topic := TopicName(m.RoutingKey)
 	subQoS, ids, noLocal, rap, matched := k.qos, []int(nil), false, false, false
 	for _, sub := range s.subs[k.queue] {
-		if !matchFilter(sub.filter, topic) {
+		if !MatchFilter(sub.filter, topic) {
 			continue
 		}
 		if !matched || sub.qos > subQoS {
@@ -257,7 +258,7 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		}
 		return true
 	}
-	qos := min(subQoS, messageQoS(m))
+	qos := min(subQoS, MessageQoS(m))
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
 		TopicName:   topic,
@@ -371,6 +372,7 @@ func (s *session) stop() {
 		return
 	}
 	s.closed = true
+	s.drained.Broadcast()
 	cons := s.cons
 	s.cons = map[string]*core.Consumer{}
 	flight := s.flight

@@ -24,11 +24,19 @@ func (s *session) publish(pk *packets.Packet) error {
 		}
 	}
 	if qos > 0 {
+		limit := int(s.srv.cfg.ReceiveMaximum)
 		s.mu.Lock()
+		// MQTT 3.1.1 has no receive maximum: a client may pipeline as much
+		// as it likes, so it is slowed down instead - this, its read
+		// goroutine, waits until acknowledgements drain.
+		for s.version < 5 && s.unacked >= limit && !s.closed {
+			s.drained.Wait()
+		}
 		s.unacked++
-		over := s.unacked > int(s.srv.cfg.ReceiveMaximum)
+		over := s.unacked > limit
 		s.mu.Unlock()
 		if over {
+			s.srv.log.Debug("mqtt: receive maximum exceeded", "client", s.clientID, "limit", limit)
 			return packets.ErrReceiveMaximum // [MQTT-3.3.4-9]
 		}
 	}
@@ -117,6 +125,7 @@ func (s *session) Synced(pos uint64, err error) {
 
 func (s *session) writeAckLocked(id uint16, typ, rc byte) {
 	s.unacked--
+	s.drained.Signal()
 	if s.closed {
 		return
 	}

@@ -46,10 +46,10 @@ func BindingKey(filter string) string {
 	return strings.Join(levels, ".")
 }
 
-// matchFilter reports whether an MQTT topic name matches a topic filter.
+// MatchFilter reports whether an MQTT topic name matches a topic filter.
 // Topics starting with "$" are not matched by a filter starting with a
 // wildcard [MQTT-4.7.2-1].
-func matchFilter(filter, topic string) bool {
+func MatchFilter(filter, topic string) bool {
 	if topic != "" && topic[0] == '$' && filter != "" && (filter[0] == '+' || filter[0] == '#') {
 		return false
 	}

@@ -48,8 +48,8 @@ func TestMatchFilter(t *testing.T) {
 		{"a/b", "a/c", false},
 		{"a", "a/b", false},
 	} {
-		if got := matchFilter(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("matchFilter(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		if got := MatchFilter(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("MatchFilter(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ferrymq/ferrymq/bridge"
 )
 
 // Config is the broker's settings after merging the defaults, the --config
@@ -30,6 +32,10 @@ type Config struct {
 	MemoryBudget   int64        `yaml:"memory_budget"`    // bytes of stored bodies kept in memory; 0 = never page out
 	DiskFreeLimit  int64        `yaml:"disk_free_limit"`  // bytes; below it persistent publishes block; 0 = the store's default
 	Users          []UserConfig `yaml:"users"`
+	// NodeName names this broker to the brokers it bridges to; empty
+	// means the one generated at first start and kept in the data dir.
+	NodeName string        `yaml:"node_name"`
+	Bridges  []bridge.Link `yaml:"bridges"`
 }
 
 // UserConfig is one account added to the user database besides the default
@@ -149,6 +155,12 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// topicFlag collects repeated --bridge-topic flags.
+type topicFlag []string
+
+func (f *topicFlag) String() string     { return strings.Join(*f, ",") }
+func (f *topicFlag) Set(s string) error { *f = append(*f, s); return nil }
+
 // userFlag collects repeated --user name:password flags.
 type userFlag []UserConfig
 
@@ -215,6 +227,16 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	frameMax := fs.Uint("frame-max", uint(def.FrameMax), "largest frame in `bytes`")
 	channelMax := fs.Uint("channel-max", uint(def.ChannelMax), "most channels per connection")
 	fs.IntVar(&f.MaxMessageSize, "max-message-size", def.MaxMessageSize, "largest message body in `bytes`")
+	fs.StringVar(&f.NodeName, "node-name", "", "this broker's `name` towards bridged brokers (default: generated once, kept in the data dir)")
+	var bl bridge.Link
+	var bridgeTopics topicFlag
+	fs.StringVar(&bl.URL, "bridge-url", "", "bridge to one upstream `URL` (amqp://, mqtt:// for MQTT 5, mqtt3:// for 3.1.1; s suffix for TLS); more links in the config file")
+	fs.StringVar(&bl.Name, "bridge-name", "upstream", "`name` of the --bridge-url link (its queue is bridge.<name>)")
+	fs.StringVar(&bl.Direction, "bridge-direction", "out", "`direction` of the --bridge-url link: out, in or both")
+	fs.Var(&bridgeTopics, "bridge-topic", "MQTT topic `filter` the --bridge-url link forwards (repeatable; default #)")
+	fs.Int64Var(&bl.MaxMessages, "bridge-max-messages", 0, "store-and-forward budget of the --bridge-url link in `messages` (default 1000000)")
+	fs.Int64Var(&bl.MaxBytes, "bridge-max-bytes", 0, "store-and-forward budget of the --bridge-url link in `bytes` (default 1 GiB)")
+	fs.StringVar(&bl.Overflow, "bridge-overflow", "block", "what a full --bridge-url buffer does: `block` (refuse publishes) or drop-oldest")
 	fs.Int64Var(&f.DiskFreeLimit, "disk-free-limit", def.DiskFreeLimit, "free `bytes` the data directory's disk must keep; below it publishers are blocked (0 = 192 MiB)")
 	fs.Int64Var(&f.MemoryBudget, "memory-budget", def.MemoryBudget, "`bytes` of persistent message bodies kept in memory before queues page them out to disk (0 = never)")
 	if err := fs.Parse(args); err != nil {
@@ -269,6 +291,13 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MemoryBudget = f.MemoryBudget
 		case "disk-free-limit":
 			cfg.DiskFreeLimit = f.DiskFreeLimit
+		case "node-name":
+			cfg.NodeName = f.NodeName
+		case "bridge-url":
+			for _, t := range bridgeTopics {
+				bl.Topics = append(bl.Topics, bridge.Topic{Pattern: t})
+			}
+			cfg.Bridges = append(cfg.Bridges, bl)
 		case "user":
 			// --user adds to the file's users; the caller applies them in
 			// order, so a --user with a name from the file wins.

@@ -16,19 +16,25 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/ferrymq/ferrymq/amqp"
+	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/persistence"
@@ -164,6 +170,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		logger.Info("listener ready", "proto", l.proto, "addr", mln.Addr().String())
 	}
 
+	node, err := nodeName(cfg)
+	if err != nil {
+		logger.Error("cannot name this node", "dir", cfg.DataDir, "err", err)
+		mq.Close()
+		ln.Close()
+		broker.Close()
+		return exitFailure
+	}
+	bridges, err := bridge.Start(broker, cfg.Bridges, bridge.Options{Node: node, Logger: logger})
+	if err != nil {
+		logger.Error("cannot start bridges", "err", err)
+		mq.Close()
+		ln.Close()
+		broker.Close()
+		return exitFailure
+	}
+	if len(cfg.Bridges) > 0 {
+		logger.Info("bridges started", "node", node, "links", len(cfg.Bridges))
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -188,7 +214,9 @@ wait:
 		}
 	}
 
-	// MQTT first: closing its clients sends their wills through core.
+	// Bridges first: what they have not forwarded stays queued on disk.
+	bridges.Close()
+	// MQTT next: closing its clients sends their wills through core.
 	if err := mq.Close(); err != nil {
 		logger.Warn("mqtt shutdown incomplete", "err", err)
 	}
@@ -202,4 +230,28 @@ wait:
 	broker.Close()
 	logger.Info("stopped")
 	return code
+}
+
+// nodeName is cfg.NodeName, or else the name generated at the first
+// start and kept in the data directory, so that it stays the same across
+// restarts (bridged brokers recognise their own messages by it).
+func nodeName(cfg Config) (string, error) {
+	if cfg.NodeName != "" {
+		return cfg.NodeName, nil
+	}
+	path := filepath.Join(cfg.DataDir, "node-name")
+	if b, err := os.ReadFile(path); err == nil {
+		if n := strings.TrimSpace(string(b)); n != "" {
+			return n, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	var id [6]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	n := strings.ReplaceAll(host, ",", "") + "-" + hex.EncodeToString(id[:])
+	return n, os.WriteFile(path, []byte(n+"\n"), 0o640)
 }

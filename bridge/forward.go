@@ -1,0 +1,197 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
+)
+
+// outSink hands the store-and-forward queue's deliveries to the forwarding
+// loop. The consumer's prefetch equals the channel's capacity, so a send
+// never finds it full.
+type outSink struct{ ch chan core.Delivery }
+
+func (s *outSink) Deliver(d core.Delivery) bool {
+	select {
+	case s.ch <- d:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *outSink) Cancelled(*core.Consumer) {}
+
+// errLost is what done reports for messages the upstream never confirmed.
+var errLost = errors.New("bridge: connection to the upstream lost")
+
+// forward sends the store-and-forward queue upstream, at most Window
+// messages awaiting confirmation, and acks each locally only once the
+// upstream confirmed it. When the connection fails, what was not
+// confirmed goes back to the queue at its original place, so the next
+// connection sends it again, in order: at least once, order kept.
+func (r *runner) forward(ctx context.Context, up upstream) error {
+	ds := make(chan core.Delivery, r.l.Window)
+	cons, err := r.queue.Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window)}, &outSink{ch: ds})
+	if err != nil {
+		return err
+	}
+	requeue := func(d core.Delivery) { d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Requeue) }
+	defer func() {
+		cons.Cancel()
+		for {
+			select {
+			case d := <-ds:
+				requeue(d)
+			default:
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-up.lost():
+			return errLost
+		case d := <-ds:
+			select {
+			case <-up.lost():
+				requeue(d)
+				return errLost
+			default:
+			}
+			m := d.Msg
+			if via(m, r.m.opts.Node) {
+				r.loops.Add(1)
+				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
+				continue
+			}
+			topic, qos, ok := remoteTopic(r.l.out, mqtt.TopicName(m.RoutingKey))
+			if !ok {
+				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
+				continue
+			}
+			up.publish(topic, m, min(qos, mqtt.MessageQoS(m)), func(err error) {
+				if err != nil {
+					requeue(d)
+					return
+				}
+				r.forwarded.Add(1)
+				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
+			})
+		}
+	}
+}
+
+// remoteTopic maps a local topic by the first outbound rule it matches.
+func remoteTopic(rules []Topic, local string) (string, byte, bool) {
+	for _, t := range rules {
+		if mqtt.MatchFilter(t.LocalPrefix+t.Pattern, local) {
+			return t.RemotePrefix + strings.TrimPrefix(local, t.LocalPrefix), t.qos(), true
+		}
+	}
+	return "", 0, false
+}
+
+// localTopic maps an upstream topic by the first inbound rule it matches;
+// a topic no rule matches (an AMQP upstream queue's) keeps its name.
+func localTopic(rules []Topic, remote string) string {
+	for _, t := range rules {
+		if mqtt.MatchFilter(t.RemotePrefix+t.Pattern, remote) {
+			return t.LocalPrefix + strings.TrimPrefix(remote, t.RemotePrefix)
+		}
+	}
+	return remote
+}
+
+// inbound publishes an upstream's messages locally and acks each upstream
+// once it is durable here (in order, as the clients require), so a crash
+// or a full disk costs a redelivery, never a message.
+type inbound struct {
+	r        *runner
+	mu       sync.Mutex
+	waiting  []waitingAck
+	notified bool
+}
+
+type waitingAck struct {
+	pos uint64
+	ack func()
+}
+
+func (in *inbound) deliver(topic string, msg *core.Message, ack func()) {
+	r := in.r
+	if via(msg, r.m.opts.Node) {
+		r.loops.Add(1)
+		in.ackAfter(0, ack)
+		return
+	}
+	msg.Exchange = localExchange
+	msg.RoutingKey = mqtt.RoutingKey(localTopic(r.l.in, topic))
+	msg.Origin = r.m.origin
+	msg.Properties.Headers = withVia(msg.Properties.Headers, r.m.opts.Node)
+	msg.Properties.Flags |= core.FlagHeaders
+	res, err := r.m.vhost.Publish(msg)
+	if err != nil {
+		r.log.Warn("bridge: inbound message not routed", "topic", topic, "err", err)
+	}
+	r.recvd.Add(1)
+	in.ackAfter(res.Pos, ack)
+}
+
+// ackAfter acks once store position pos is durable, never before an
+// earlier message's ack.
+func (in *inbound) ackAfter(pos uint64, ack func()) {
+	in.mu.Lock()
+	if pos == 0 && len(in.waiting) == 0 {
+		in.mu.Unlock()
+		ack()
+		return
+	}
+	in.waiting = append(in.waiting, waitingAck{pos: pos, ack: ack})
+	notify := !in.notified
+	in.notified = true
+	in.mu.Unlock()
+	if notify {
+		in.r.m.broker.NotifySynced(pos, in)
+	}
+}
+
+// Synced implements core.SyncWaiter. Messages the store failed to write
+// are not acked: the upstream redelivers them after the next reconnect.
+func (in *inbound) Synced(pos uint64, err error) {
+	in.mu.Lock()
+	n := 0
+	var acks []func()
+	for _, w := range in.waiting {
+		if w.pos > pos {
+			break
+		}
+		n++
+		if err == nil || w.pos == 0 {
+			acks = append(acks, w.ack)
+		}
+	}
+	in.waiting = in.waiting[:copy(in.waiting, in.waiting[n:])]
+	in.notified = false
+	var next uint64
+	if len(in.waiting) > 0 {
+		next = in.waiting[len(in.waiting)-1].pos
+		in.notified = true
+	}
+	in.mu.Unlock()
+	if err != nil {
+		in.r.log.Error("bridge: inbound messages not stored; the upstream will redeliver them", "err", err)
+	}
+	for _, a := range acks {
+		a()
+	}
+	if next != 0 {
+		in.r.m.broker.NotifySynced(next, in)
+	}
+}

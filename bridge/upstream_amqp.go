@@ -1,0 +1,257 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
+)
+
+// amqpUpstream is an AMQP 0-9-1 upstream: one channel in confirm mode
+// publishes (confirms pipelined, at most Window pending), another
+// consumes the inbound queue with manual acks.
+type amqpUpstream struct {
+	l       *link
+	node    string
+	conn    *amqp091.Connection
+	pub     *amqp091.Channel
+	gone    chan struct{}
+	deliver func(string, *core.Message, func())
+
+	mu      sync.Mutex // serialises publishes so tags follow call order
+	pending map[uint64]func(error)
+	dead    bool
+}
+
+func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func())) (upstream, error) {
+	cfg := amqp091.Config{Properties: amqp091.Table{"connection_name": "ferrymq bridge " + l.Name}}
+	if l.secure {
+		tc, err := l.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLSClientConfig = tc
+	}
+	u := *l.url
+	u.Scheme = map[bool]string{true: "amqps", false: "amqp"}[l.secure]
+	type result struct {
+		c   *amqp091.Connection
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := amqp091.DialConfig(u.String(), cfg)
+		res <- result{c, err}
+	}()
+	var conn *amqp091.Connection
+	select {
+	case r := <-res:
+		if r.err != nil {
+			return nil, r.err
+		}
+		conn = r.c
+	case <-ctx.Done():
+		go func() {
+			if r := <-res; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	up := &amqpUpstream{l: l, node: node, deliver: deliver, conn: conn, gone: make(chan struct{}), pending: map[uint64]func(error){}}
+	pub, err := conn.Channel()
+	if err == nil {
+		err = pub.Confirm(false)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	up.pub = pub
+	confirms := pub.NotifyPublish(make(chan amqp091.Confirmation, l.Window))
+	closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+	go up.confirmLoop(confirms, closed)
+	return up, nil
+}
+
+// confirmLoop calls done for each confirm; on a nack or when the
+// connection ends, the message is reported failed so it is sent again.
+func (u *amqpUpstream) confirmLoop(confirms <-chan amqp091.Confirmation, closed <-chan *amqp091.Error) {
+	for c := range confirms {
+		u.mu.Lock()
+		done := u.pending[c.DeliveryTag]
+		delete(u.pending, c.DeliveryTag)
+		u.mu.Unlock()
+		if done == nil {
+			continue
+		}
+		if c.Ack {
+			done(nil)
+		} else {
+			done(errors.New("bridge: upstream nacked a message"))
+		}
+	}
+	u.fail()
+}
+
+// fail reports every unconfirmed message lost, in publish order, and marks
+// the connection gone.
+func (u *amqpUpstream) fail() {
+	u.mu.Lock()
+	if u.dead {
+		u.mu.Unlock()
+		return
+	}
+	u.dead = true
+	pending := u.pending
+	u.pending = nil
+	close(u.gone)
+	u.mu.Unlock()
+	tags := make([]uint64, 0, len(pending))
+	for t := range pending {
+		tags = append(tags, t)
+	}
+	sortTags(tags)
+	for _, t := range tags {
+		pending[t](errLost)
+	}
+}
+
+func sortTags(t []uint64) {
+	for i := 1; i < len(t); i++ {
+		for j := i; j > 0 && t[j] < t[j-1]; j-- {
+			t[j], t[j-1] = t[j-1], t[j]
+		}
+	}
+}
+
+func (u *amqpUpstream) publish(topic string, m *core.Message, qos byte, done func(error)) {
+	p := &m.Properties
+	pub := amqp091.Publishing{
+		ContentType: p.ContentType, ContentEncoding: p.ContentEncoding, DeliveryMode: p.DeliveryMode,
+		Priority: p.Priority, CorrelationId: p.CorrelationID, ReplyTo: p.ReplyTo, Expiration: p.Expiration,
+		MessageId: p.MessageID, Timestamp: p.Timestamp, Type: p.Type, AppId: p.AppID,
+		Headers: toAMQP(withVia(p.Headers, u.node)).(amqp091.Table), Body: m.Body,
+	}
+	if qos > 0 {
+		pub.DeliveryMode = amqp091.Persistent
+	}
+	u.mu.Lock()
+	if u.dead {
+		u.mu.Unlock()
+		done(errLost)
+		return
+	}
+	tag := u.pub.GetNextPublishSeqNo()
+	u.pending[tag] = done
+	err := u.pub.PublishWithContext(context.Background(), u.l.Exchange, mqtt.RoutingKey(topic), false, false, pub)
+	if err != nil {
+		delete(u.pending, tag)
+	}
+	u.mu.Unlock()
+	if err != nil {
+		done(err)
+		u.conn.Close()
+	}
+}
+
+// subscribe consumes the inbound queue: the link's Queue, or a durable
+// queue of the bridge's own bound to the inbound patterns, so that the
+// upstream keeps messages while the link is down.
+func (u *amqpUpstream) subscribe(rules []Topic) error {
+	ch, err := u.conn.Channel()
+	if err != nil {
+		return err
+	}
+	queue := u.l.Queue
+	if queue == "" {
+		queue = "ferrymq-bridge-" + u.node + "-" + u.l.Name
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return err
+		}
+		for _, t := range rules {
+			if err := ch.QueueBind(queue, mqtt.BindingKey(t.RemotePrefix+t.Pattern), u.l.Exchange, false, nil); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ch.Qos(u.l.Window, 0, false); err != nil {
+		return err
+	}
+	ds, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		return err
+	}
+	go func() {
+		for d := range ds {
+			u.deliver(mqtt.TopicName(d.RoutingKey), fromAMQP(&d), func() { d.Ack(false) })
+		}
+	}()
+	return nil
+}
+
+// fromAMQP converts an upstream delivery into a local message.
+func fromAMQP(d *amqp091.Delivery) *core.Message {
+	h, _ := fromAMQPValue(d.Headers).(core.Table)
+	return &core.Message{
+		Properties: core.Properties{
+			ContentType: d.ContentType, ContentEncoding: d.ContentEncoding, Headers: h, DeliveryMode: d.DeliveryMode,
+			Priority: d.Priority, CorrelationID: d.CorrelationId, ReplyTo: d.ReplyTo, Expiration: d.Expiration,
+			MessageID: d.MessageId, Timestamp: d.Timestamp, Type: d.Type, AppID: d.AppId,
+		},
+		Body: d.Body,
+	}
+}
+
+func (u *amqpUpstream) lost() <-chan struct{} { return u.gone }
+
+func (u *amqpUpstream) close() {
+	u.conn.Close()
+	u.fail()
+}
+
+// toAMQP and fromAMQPValue convert field values between core's types and
+// amqp091-go's (nested tables and decimals differ; the rest are shared).
+func toAMQP(v any) any {
+	switch x := v.(type) {
+	case core.Table:
+		t := make(amqp091.Table, len(x))
+		for k, e := range x {
+			t[k] = toAMQP(e)
+		}
+		return t
+	case []any:
+		a := make([]any, len(x))
+		for i, e := range x {
+			a[i] = toAMQP(e)
+		}
+		return a
+	case core.Decimal:
+		return amqp091.Decimal{Scale: x.Scale, Value: x.Value}
+	}
+	return v
+}
+
+func fromAMQPValue(v any) any {
+	switch x := v.(type) {
+	case amqp091.Table:
+		t := make(core.Table, len(x))
+		for k, e := range x {
+			t[k] = fromAMQPValue(e)
+		}
+		return t
+	case []any:
+		a := make([]any, len(x))
+		for i, e := range x {
+			a[i] = fromAMQPValue(e)
+		}
+		return a
+	case amqp091.Decimal:
+		return core.Decimal{Scale: x.Scale, Value: x.Value}
+	}
+	return v
+}

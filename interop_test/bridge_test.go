@@ -1,0 +1,279 @@
+package interop_test
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// freePort returns a loopback port free at the time of the call, for a
+// broker that must come back on the same address after a restart.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// upstreamQueue declares a durable queue on b bound to amq.topic with key.
+func upstreamQueue(t *testing.T, b *Broker, name, key string) *amqp.Channel {
+	t.Helper()
+	_, ch := dialBroker(t, b)
+	if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(name, key, "amq.topic", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// publishAMQP sends n persistent messages numbered from first to
+// amq.topic with key, with confirms.
+func publishAMQP(t *testing.T, b *Broker, key string, first, n uint64) {
+	t.Helper()
+	_, ch := dialBroker(t, b)
+	p := newPublisher(t, ch, 500)
+	for i := first; i < first+n; i++ {
+		if !p.publish("amq.topic", key, i, 32) {
+			t.Fatalf("publish %d to %s failed", i, b.URL)
+		}
+	}
+	for p.inflight > 0 {
+		if !p.await(10 * time.Second) {
+			t.Fatal("confirm missing")
+		}
+	}
+}
+
+// collect consumes want messages from queue, returning their numbers in
+// arrival order; it fails after the deadline with what it has.
+func collect(t *testing.T, ch *amqp.Channel, queue string, want int, deadline time.Duration) []uint64 {
+	t.Helper()
+	ds, err := ch.Consume(queue, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	timeout := time.After(deadline)
+	for len(got) < want {
+		select {
+		case d := <-ds:
+			got = append(got, binary.BigEndian.Uint64(d.Body))
+		case <-timeout:
+			t.Fatalf("received %d of %d messages", len(got), want)
+		}
+	}
+	return got
+}
+
+// checkOnceInOrder reports duplicates (allowed, at least once) and fails on
+// a missing number or one out of order.
+func checkOnceInOrder(t *testing.T, got []uint64, first, n uint64) (dups int) {
+	t.Helper()
+	seen := map[uint64]bool{}
+	var last uint64
+	for i, s := range got {
+		if seen[s] {
+			dups++
+			continue
+		}
+		if i > 0 && s < last {
+			t.Fatalf("message %d arrived after %d: out of order", s, last)
+		}
+		seen[s], last = true, s
+	}
+	for i := first; i < first+n; i++ {
+		if !seen[i] {
+			t.Fatalf("message %d never arrived", i)
+		}
+	}
+	return dups
+}
+
+// TestBridgeForwardsToFerrymq: each upstream kind the bridge speaks,
+// against another ferrymq: messages published locally reach the
+// upstream's queue, in order, with nothing lost.
+func TestBridgeForwardsToFerrymq(t *testing.T) {
+	for _, scheme := range []string{"amqp", "mqtt", "mqtt3"} {
+		t.Run(scheme, func(t *testing.T) {
+			up := StartBroker(t, "--node-name", "up")
+			ch := upstreamQueue(t, up, "landing", "edge.#")
+			addr := up.Addr
+			if scheme != "amqp" {
+				addr = up.MQTTAddr
+			}
+			edge := StartBroker(t, "--node-name", "edge", "--bridge-url", scheme+"://guest:guest@"+addr+"/",
+				"--bridge-topic", "sensors/#")
+			// Local prefix "" and remote prefix "" keep the topic: sensors/x
+			// arrives upstream as routing key sensors.x.
+			ch.QueueBind("landing", "sensors.#", "amq.topic", false, nil)
+			publishAMQP(t, edge, "sensors.x", 0, 500)
+			got := collect(t, ch, "landing", 500, 30*time.Second)
+			if dups := checkOnceInOrder(t, got, 0, 500); dups != 0 {
+				t.Logf("%d duplicates", dups)
+			}
+		})
+	}
+}
+
+// TestBridgeOutageStoreAndForward is the outage test against
+// another ferrymq: the upstream is down while 10,000 QoS 1 messages are
+// published locally, the local broker itself restarts meanwhile, and when
+// the upstream is back every message arrives, in order.
+func TestBridgeOutageStoreAndForward(t *testing.T) {
+	const n = 10_000
+	upAddr := freePort(t)
+	up := StartBroker(t, "--node-name", "up", "--amqp-listen", upAddr)
+	ch := upstreamQueue(t, up, "landing", "sensors.#")
+	upDir := up.DataDir
+	if err := up.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--node-name", "edge", "--bridge-url", "amqp://guest:guest@" + upAddr + "/", "--bridge-topic", "sensors/#"}
+	edge := StartBroker(t, args...)
+	start := time.Now()
+	publishMQTTQoS1(t, edge, "sensors/outage", n)
+	t.Logf("published %d QoS 1 messages locally while the upstream was down in %v", n, time.Since(start))
+	_, ech := dialBroker(t, edge)
+	if q, err := ech.QueueDeclarePassive("bridge.upstream", true, false, false, false, nil); err != nil || q.Messages != n {
+		t.Fatalf("bridge.upstream holds %d messages (err %v), want %d", q.Messages, err, n)
+	}
+	edge = restart(t, edge, args...)
+	up = StartBroker(t, "--node-name", "up", "--amqp-listen", upAddr, "--data-dir", upDir)
+	_, ch = dialBroker(t, up)
+	start = time.Now()
+	got := collect(t, ch, "landing", n, 60*time.Second)
+	dups := checkOnceInOrder(t, got, 0, n)
+	t.Logf("all %d arrived upstream in order %v after it came back; %d duplicates", n, time.Since(start), dups)
+}
+
+// TestBridgeLoopBothWays: two brokers bridged both ways on the same
+// topics deliver each message once on each side.
+func TestBridgeLoopBothWays(t *testing.T) {
+	aAddr, bAddr := freePort(t), freePort(t)
+	a := StartBroker(t, "--node-name", "a", "--mqtt-listen", aAddr,
+		"--bridge-url", "mqtt://guest:guest@"+bAddr+"/", "--bridge-direction", "both", "--bridge-topic", "room/#")
+	b := StartBroker(t, "--node-name", "b", "--mqtt-listen", bAddr,
+		"--bridge-url", "mqtt://guest:guest@"+aAddr+"/", "--bridge-direction", "both", "--bridge-topic", "room/#")
+	qa := upstreamQueue(t, a, "seen-a", "room.#")
+	qb := upstreamQueue(t, b, "seen-b", "room.#")
+	publishAMQP(t, a, "room.1", 0, 50)
+	publishAMQP(t, b, "room.1", 1000, 50)
+	// Sentinels from each side: once both arrive on both sides, anything
+	// echoed before them would be in the counts.
+	publishAMQP(t, a, "room.1", 9000, 1)
+	publishAMQP(t, b, "room.1", 9001, 1)
+	for name, ch := range map[string]*amqp.Channel{"a": qa, "b": qb} {
+		q := map[string]string{"a": "seen-a", "b": "seen-b"}[name]
+		got := collect(t, ch, q, 102, 30*time.Second)
+		count := map[uint64]int{}
+		for _, s := range got {
+			count[s]++
+		}
+		for s, c := range count {
+			if c != 1 {
+				t.Fatalf("broker %s got message %d %d times", name, s, c)
+			}
+		}
+	}
+}
+
+// TestBridgeBufferFull: with the upstream down, a full buffer either
+// refuses new messages (block: the publisher is nacked) or drops the
+// oldest (drop-oldest: counted and logged), as configured.
+func TestBridgeBufferFull(t *testing.T) {
+	down := freePort(t) // nothing listens there
+	for _, policy := range []string{"block", "drop-oldest"} {
+		t.Run(policy, func(t *testing.T) {
+			edge := StartBroker(t, "--node-name", "edge", "--bridge-url", "amqp://guest:guest@"+down+"/",
+				"--bridge-topic", "sensors/#", "--bridge-max-messages", "100", "--bridge-overflow", policy)
+			_, ch := dialBroker(t, edge)
+			p := newPublisher(t, ch, 1)
+			nacked := 0
+			for i := range uint64(150) {
+				body := binary.BigEndian.AppendUint64(nil, i)
+				if err := ch.PublishWithContext(context.Background(), "amq.topic", "sensors.full", false, false,
+					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body}); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case c := <-p.confirms:
+					if !c.Ack {
+						nacked++
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("no confirm")
+				}
+			}
+			q, err := ch.QueueDeclarePassive("bridge.upstream", true, false, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.Messages != 100 {
+				t.Fatalf("buffer holds %d, want its limit 100", q.Messages)
+			}
+			first, _, _ := ch.Get("bridge.upstream", false)
+			head := binary.BigEndian.Uint64(first.Body)
+			switch policy {
+			case "block":
+				if nacked != 50 || head != 0 {
+					t.Fatalf("block: %d nacked, head %d; want 50 nacked and the first 100 kept", nacked, head)
+				}
+			case "drop-oldest":
+				if nacked != 0 || head != 50 {
+					t.Fatalf("drop-oldest: %d nacked, head %d; want none nacked and the newest 100 kept", nacked, head)
+				}
+				waitLog(t, edge, "bridge buffer full: oldest messages dropped")
+			}
+		})
+	}
+}
+
+// waitLog waits for a line containing s in the broker's log.
+func waitLog(t *testing.T, b *Broker, s string) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for !strings.Contains(b.Output(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log", s)
+		}
+		select {
+		case <-b.Exited():
+			t.Fatal("broker exited")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// publishMQTTQoS1 publishes n QoS 1 messages numbered from 0 to topic
+// on b with an MQTT 3.1.1 client, pipelined, and waits for every PUBACK.
+func publishMQTTQoS1(t *testing.T, b *Broker, topic string, n int) {
+	t.Helper()
+	o := mqtt3.NewClientOptions().AddBroker("tcp://" + b.MQTTAddr).SetClientID("pub-" + strconv.Itoa(n)).
+		SetAutoReconnect(false).SetMaxResumePubInFlight(1000)
+	c := mqtt3.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	toks := make([]mqtt3.Token, n)
+	for i := range n {
+		toks[i] = c.Publish(topic, 1, false, binary.BigEndian.AppendUint64(make([]byte, 0, 32), uint64(i)))
+	}
+	for i, tok := range toks {
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			t.Fatalf("PUBACK %d: %v", i, tok.Error())
+		}
+	}
+}
