@@ -138,7 +138,9 @@ func (ch *channel) shutdown() {
 		return
 	}
 	ch.closed = true
-	ch.closeConfirms()
+	if ch.confirm.q != nil {
+		ch.confirm.q.Close()
+	}
 	consumers := ch.consumers
 	ch.consumers = nil
 	ch.flowBlocked = nil
@@ -250,7 +252,10 @@ func (ch *channel) handleMethod(m wire.Method) error {
 		if ch.tx != nil {
 			return newError(wire.PreconditionFailed, "cannot switch from tx to confirm mode")
 		}
-		ch.confirm.on = true
+		if !ch.confirm.on {
+			ch.confirm.on = true
+			ch.confirm.q = core.NewSyncQueue(ch.c.srv.broker, ch.releaseConfirms)
+		}
 		return ch.reply(m.NoWait, &wire.ConfirmSelectOk{})
 	case *wire.TxSelect:
 		if ch.confirm.on {

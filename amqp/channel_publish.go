@@ -1,37 +1,32 @@
 package amqp
 
 import (
-	"sync"
-
 	"github.com/ferrymq/ferrymq/amqp/wire"
 	"github.com/ferrymq/ferrymq/core"
 )
 
 // confirms is a channel's publisher-confirm state.
 //
-// A message that reached no durable queue is confirmed once routed; acks
-// for those are coalesced into one basic.ack multiple=true per read batch.
-// A message stored for a durable queue is confirmed only when the store has
-// synced it: its confirm waits in a FIFO until the store calls Synced. While
-// anything waits there, later confirms queue behind it, because an ack with
-// multiple=true must not cover a message that is not yet on disk.
+// A message stored for a durable queue is confirmed only once the store
+// has synced it; a core.SyncQueue holds its confirm until then, and every
+// later one behind it, because an ack with multiple=true must not cover a
+// message that is not yet on disk. Acks released together are coalesced
+// into one basic.ack multiple=true: by the store's goroutine at once, by
+// the reader when it is about to block on the socket.
 type confirms struct {
 	on      bool
-	nextSeq uint64 // sequence number of the last publish
-	// ackFrom..ackTo are confirmed but not yet sent; 0 = none. Everything
-	// before ackFrom has been sent. Reader only.
-	ackFrom, ackTo uint64
-	dirty          bool // on the connection's list of channels to flush
+	nextSeq uint64                       // sequence number of the last publish
+	q       *core.SyncQueue[confirmItem] // made by confirm.select
+	dirty   bool                         // on the connection's list of channels to flush; reader only
 
-	mu       sync.Mutex // guards the fields below; Synced runs on the store's goroutine
-	waiting  []waitingConfirm
-	notified bool // a Store.Notify is outstanding
-	closed   bool // the channel is gone: drop confirms
+	// ackFrom..ackTo are released but not yet sent; 0 = none. Everything
+	// before ackFrom has been sent. Guarded by q's lock.
+	ackFrom, ackTo uint64
 }
 
-type waitingConfirm struct {
-	seq, pos uint64 // pos 0: nothing to wait for, only ordering
-	ack      bool
+type confirmItem struct {
+	seq uint64
+	ack bool // false: nack (refused by x-overflow)
 }
 
 // txState holds what a transaction has not committed yet.
@@ -127,7 +122,7 @@ func (ch *channel) route(msg *core.Message, mandatory bool) error {
 	}
 	if ch.confirm.on {
 		ch.confirm.nextSeq++
-		ch.confirmed(ch.confirm.nextSeq, !res.Rejected, res.Pos)
+		ch.confirm.q.Add(res.Pos, confirmItem{seq: ch.confirm.nextSeq, ack: !res.Rejected})
 	}
 	return nil
 }
@@ -147,97 +142,39 @@ func (ch *channel) publish(msg *core.Message, mandatory bool) (core.PublishResul
 	return res, nil
 }
 
-// confirmed records the outcome of publish seq, durable at store position
-// pos (0: nothing stored).
-func (ch *channel) confirmed(seq uint64, ack bool, pos uint64) {
+// releaseConfirms is the channel's SyncQueue release: acks are coalesced,
+// a nack (or a store failure) is written at once after the acks before it.
+// It runs under the queue's lock, on the reader or the store's goroutine.
+func (ch *channel) releaseConfirms(items []confirmItem, err error, fromStore bool) {
 	c := &ch.confirm
-	c.mu.Lock()
-	if pos != 0 || len(c.waiting) > 0 {
-		ch.flushAcks() // everything before seq goes out first
-		c.waiting = append(c.waiting, waitingConfirm{seq: seq, pos: pos, ack: ack})
-		notify := !c.notified
-		c.notified = true
-		c.mu.Unlock()
-		if notify {
-			ch.c.srv.broker.NotifySynced(pos, ch)
+	for _, it := range items {
+		if it.ack && err == nil {
+			if c.ackFrom == 0 {
+				c.ackFrom = it.seq
+			}
+			c.ackTo = it.seq
+			continue
 		}
-		return
+		ch.flushAcksLocked()
+		ch.c.out.writeMethod(ch.id, &wire.BasicNack{DeliveryTag: it.seq})
 	}
-	c.mu.Unlock()
-	if !ack {
-		ch.flushAcks()
-		ch.c.out.writeMethod(ch.id, &wire.BasicNack{DeliveryTag: seq})
-		return
-	}
-	if c.ackFrom == 0 {
-		c.ackFrom = seq
-	}
-	c.ackTo = seq
-	if !c.dirty {
+	switch {
+	case fromStore:
+		ch.flushAcksLocked()
+	case c.ackFrom != 0 && !c.dirty:
 		c.dirty = true
 		ch.c.confirmDirty = append(ch.c.confirmDirty, ch)
 	}
 }
 
-// Synced implements core.SyncWaiter: the store has made everything up to
-// pos durable, or failed to (err), and the confirms waiting for it go out;
-// a failed write is a nack. It runs on the store's goroutine.
-func (ch *channel) Synced(pos uint64, err error) {
-	c := &ch.confirm
-	c.mu.Lock()
-	c.notified = false
-	if c.closed {
-		c.waiting = nil
-		c.mu.Unlock()
-		return
-	}
-	n := 0
-	var ackTo, ackFrom uint64
-	flush := func() {
-		if ackTo != 0 {
-			ch.c.out.writeMethod(ch.id, &wire.BasicAck{DeliveryTag: ackTo, Multiple: ackTo > ackFrom})
-			ackFrom, ackTo = 0, 0
-		}
-	}
-	for _, w := range c.waiting {
-		if w.pos > pos {
-			break
-		}
-		n++
-		if w.ack && (err == nil || w.pos == 0) {
-			if ackFrom == 0 {
-				ackFrom = w.seq
-			}
-			ackTo = w.seq
-			continue
-		}
-		flush()
-		ch.c.out.writeMethod(ch.id, &wire.BasicNack{DeliveryTag: w.seq})
-	}
-	flush()
-	c.waiting = c.waiting[:copy(c.waiting, c.waiting[n:])]
-	var next uint64
-	if len(c.waiting) > 0 {
-		next = c.waiting[len(c.waiting)-1].pos
-		c.notified = true
-	}
-	c.mu.Unlock()
-	if next != 0 {
-		ch.c.srv.broker.NotifySynced(next, ch)
-	}
-}
-
-// closeConfirms drops confirms still waiting for the store: the channel is
-// gone, and its id may be reused by a new channel.
-func (ch *channel) closeConfirms() {
-	ch.confirm.mu.Lock()
-	ch.confirm.closed = true
-	ch.confirm.waiting = nil
-	ch.confirm.mu.Unlock()
-}
-
-// flushAcks writes the coalesced acks.
+// flushAcks writes the coalesced acks (reader).
 func (ch *channel) flushAcks() {
+	if ch.confirm.q != nil {
+		ch.confirm.q.Locked(ch.flushAcksLocked)
+	}
+}
+
+func (ch *channel) flushAcksLocked() {
 	c := &ch.confirm
 	if c.ackFrom == 0 {
 		return

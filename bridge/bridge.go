@@ -318,7 +318,7 @@ func (r *runner) dial(ctx context.Context) (upstream, error) {
 	defer cancel()
 	var deliver func(string, *core.Message, func())
 	if len(r.l.in) > 0 {
-		deliver = (&inbound{r: r}).deliver
+		deliver = newInbound(r).deliver
 	}
 	switch r.l.proto {
 	case protoAMQP:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt"
@@ -113,22 +112,30 @@ func localTopic(rules []Topic, remote string) string {
 // once it is durable here (in order, as the clients require), so a crash
 // or a full disk costs a redelivery, never a message.
 type inbound struct {
-	r        *runner
-	mu       sync.Mutex
-	waiting  []waitingAck
-	notified bool
+	r    *runner
+	acks *core.SyncQueue[func()]
 }
 
-type waitingAck struct {
-	pos uint64
-	ack func()
+func newInbound(r *runner) *inbound {
+	in := &inbound{r: r}
+	in.acks = core.NewSyncQueue(r.m.broker, func(acks []func(), err error, _ bool) {
+		if err != nil {
+			// Not acked: the upstream redelivers them after a reconnect.
+			r.log.Error("bridge: inbound messages not stored; the upstream will redeliver them", "err", err)
+			return
+		}
+		for _, ack := range acks {
+			ack()
+		}
+	})
+	return in
 }
 
 func (in *inbound) deliver(topic string, msg *core.Message, ack func()) {
 	r := in.r
 	if via(msg, r.m.opts.Node) {
 		r.loops.Add(1)
-		in.ackAfter(0, ack)
+		in.acks.Add(0, ack)
 		return
 	}
 	msg.Exchange = localExchange
@@ -141,57 +148,5 @@ func (in *inbound) deliver(topic string, msg *core.Message, ack func()) {
 		r.log.Warn("bridge: inbound message not routed", "topic", topic, "err", err)
 	}
 	r.recvd.Add(1)
-	in.ackAfter(res.Pos, ack)
-}
-
-// ackAfter acks once store position pos is durable, never before an
-// earlier message's ack.
-func (in *inbound) ackAfter(pos uint64, ack func()) {
-	in.mu.Lock()
-	if pos == 0 && len(in.waiting) == 0 {
-		in.mu.Unlock()
-		ack()
-		return
-	}
-	in.waiting = append(in.waiting, waitingAck{pos: pos, ack: ack})
-	notify := !in.notified
-	in.notified = true
-	in.mu.Unlock()
-	if notify {
-		in.r.m.broker.NotifySynced(pos, in)
-	}
-}
-
-// Synced implements core.SyncWaiter. Messages the store failed to write
-// are not acked: the upstream redelivers them after the next reconnect.
-func (in *inbound) Synced(pos uint64, err error) {
-	in.mu.Lock()
-	n := 0
-	var acks []func()
-	for _, w := range in.waiting {
-		if w.pos > pos {
-			break
-		}
-		n++
-		if err == nil || w.pos == 0 {
-			acks = append(acks, w.ack)
-		}
-	}
-	in.waiting = in.waiting[:copy(in.waiting, in.waiting[n:])]
-	in.notified = false
-	var next uint64
-	if len(in.waiting) > 0 {
-		next = in.waiting[len(in.waiting)-1].pos
-		in.notified = true
-	}
-	in.mu.Unlock()
-	if err != nil {
-		in.r.log.Error("bridge: inbound messages not stored; the upstream will redeliver them", "err", err)
-	}
-	for _, a := range acks {
-		a()
-	}
-	if next != 0 {
-		in.r.m.broker.NotifySynced(next, in)
-	}
+	in.acks.Add(res.Pos, ack)
 }

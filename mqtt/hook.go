@@ -114,6 +114,7 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		willProps: l.willProps,
 	}
 	s.drained = sync.NewCond(&s.mu)
+	s.acks = core.NewSyncQueue(h.srv.broker, s.releaseAcks)
 	if s.version == 5 {
 		s.persistent = props.SessionExpiryInterval > 0
 		s.expiry = props.SessionExpiryInterval

@@ -62,7 +62,6 @@ type inflight struct {
 type pendingAck struct {
 	id  uint16
 	typ byte
-	pos uint64
 	rc  byte
 }
 
@@ -89,25 +88,24 @@ type session struct {
 	maxPacket  uint32 // the client's maximum packet size; 0 = none
 	willProps  packets.Properties
 
-	mu       sync.Mutex
-	closed   bool
-	subs     map[string][]subscription // by queue name
-	cons     map[string]*core.Consumer // by queue name
-	nextID   uint16
-	flight   map[uint16]inflight
-	acks     []pendingAck
-	notified bool
-	unacked  int        // inbound QoS > 0 publishes not yet acknowledged
-	drained  *sync.Cond // on mu: an acknowledgement went out
-	out      []byte
-	spare    []byte
-	enc      bytes.Buffer
-	blocked  []*core.Consumer
-	settles  []settleReq
-	subacks  map[uint16][]byte
-	replays  map[uint16][]replay
-	kick     chan struct{}
-	done     chan struct{}
+	mu      sync.Mutex
+	closed  bool
+	subs    map[string][]subscription // by queue name
+	cons    map[string]*core.Consumer // by queue name
+	nextID  uint16
+	flight  map[uint16]inflight
+	acks    *core.SyncQueue[pendingAck] // PUBACK/PUBREC, in order, after the store
+	unacked int                         // inbound QoS > 0 publishes not yet acknowledged
+	drained *sync.Cond                  // on mu: an acknowledgement went out
+	out     []byte
+	spare   []byte
+	enc     bytes.Buffer
+	blocked []*core.Consumer
+	settles []settleReq
+	subacks map[uint16][]byte
+	replays map[uint16][]replay
+	kick    chan struct{}
+	done    chan struct{}
 }
 
 // replay is a retained-message replay owed to a new subscription once its
@@ -381,6 +379,7 @@ func (s *session) stop() {
 	s.settles = nil
 	s.mu.Unlock()
 	close(s.done)
+	s.acks.Close()
 	for _, r := range settles {
 		r.q.Settle(r.c, []uint64{r.seq}, core.Ack)
 	}

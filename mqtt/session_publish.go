@@ -73,53 +73,25 @@ func (s *session) publish(pk *packets.Packet) error {
 // acknowledge sends a PUBACK/PUBREC once store position pos is durable (0:
 // nothing to wait for), never ahead of an earlier one still waiting.
 func (s *session) acknowledge(id uint16, typ, rc byte, pos uint64) {
-	s.mu.Lock()
-	if pos == 0 && len(s.acks) == 0 {
-		s.writeAckLocked(id, typ, rc)
-		s.mu.Unlock()
-		return
-	}
-	s.acks = append(s.acks, pendingAck{id: id, typ: typ, pos: pos, rc: rc})
-	notify := !s.notified
-	s.notified = true
-	s.mu.Unlock()
-	if notify {
-		s.srv.broker.NotifySynced(pos, s)
-	}
+	s.acks.Add(pos, pendingAck{id: id, typ: typ, rc: rc})
 }
 
-// Synced implements core.SyncWaiter: the acknowledgements waiting for
-// the store up to pos go out; a failed write fails them (0x80 in MQTT 5;
-// a 3.1.1 client is disconnected so that it publishes again).
-func (s *session) Synced(pos uint64, err error) {
+// releaseAcks is the session's SyncQueue release: the acknowledgements go
+// out in order; a failed store write fails them (0x80 in MQTT 5; a 3.1.1
+// client is disconnected so that it publishes again).
+func (s *session) releaseAcks(acks []pendingAck, err error, _ bool) {
+	if err != nil && s.version < 5 {
+		s.cl.Stop(err)
+		return
+	}
 	s.mu.Lock()
-	s.notified = false
-	n := 0
-	for _, a := range s.acks {
-		if a.pos > pos {
-			break
-		}
-		n++
+	defer s.mu.Unlock()
+	for _, a := range acks {
 		rc := a.rc
-		if err != nil && a.pos != 0 {
-			if s.version < 5 {
-				s.mu.Unlock()
-				s.cl.Stop(err)
-				return
-			}
+		if err != nil {
 			rc = packets.ErrUnspecifiedError.Code
 		}
 		s.writeAckLocked(a.id, a.typ, rc)
-	}
-	s.acks = s.acks[:copy(s.acks, s.acks[n:])]
-	var next uint64
-	if len(s.acks) > 0 {
-		next = s.acks[len(s.acks)-1].pos
-		s.notified = true
-	}
-	s.mu.Unlock()
-	if next != 0 {
-		s.srv.broker.NotifySynced(next, s)
 	}
 }
 
