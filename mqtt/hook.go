@@ -105,7 +105,6 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	props := &cl.Properties.Props
 	s := &session{
 		srv: h.srv, cl: cl, clientID: cl.ID, vhost: l.vhost,
-		origin:  h.srv.origins.Add(1),
 		version: cl.Properties.ProtocolVersion,
 		subs:    map[string][]subscription{}, cons: map[string]*core.Consumer{},
 		flight: map[uint16]inflight{}, subacks: map[uint16][]byte{}, replays: map[uint16][]replay{},
@@ -132,13 +131,23 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 
 	h.srv.mu.Lock()
 	st := h.srv.sessions[s.key]
-	if st == nil || pk.Connect.Clean {
-		st = &state{inbound: map[uint16]struct{}{}, pubrel: map[uint16]struct{}{}}
-		if old := h.srv.sessions[s.key]; old != nil {
-			st.live, st.will = old.live, old.will
+	resumable := st != nil && !pk.Connect.Clean
+	// A 3.1.1 connection does not resume a live clean session it takes
+	// over [MQTT-3.1.2-6].
+	fresh := pk.Connect.Clean || (st != nil && st.live != nil && !st.live.persistent && s.version < 5)
+	if st == nil || fresh {
+		nst := &state{inbound: map[uint16]struct{}{}, pubrel: map[uint16]struct{}{}, resend: map[uint64]uint16{}, origin: h.srv.origins.Add(1)}
+		if st != nil {
+			// The old connection's OnDisconnect comes later and must not
+			// see itself as the session's last connection.
+			nst.live, nst.will = st.live, st.will
+			st.live = nil
 		}
+		st = nst
 		h.srv.sessions[s.key] = st
+		resumable = false
 	}
+	s.origin = st.origin
 	old := st.live
 	st.live = s
 	if st.will != nil {
@@ -151,14 +160,24 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	if old != nil {
 		old.stop()
 	}
-	if pk.Connect.Clean {
+	if fresh {
 		s.deleteQueues()
 	} else {
 		present, err := s.restore()
 		if err != nil {
 			h.srv.log.Warn("mqtt: session not fully restored", "client", cl.ID, "err", err)
 		}
-		s.present = present
+		// A session exists even with no subscriptions [MQTT-3.2.2-3].
+		s.present = present || resumable
+	}
+	if s.persistent {
+		// The durable queue marks the session across restarts, even while
+		// it has no subscriptions.
+		if err := s.ensureQueue(s.queueName(1), true, false); err != nil {
+			h.srv.log.Warn("mqtt: session queue not declared", "client", cl.ID, "err", err)
+		} else if err := s.consume(s.queueName(1), 1, true); err != nil {
+			h.srv.log.Warn("mqtt: session queue not consumed", "client", cl.ID, "err", err)
+		}
 	}
 	h.sessions.Store(cl, s)
 }
@@ -286,6 +305,8 @@ func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packe
 		}
 		if cl.Properties.ProtocolVersion == 5 {
 			pk.Properties.MaximumPacketSize = h.srv.cfg.MaxPacketSize
+			// mochi honours aliases but does not say so [MQTT-3.2.2-18].
+			pk.Properties.TopicAliasMaximum = h.srv.mochi.Options.Capabilities.TopicAliasMaximum
 		}
 	}
 	return pk

@@ -179,7 +179,7 @@ type conn struct {
 	net.Conn
 	frames         framer // the read side's packet boundaries
 	mu             sync.Mutex
-	v5             bool // set once the CONNECT said MQTT 5
+	v5             bool // the CONNECT said MQTT 5; set before CONNACK
 	closing        bool
 	closed         bool
 	sentDisconnect bool // mochi wrote one itself
@@ -236,11 +236,19 @@ func (f *framer) scan(p []byte) error {
 	return nil
 }
 
+// Write passes packets on, except a DISCONNECT to an MQTT 3.1.1 client,
+// which has no server DISCONNECT (3.14): mochi sends one on a session
+// takeover whatever the version. mochi writes one packet per call; ours
+// batch PUBLISH and acknowledgements only.
 func (c *conn) Write(p []byte) (int, error) {
 	if len(p) > 0 && p[0]&0xF0 == 0xE0 {
 		c.mu.Lock()
-		c.sentDisconnect = true
+		v5 := c.v5
+		c.sentDisconnect = v5
 		c.mu.Unlock()
+		if !v5 {
+			return len(p), nil
+		}
 	}
 	return c.Conn.Write(p)
 }

@@ -34,8 +34,16 @@ const (
 type state struct {
 	inbound map[uint16]struct{} // QoS 2 publishes received, PUBREL not yet
 	pubrel  map[uint16]struct{} // QoS 2 deliveries PUBREC'd, PUBCOMP not yet
-	will    *time.Timer
-	live    *session
+	// resend maps a message to the packet id it had when its connection
+	// ended unacknowledged: it is sent again with the same one
+	// [MQTT-4.4.0-1]. Guarded by the live session's mu.
+	resend map[uint64]uint16
+	// origin tags the client's publishes for no-local: per client id, not
+	// per connection, so a message queued before a reconnect still counts
+	// as its own [MQTT-3.8.3-3].
+	origin uint64
+	will   *time.Timer
+	live   *session
 }
 
 // subscription is one topic filter of a session.
@@ -51,10 +59,11 @@ type subscription struct {
 // inflight is a delivery of QoS 1 or 2 awaiting the client's PUBACK or
 // PUBREC.
 type inflight struct {
-	q   *core.Queue
-	c   *core.Consumer
-	seq uint64
-	qos byte
+	q     *core.Queue
+	c     *core.Consumer
+	seq   uint64
+	qos   byte
+	msgID uint64
 }
 
 // pendingAck is a PUBACK or PUBREC waiting for the store to sync the
@@ -227,6 +236,12 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		s.blocked = append(s.blocked, d.Consumer)
 		return false
 	}
+	// Receive maximum is per connection, across all its queues, and a QoS
+	// 2 delivery holds its place until PUBCOMP [MQTT-3.3.4-9].
+	if k.acks && len(s.flight)+len(s.st.pubrel) >= int(s.prefetch) {
+		s.blocked = append(s.blocked, d.Consumer)
+		return false
+	}
 	m := d.Msg
 	topic := TopicName(m.RoutingKey)
 	subQoS, ids, noLocal, rap, matched := k.qos, []int(nil), false, false, false
@@ -273,7 +288,10 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		pk.Mods.AllowResponseInfo = true
 	}
 	if qos > 0 {
-		id := s.allocID()
+		id := s.resendID(m.ID, d.Redelivered)
+		if id == 0 {
+			id = s.allocID()
+		}
 		if id == 0 {
 			s.blocked = append(s.blocked, d.Consumer)
 			return false
@@ -281,9 +299,9 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		pk.PacketID = id
 		pk.FixedHeader.Dup = d.Redelivered
 		if k.acks {
-			s.flight[id] = inflight{q: d.Queue, c: d.Consumer, seq: d.Seq, qos: qos}
+			s.flight[id] = inflight{q: d.Queue, c: d.Consumer, seq: d.Seq, qos: qos, msgID: m.ID}
 		} else {
-			s.flight[id] = inflight{qos: qos}
+			s.flight[id] = inflight{qos: qos, msgID: m.ID}
 		}
 	} else if k.acks {
 		s.settles = append(s.settles, settle)
@@ -310,6 +328,26 @@ func (k *sink) Cancelled(*core.Consumer) {
 	delete(k.s.cons, k.queue)
 	delete(k.s.subs, k.queue)
 	k.s.mu.Unlock()
+}
+
+// resendID returns the packet id a redelivered message had on the
+// connection that ended before it was acknowledged, if it is free.
+func (s *session) resendID(msgID uint64, redelivered bool) uint16 {
+	if !redelivered || len(s.st.resend) == 0 {
+		return 0
+	}
+	id, ok := s.st.resend[msgID]
+	if !ok {
+		return 0
+	}
+	delete(s.st.resend, msgID)
+	if _, used := s.flight[id]; used {
+		return 0
+	}
+	if _, used := s.st.pubrel[id]; used {
+		return 0
+	}
+	return id
 }
 
 // allocID returns a free packet id, or 0 if all are in use.
@@ -375,6 +413,11 @@ func (s *session) stop() {
 	s.cons = map[string]*core.Consumer{}
 	flight := s.flight
 	s.flight = map[uint16]inflight{}
+	for id, f := range flight {
+		if f.q != nil {
+			s.st.resend[f.msgID] = id
+		}
+	}
 	settles := s.settles
 	s.settles = nil
 	s.mu.Unlock()

@@ -2,6 +2,8 @@ package mqtt
 
 import (
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferrymq/ferrymq/core"
 )
 
 // publish routes an inbound PUBLISH through core. The PUBACK (QoS 1) or
@@ -10,6 +12,10 @@ import (
 // publishes arrived. A QoS 2 publish already received (a DUP resend
 // before our PUBREC arrived) is acknowledged again but not routed again.
 func (s *session) publish(pk *packets.Packet) error {
+	if pk.TopicName == "" {
+		// An alias this connection never defined [MQTT-3.3.2-7].
+		return packets.ErrTopicAliasInvalid
+	}
 	qos := pk.FixedHeader.Qos
 	typ := byte(packets.Puback)
 	if qos == 2 {
@@ -125,19 +131,33 @@ func (s *session) acked(pk *packets.Packet) {
 			return
 		}
 		delete(s.flight, id)
+		var resume []*core.Consumer
 		if pk.FixedHeader.Type == packets.Pubrec {
 			// The message is the client's now: ack it in core and finish
-			// the exchange, remembering the id until PUBCOMP.
+			// the exchange, remembering the id (and holding its place in
+			// the receive maximum) until PUBCOMP.
 			s.st.pubrel[id] = struct{}{}
 			s.writeRelLocked(id, 0)
+		} else {
+			resume, s.blocked = s.blocked, nil
 		}
 		s.mu.Unlock()
 		if f.q != nil {
 			f.q.Settle(f.c, []uint64{f.seq}, 0)
 		}
+		for _, c := range resume {
+			c.Resume()
+		}
 		return
 	case packets.Pubcomp:
 		delete(s.st.pubrel, id)
+		resume := s.blocked
+		s.blocked = nil
+		s.mu.Unlock()
+		for _, c := range resume {
+			c.Resume()
+		}
+		return
 	case packets.Pubrel:
 		_, ok := s.st.inbound[id]
 		delete(s.st.inbound, id)
