@@ -303,6 +303,11 @@ func (r *runner) run(ctx context.Context) {
 		r.log.Info("bridge connected", "upstream", r.status().Upstream)
 		r.logStatus()
 		err = r.serve(ctx, up)
+		if errors.Is(err, errLost) {
+			if cause := up.lostCause(); cause != nil {
+				err = fmt.Errorf("%w: %v", errLost, cause)
+			}
+		}
 		r.connected.Store(false)
 		up.close()
 		if err != nil && ctx.Err() == nil {
@@ -324,7 +329,7 @@ func (r *runner) dial(ctx context.Context) (upstream, error) {
 	case protoAMQP:
 		return dialAMQP(dctx, r.l, r.m.opts.Node, deliver)
 	case protoMQTT5:
-		return dialMQTT5(dctx, r.l, r.m.opts.Node, deliver)
+		return dialMQTT5(dctx, r.l, r.m.opts.Node, deliver, r.log)
 	default:
 		return dialMQTT3(dctx, r.l, deliver)
 	}
@@ -340,8 +345,10 @@ type upstream interface {
 	// dial time is called for each message in order, and its ack must be
 	// called, in order, once the message is durable here.
 	subscribe(rules []Topic) error
-	// lost is closed when the connection fails.
+	// lost is closed when the connection fails; lostCause then says why
+	// (nil if unknown).
 	lost() <-chan struct{}
+	lostCause() error
 	close()
 }
 

@@ -28,6 +28,9 @@ func (s *outSink) Cancelled(*core.Consumer) {}
 // errLost is what done reports for messages the upstream never confirmed.
 var errLost = errors.New("bridge: connection to the upstream lost")
 
+// errClosed is the cause of a connection the bridge closed itself.
+var errClosed = errors.New("bridge: link stopped")
+
 // forward sends the store-and-forward queue upstream, at most Window
 // messages awaiting confirmation, and acks each locally only once the
 // upstream confirmed it. When the connection fails, what was not

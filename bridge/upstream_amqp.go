@@ -25,6 +25,7 @@ type amqpUpstream struct {
 	mu      sync.Mutex // serialises publishes so tags follow call order
 	pending map[uint64]func(error)
 	dead    bool
+	cause   error
 }
 
 func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func())) (upstream, error) {
@@ -81,6 +82,13 @@ func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *c
 // confirmLoop calls done for each confirm; on a nack or when the
 // connection ends, the message is reported failed so it is sent again.
 func (u *amqpUpstream) confirmLoop(confirms <-chan amqp091.Confirmation, closed <-chan *amqp091.Error) {
+	defer func() {
+		if e, ok := <-closed; ok && e != nil {
+			u.mu.Lock()
+			u.cause = e
+			u.mu.Unlock()
+		}
+	}()
 	for c := range confirms {
 		u.mu.Lock()
 		done := u.pending[c.DeliveryTag]
@@ -208,6 +216,13 @@ func fromAMQP(d *amqp091.Delivery) *core.Message {
 }
 
 func (u *amqpUpstream) lost() <-chan struct{} { return u.gone }
+
+func (u *amqpUpstream) lostCause() error {
+	<-u.gone
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.cause
+}
 
 func (u *amqpUpstream) close() {
 	u.conn.Close()

@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,10 +44,11 @@ func netDial(ctx context.Context, l *link) (net.Conn, error) {
 // Publish waits for the PUBACK, so publishes go one at a time from one
 // goroutine: order is kept at the cost of a round trip per message.
 type mqtt5Upstream struct {
-	c    *paho.Client
-	node string
-	gone chan struct{}
-	once sync.Once
+	c     *paho.Client
+	node  string
+	gone  chan struct{}
+	once  sync.Once
+	cause error // why the connection was lost; set once, before gone closes
 	// deliver takes inbound messages; a resumed session may send some
 	// before SUBSCRIBE, so it is known from the start. nil: no inbound.
 	deliver func(string, *core.Message, func())
@@ -60,7 +63,7 @@ type publishReq struct {
 	done  func(error)
 }
 
-func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func())) (upstream, error) {
+func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func()), log *slog.Logger) (upstream, error) {
 	conn, err := netDial(ctx, l)
 	if err != nil {
 		return nil, err
@@ -78,9 +81,12 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 			u.deliver(pb.Topic, fromMQTT5(pb), func() { u.c.Ack(pb) })
 			return true, nil
 		}},
-		OnClientError:      func(error) { u.lose() },
-		OnServerDisconnect: func(*paho.Disconnect) { u.lose() },
+		OnClientError: func(err error) { u.lose(fmt.Errorf("client error: %w", err)) },
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			u.lose(fmt.Errorf("upstream sent DISCONNECT %#x %s", d.ReasonCode, reasonString(d.Properties)))
+		},
 	})
+	u.c.SetErrorLogger(pahoLog{log.With("component", "paho")})
 	expiry := uint32(sessionExpiry)
 	cp := &paho.Connect{
 		ClientID: l.ClientID, KeepAlive: 30, CleanStart: false,
@@ -105,7 +111,24 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	return u, nil
 }
 
-func (u *mqtt5Upstream) lose() { u.once.Do(func() { close(u.gone) }) }
+func (u *mqtt5Upstream) lose(err error) {
+	u.once.Do(func() {
+		u.cause = err
+		close(u.gone)
+	})
+}
+
+func (u *mqtt5Upstream) lostCause() error {
+	<-u.gone
+	return u.cause
+}
+
+func reasonString(p *paho.DisconnectProperties) string {
+	if p == nil {
+		return ""
+	}
+	return p.ReasonString
+}
 
 func (u *mqtt5Upstream) publishLoop() {
 	for {
@@ -117,7 +140,7 @@ func (u *mqtt5Upstream) publishLoop() {
 			_, err := u.c.Publish(ctx, toMQTT5(r.topic, r.m, r.qos, u.node))
 			cancel()
 			if err != nil {
-				u.lose()
+				u.lose(fmt.Errorf("publish: %w", err))
 				r.done(errLost)
 				continue
 			}
@@ -159,7 +182,7 @@ func (u *mqtt5Upstream) lost() <-chan struct{} { return u.gone }
 func (u *mqtt5Upstream) close() {
 	close(u.stop)
 	u.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
-	u.lose()
+	u.lose(errClosed)
 	// Whatever is still queued was never sent.
 	for {
 		select {
@@ -170,6 +193,12 @@ func (u *mqtt5Upstream) close() {
 		}
 	}
 }
+
+// pahoLog passes paho.golang's error log to slog.
+type pahoLog struct{ l *slog.Logger }
+
+func (p pahoLog) Println(v ...any)               { p.l.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
+func (p pahoLog) Printf(format string, v ...any) { p.l.Warn(fmt.Sprintf(format, v...)) }
 
 // toMQTT5 and fromMQTT5 convert between core messages and MQTT 5
 // publishes, with the properties the MQTT listener maps (content type,
@@ -221,6 +250,7 @@ type mqtt3Upstream struct {
 	deliver func(string, *core.Message, func())
 	gone    chan struct{}
 	once    sync.Once
+	cause   error
 	tokens  chan tokenReq
 	stop    chan struct{}
 }
@@ -240,7 +270,7 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 	o := pahomqtt.NewClientOptions().AddBroker(scheme + "://" + host).SetClientID(l.ClientID).
 		SetCleanSession(false).SetAutoReconnect(false).SetOrderMatters(true).SetAutoAckDisabled(true).
 		SetKeepAlive(30 * time.Second).SetConnectTimeout(10 * time.Second).
-		SetConnectionLostHandler(func(pahomqtt.Client, error) { u.lose() }).
+		SetConnectionLostHandler(func(_ pahomqtt.Client, err error) { u.lose(err) }).
 		// A resumed session's messages may come before SUBSCRIBE.
 		SetDefaultPublishHandler(u.receive)
 	if user := l.url.User; user != nil {
@@ -271,7 +301,17 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 	return u, nil
 }
 
-func (u *mqtt3Upstream) lose() { u.once.Do(func() { close(u.gone) }) }
+func (u *mqtt3Upstream) lose(err error) {
+	u.once.Do(func() {
+		u.cause = err
+		close(u.gone)
+	})
+}
+
+func (u *mqtt3Upstream) lostCause() error {
+	<-u.gone
+	return u.cause
+}
 
 // confirmLoop waits for each publish token in order.
 func (u *mqtt3Upstream) confirmLoop() {
@@ -285,7 +325,7 @@ func (u *mqtt3Upstream) confirmLoop() {
 			case <-u.gone:
 			}
 			if err := r.t.Error(); err != nil || !isDone(r.t) {
-				u.lose()
+				u.lose(fmt.Errorf("publish: %v", err))
 				r.done(errLost)
 				continue
 			}
@@ -349,7 +389,7 @@ func (u *mqtt3Upstream) lost() <-chan struct{} { return u.gone }
 func (u *mqtt3Upstream) close() {
 	close(u.stop)
 	u.c.Disconnect(250)
-	u.lose()
+	u.lose(errClosed)
 	for {
 		select {
 		case r := <-u.tokens:

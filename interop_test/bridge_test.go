@@ -159,33 +159,68 @@ func TestBridgeOutageStoreAndForward(t *testing.T) {
 }
 
 // TestBridgeLoopBothWays: two brokers bridged both ways on the same
-// topics deliver each message once on each side.
+// topics - by one link with direction both, or by each pushing to the
+// other - deliver each message once on each side: the via marker keeps a
+// message from coming back. (Bridging the same direction twice, a both
+// link on each side, is a configuration that duplicates by design.)
 func TestBridgeLoopBothWays(t *testing.T) {
-	aAddr, bAddr := freePort(t), freePort(t)
-	a := StartBroker(t, "--node-name", "a", "--mqtt-listen", aAddr,
-		"--bridge-url", "mqtt://guest:guest@"+bAddr+"/", "--bridge-direction", "both", "--bridge-topic", "room/#")
-	b := StartBroker(t, "--node-name", "b", "--mqtt-listen", bAddr,
-		"--bridge-url", "mqtt://guest:guest@"+aAddr+"/", "--bridge-direction", "both", "--bridge-topic", "room/#")
-	qa := upstreamQueue(t, a, "seen-a", "room.#")
-	qb := upstreamQueue(t, b, "seen-b", "room.#")
-	publishAMQP(t, a, "room.1", 0, 50)
-	publishAMQP(t, b, "room.1", 1000, 50)
-	// Sentinels from each side: once both arrive on both sides, anything
-	// echoed before them would be in the counts.
-	publishAMQP(t, a, "room.1", 9000, 1)
-	publishAMQP(t, b, "room.1", 9001, 1)
-	for name, ch := range map[string]*amqp.Channel{"a": qa, "b": qb} {
-		q := map[string]string{"a": "seen-a", "b": "seen-b"}[name]
-		got := collect(t, ch, q, 102, 30*time.Second)
-		count := map[uint64]int{}
-		for _, s := range got {
-			count[s]++
-		}
-		for s, c := range count {
-			if c != 1 {
-				t.Fatalf("broker %s got message %d %d times", name, s, c)
+	for _, tc := range []struct {
+		name   string
+		aLink  []string // the link of a (to b)
+		bLink  []string // the link of b (to a), nil for none
+		scheme string
+	}{
+		{name: "one link both ways, MQTT 5", aLink: []string{"--bridge-direction", "both"}, scheme: "mqtt"},
+		{name: "one link both ways, AMQP", aLink: []string{"--bridge-direction", "both"}, scheme: "amqp"},
+		{name: "each pushes to the other", aLink: []string{"--bridge-direction", "out"}, bLink: []string{"--bridge-direction", "out"}, scheme: "mqtt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			aMQTT, aAMQP, bMQTT, bAMQP := freePort(t), freePort(t), freePort(t), freePort(t)
+			addr := func(mqttAddr, amqpAddr string) string {
+				if tc.scheme == "amqp" {
+					return amqpAddr
+				}
+				return mqttAddr
 			}
-		}
+			a := StartBroker(t, append([]string{"--node-name", "a", "--mqtt-listen", aMQTT, "--amqp-listen", aAMQP,
+				"--bridge-url", tc.scheme + "://guest:guest@" + addr(bMQTT, bAMQP) + "/", "--bridge-topic", "room/#"}, tc.aLink...)...)
+			bArgs := []string{"--node-name", "b", "--mqtt-listen", bMQTT, "--amqp-listen", bAMQP}
+			if tc.bLink != nil {
+				bArgs = append(bArgs, append([]string{"--bridge-url", tc.scheme + "://guest:guest@" + addr(aMQTT, aAMQP) + "/",
+					"--bridge-topic", "room/#"}, tc.bLink...)...)
+			}
+			b := StartBroker(t, bArgs...)
+			qa := upstreamQueue(t, a, "seen-a", "room.#")
+			qb := upstreamQueue(t, b, "seen-b", "room.#")
+			waitLog(t, a, "bridge connected")
+			if tc.bLink != nil {
+				waitLog(t, b, "bridge connected")
+			}
+			publishAMQP(t, a, "room.1", 0, 50)
+			publishAMQP(t, b, "room.1", 1000, 50)
+			// Sentinels last from each side: what arrives after them is
+			// counted too, so an echo would show.
+			publishAMQP(t, a, "room.1", 9000, 1)
+			publishAMQP(t, b, "room.1", 9001, 1)
+			for _, side := range []struct {
+				name, queue string
+				ch          *amqp.Channel
+			}{{"a", "seen-a", qa}, {"b", "seen-b", qb}} {
+				got := collect(t, side.ch, side.queue, 102, 30*time.Second)
+				count := map[uint64]int{}
+				for _, s := range got {
+					count[s]++
+				}
+				for s, c := range count {
+					if c != 1 {
+						t.Fatalf("broker %s got message %d %d times", side.name, s, c)
+					}
+				}
+				if n, err := side.ch.QueueDeclarePassive(side.queue, true, false, false, false, nil); err != nil || n.Messages != 0 {
+					t.Fatalf("broker %s has %d more messages after the sentinels: echoes", side.name, n.Messages)
+				}
+			}
+		})
 	}
 }
 

@@ -202,6 +202,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 	if !ok {
 		return
 	}
+	h.srv.log.Debug("mqtt: client disconnected", "client", cl.ID, "err", err, "cause", cl.StopCause())
 	s := v.(*session)
 	s.stop()
 	h.srv.mu.Lock()
