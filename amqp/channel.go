@@ -26,6 +26,10 @@ type channel struct {
 	limit     *core.Limit // basic.qos global=true: shared by all consumers of the channel
 	confirm   confirms
 	tx        *txState // non-nil after tx.select
+	scratch   struct { // reused by decode
+		publish wire.BasicPublish
+		ack     wire.BasicAck
+	}
 
 	mu          sync.Mutex
 	closed      bool // the channel is gone: refuse deliveries
@@ -69,7 +73,7 @@ func (ch *channel) handleFrame(f wire.Frame) error {
 		if ch.content.active {
 			return newError(wire.UnexpectedFrame, "expected content header for class 60, got non content header frame instead")
 		}
-		m, err = wire.DecodeMethod(f.Payload)
+		m, err = ch.decode(f.Payload)
 		if err != nil {
 			return err
 		}
@@ -96,6 +100,31 @@ func (ch *channel) handleFrame(f wire.Frame) error {
 	}
 	ch.fail(e)
 	return nil
+}
+
+// decode decodes a method frame. basic.publish and basic.ack, which come
+// once per message, are decoded into structs the channel reuses: the
+// handlers copy what they keep.
+func (ch *channel) decode(payload []byte) (wire.Method, error) {
+	if len(payload) >= 4 && payload[0] == 0 && payload[1] == byte(wire.ClassBasic) && payload[2] == 0 {
+		var m interface {
+			wire.Method
+			Decode([]byte) error
+		}
+		switch payload[3] {
+		case 40:
+			m = &ch.scratch.publish
+		case 80:
+			m = &ch.scratch.ack
+		}
+		if m != nil {
+			if err := m.Decode(payload[4:]); err != nil {
+				return nil, asAMQPError(err, m)
+			}
+			return m, nil
+		}
+	}
+	return wire.DecodeMethod(payload)
 }
 
 // handleWhileClosing answers the peer's side of a channel close we
