@@ -134,9 +134,28 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	})
 	server.Store(srv)
 
+	// Bridges before listeners: their queues must be bound before the
+	// first publish can arrive, or it would be routed nowhere.
+	node, err := nodeName(cfg)
+	if err != nil {
+		logger.Error("cannot name this node", "dir", cfg.DataDir, "err", err)
+		broker.Close()
+		return exitFailure
+	}
+	bridges, err := bridge.Start(broker, cfg.Bridges, bridge.Options{Node: node, Logger: logger})
+	if err != nil {
+		logger.Error("cannot start bridges", "err", err)
+		broker.Close()
+		return exitFailure
+	}
+	if len(cfg.Bridges) > 0 {
+		logger.Info("bridges started", "node", node, "links", len(cfg.Bridges))
+	}
+
 	ln, err := net.Listen("tcp", cfg.AMQPListen)
 	if err != nil {
 		logger.Error("cannot listen", "proto", "amqp", "addr", cfg.AMQPListen, "err", err)
+		bridges.Close()
 		broker.Close()
 		return exitFailure
 	}
@@ -145,6 +164,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	mq, err := mqtt.NewServer(broker, mqtt.Config{Users: users, Retained: store, Logger: logger})
 	if err != nil {
 		logger.Error("cannot start MQTT", "err", err)
+		bridges.Close()
 		ln.Close()
 		broker.Close()
 		return exitFailure
@@ -163,31 +183,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		if err != nil {
 			logger.Error("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
 			mq.Close()
+			bridges.Close()
 			ln.Close()
 			broker.Close()
 			return exitFailure
 		}
 		logger.Info("listener ready", "proto", l.proto, "addr", mln.Addr().String())
-	}
-
-	node, err := nodeName(cfg)
-	if err != nil {
-		logger.Error("cannot name this node", "dir", cfg.DataDir, "err", err)
-		mq.Close()
-		ln.Close()
-		broker.Close()
-		return exitFailure
-	}
-	bridges, err := bridge.Start(broker, cfg.Bridges, bridge.Options{Node: node, Logger: logger})
-	if err != nil {
-		logger.Error("cannot start bridges", "err", err)
-		mq.Close()
-		ln.Close()
-		broker.Close()
-		return exitFailure
-	}
-	if len(cfg.Bridges) > 0 {
-		logger.Info("bridges started", "node", node, "links", len(cfg.Bridges))
 	}
 
 	serveErr := make(chan error, 1)
