@@ -21,7 +21,7 @@ FUZZTIME ?= 20s
 # Extra flags for `make run`, e.g. make run ARGS='--log-level debug'.
 ARGS ?=
 
-.PHONY: build run test fuzz interop-amqp091 clean
+.PHONY: build run test fuzz interop interop-amqp091 clean bench bench-deps
 
 build:
 	$(GO) build -o bin/ferrymq ./cmd/ferrymq
@@ -45,9 +45,37 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./amqp/wire || exit 1; \
 	done
 
+# The bridge against real RabbitMQ and Mosquitto (Debian packages
+# rabbitmq-server and mosquitto), which the tests start on free ports.
+interop:
+	$(GO) test -tags realbrokers -run 'TestReal' -v -timeout 20m ./interop_test/
+
 # The amqp091-go client's own test suite, run against ferrymq.
 interop-amqp091:
 	$(GO) test -tags amqp091suite -run TestAMQP091Suite -v -timeout 20m ./interop_test/
+
+# Extra ferrybench flags for `make bench`, e.g. BENCH_ARGS='--reps 1 --duration 2s'.
+BENCH_ARGS ?=
+
+# ferrymq against RabbitMQ (with its MQTT plugin) and Mosquitto, each
+# started on free ports in a temporary directory when installed (make
+# bench-deps); every scenario against every broker, interleaved, medians of
+# up to 3 runs. Writes bench/results.md; about 15 minutes. Fails only when a
+# ferrymq run fails.
+bench: build
+	$(GO) build -o bin/ferrybench ./cmd/ferrybench
+	./bin/ferrybench --orchestrate --ferrymq-bin bin/ferrymq --bench-dir bench --out bench/results.md $(BENCH_ARGS)
+
+# The brokers `make bench` compares against, from Debian packages; apt runs
+# only when one is missing (as root, else through sudo).
+bench-deps:
+	@installed=$$(dpkg-query -W -f='$${Status}\n' rabbitmq-server mosquitto 2>/dev/null | grep -c '^install ok installed$$'); \
+	if [ "$$installed" = 2 ]; then \
+		echo "rabbitmq-server and mosquitto are installed"; \
+	else \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server mosquitto; \
+	fi
 
 # Leaves ./data alone: it is the broker's data, not a build product.
 clean:

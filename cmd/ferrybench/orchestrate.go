@@ -1,0 +1,644 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// orchestration is --orchestrate: the driver of `make bench`.
+type orchestration struct {
+	enabled    bool
+	ferrymqBin string
+	benchDir   string
+	out        string
+	brokers    string
+	reps       int
+	budget     time.Duration
+	keepTemp   bool
+}
+
+func (o *orchestration) flags(fs *flag.FlagSet) {
+	fs.BoolVar(&o.enabled, "orchestrate", false, "start ferrymq, RabbitMQ and Mosquitto on free ports, run the scenarios against each, interleaved, and write --out")
+	fs.StringVar(&o.ferrymqBin, "ferrymq-bin", "bin/ferrymq", "with --orchestrate: the ferrymq `binary`")
+	fs.StringVar(&o.benchDir, "bench-dir", "bench", "with --orchestrate: `directory` of rabbitmq.conf and mosquitto.conf templates")
+	fs.StringVar(&o.out, "out", "bench/results.md", "with --orchestrate: the Markdown `file` to write")
+	fs.StringVar(&o.brokers, "brokers", "ferrymq,rabbitmq,mosquitto", "with --orchestrate: brokers to start, when installed")
+	fs.IntVar(&o.reps, "reps", 3, "with --orchestrate: repetitions of every run (the tables show medians); fewer when --budget runs out")
+	fs.DurationVar(&o.budget, "budget", 13*time.Minute, "with --orchestrate: start no repetition that would end after this much time")
+	fs.BoolVar(&o.keepTemp, "keep-temp", false, "with --orchestrate: keep the brokers' temporary directory (data, configs, logs)")
+}
+
+// run starts the brokers, runs the plan rep by rep (every scenario against
+// every broker in turn, so that a slow minute of the machine hits them all),
+// stops the brokers and writes the report.
+func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag string, stdout, stderr io.Writer) int {
+	start := time.Now()
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "ferrybench: "+format+"\n", args...) }
+	if limit, err := raiseNoFile(); err != nil {
+		logf("cannot raise RLIMIT_NOFILE: %v", err)
+	} else if uint64(cfg.conns)+1024 > limit {
+		logf("RLIMIT_NOFILE is %d: idle-mqtt-conns uses %d connections instead of %d", limit, limit-1024, cfg.conns)
+		cfg.conns = int(limit - 1024)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		logf("%v", err)
+		return exitFail
+	}
+	tmp, err := os.MkdirTemp("", "ferrybench-")
+	if err != nil {
+		logf("%v", err)
+		return exitFail
+	}
+	keep := o.keepTemp
+	defer func() {
+		if keep {
+			logf("broker data, configs and logs kept in %s", tmp)
+			return
+		}
+		os.RemoveAll(tmp)
+	}()
+
+	var brokers []*brokerProc
+	var notes []string
+	defer func() {
+		for _, b := range brokers {
+			logf("stopping %s", b.name)
+			b.stop(30 * time.Second)
+		}
+	}()
+	for _, name := range strings.Split(o.brokers, ",") {
+		var b *brokerProc
+		var err error
+		t0 := time.Now()
+		switch strings.TrimSpace(name) {
+		case "ferrymq":
+			b, err = startFerrymq(ctx, o.ferrymqBin, tmp)
+		case "rabbitmq":
+			b, err = startRabbitMQ(ctx, o.benchDir, tmp)
+		case "mosquitto":
+			b, err = startMosquitto(ctx, o.benchDir, tmp)
+		case "":
+			continue
+		default:
+			logf("unknown broker %q in --brokers", name)
+			return exitUsage
+		}
+		if err != nil {
+			note := fmt.Sprintf("%s: not benchmarked: %v", name, err)
+			logf("%s", note)
+			notes = append(notes, note)
+			if !errors.Is(err, errNotInstalled) {
+				keep = true
+			}
+			if name == "ferrymq" {
+				return exitFail
+			}
+			continue
+		}
+		logf("%s (%s) ready in %.1fs, pid %d: amqp %q mqtt %q", b.name, b.version, time.Since(t0).Seconds(), b.pid, b.amqpURL, b.mqttURL)
+		brokers = append(brokers, b)
+	}
+
+	// The plan is made as if both protocols were available; each broker
+	// gets the scenarios its listeners allow.
+	planCfg := *cfg
+	planCfg.amqpURL, planCfg.mqttURL = "amqp://x/", "tcp://x:1"
+	plan, err := makePlan(scenarioFlag, &planCfg)
+	if err != nil {
+		logf("%v", err)
+		return exitUsage
+	}
+	// idle-mqtt-conns goes first, once, while the brokers are fresh: after
+	// the throughput runs a garbage-collected broker holds freed memory
+	// that new connections reuse and that it returns to the OS at its own
+	// pace, so RSS growth per connection would mean little.
+	var idle []planned
+	for i := 0; i < len(plan); i++ {
+		if plan[i].sc.name == "idle-mqtt-conns" {
+			idle = append(idle, plan[i])
+			plan = append(plan[:i], plan[i+1:]...)
+			i--
+		}
+	}
+
+	var results []result
+	reps := 0
+	var repTime time.Duration
+	for rep := 1; rep <= o.reps && ctx.Err() == nil; rep++ {
+		if rep > 1 && time.Since(start)+repTime > o.budget {
+			notes = append(notes, fmt.Sprintf("stopped after %d repetitions: another (%.0fs) would pass the %s budget", reps, repTime.Seconds(), o.budget))
+			break
+		}
+		t0 := time.Now()
+		runPlan := plan
+		if rep == 1 {
+			runPlan = append(idle, plan...)
+		}
+		for _, p := range runPlan {
+			for _, b := range brokers {
+				if ctx.Err() != nil {
+					break
+				}
+				if (p.sc.amqp && b.amqpURL == "") || (p.sc.mqtt && b.mqttURL == "") {
+					continue
+				}
+				if !b.running() {
+					logf("%s is no longer running; see %s", b.name, b.logPath)
+					continue
+				}
+				if quiet, broker, other := settle(ctx, b.pid); !quiet {
+					logf("starting anyway after %s: %s still at %.0f%% CPU (other processes %.0f%%)", settleMax, b.name, broker, other)
+				} else if other >= 40 {
+					logf("other processes use %.0f%% CPU; starting anyway", other)
+				}
+				logf("rep %d/%d: %s (%d B) on %s", rep, o.reps, p.sc.name, p.size, b.name)
+				res := o.runChild(ctx, self, cfg, p, b, stderr)
+				results = append(results, res)
+				if res.Error != "" && strings.HasPrefix(res.Error, "ferrybench child") {
+					fmt.Fprintln(stderr, summaryLine(res)) // the child could not say it
+				}
+			}
+		}
+		if ctx.Err() == nil {
+			reps = rep
+		}
+		repTime = time.Since(t0)
+	}
+	if ctx.Err() != nil {
+		logf("interrupted; writing what was measured")
+		notes = append(notes, "interrupted before the end")
+	}
+
+	rep := report{
+		started: start, elapsed: time.Since(start), reps: reps, cfg: cfg,
+		brokers: brokers, plan: append(idle, plan...), results: results, notes: notes,
+	}
+	var buf bytes.Buffer
+	rep.write(&buf)
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		logf("%v", err)
+		return exitFail
+	}
+	if err := os.WriteFile(o.out, buf.Bytes(), 0o644); err != nil {
+		logf("%v", err)
+		return exitFail
+	}
+	stdout.Write(buf.Bytes())
+	logf("wrote %s in %s", o.out, time.Since(start).Round(time.Second))
+	// Other brokers' failures (Mosquitto dropping PUBACKed messages past
+	// its queue limit, say) are findings for the report; ferrymq's fail
+	// the benchmark.
+	code := exitOK
+	for _, r := range results {
+		if !r.OK {
+			logf("FAIL %s (%d B) on %s: %s", r.Scenario, r.Size, r.Broker, r.Error)
+			if r.Broker == "ferrymq" {
+				code = exitFail
+			}
+		}
+	}
+	return code
+}
+
+// runChild runs one scenario against one broker in a child ferrybench, so
+// that no run inherits another's goroutines, connections or garbage.
+func (o *orchestration) runChild(ctx context.Context, self string, cfg *config, p planned, b *brokerProc, stderr io.Writer) result {
+	args := []string{
+		"--scenario", p.sc.name, "--size", strconv.Itoa(p.size), "--json",
+		"--broker-name", b.name, "--pid", strconv.Itoa(b.pid),
+		"--amqp-url", b.amqpURL, "--mqtt-url", b.mqttURL,
+		"--mqtt-version", strconv.Itoa(cfg.mqttVersion),
+		"--duration", cfg.duration.String(), "--messages", strconv.FormatInt(cfg.messages, 10),
+		"--window", strconv.Itoa(cfg.window), "--prefetch", strconv.Itoa(cfg.prefetch),
+		"--ack-every", strconv.Itoa(cfg.ackEvery), "--backlog", strconv.FormatInt(cfg.backlog, 10),
+		"--conns", strconv.Itoa(cfg.conns), "--drain-idle", cfg.drainIdle.String(),
+		"--progress=" + strconv.FormatBool(cfg.progress != nil),
+		"--plain-conns=" + strconv.FormatBool(cfg.plainConns),
+	}
+	limit := cfg.duration + 3*time.Minute
+	cctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, self, args...)
+	cmd.Stderr = stderr
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	err := cmd.Run()
+	res := result{Scenario: p.sc.name, Broker: b.name, Size: p.size}
+	sc := bufio.NewScanner(&out)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if line := sc.Bytes(); len(line) > 0 && line[0] == '{' {
+			if jerr := json.Unmarshal(line, &res); jerr == nil {
+				return res
+			}
+		}
+	}
+	res.OK = false
+	res.Error = fmt.Sprintf("ferrybench child printed no result: %v", err)
+	if cctx.Err() != nil {
+		res.Error = fmt.Sprintf("ferrybench child killed after %s", limit)
+	}
+	return res
+}
+
+// report is bench/results.md.
+type report struct {
+	started time.Time
+	elapsed time.Duration
+	reps    int
+	cfg     *config
+	brokers []*brokerProc
+	plan    []planned
+	results []result
+	notes   []string
+}
+
+// target is issue 6's goal for one scenario.
+type target struct {
+	text  string
+	ref   string  // broker the ratio must beat
+	ratio float64 // higher-is-better metrics: ferrymq ≥ ratio × ref
+}
+
+func targetFor(p planned) target {
+	switch p.sc.name {
+	case "amqp-1to1":
+		if p.size >= 1024 {
+			return target{"≥ 4× RabbitMQ", "rabbitmq", 4}
+		}
+		return target{"≥ 5× RabbitMQ", "rabbitmq", 5}
+	case "amqp-confirm-persistent":
+		return target{"≥ 2× RabbitMQ, with fsync before confirm", "rabbitmq", 2}
+	case "amqp-fanout10":
+		return target{"≥ 4× RabbitMQ", "rabbitmq", 4}
+	case "mqtt-qos0-1to1", "mqtt-qos1-1to1", "mqtt-fanin-100":
+		return target{"≥ 1.5× Mosquitto, nothing lost", "mosquitto", 1.5}
+	case "mqtt-to-amqp-qos0", "mqtt-to-amqp-qos1", "amqp-to-mqtt-qos0", "amqp-to-mqtt-qos1":
+		return target{"≥ 5× RabbitMQ", "rabbitmq", 5}
+	case "latency-amqp", "latency-mqtt-qos0":
+		return target{"p50 ≤ Mosquitto's MQTT QoS 0 p50", "mosquitto", 0}
+	case "idle-mqtt-conns":
+		return target{"≤ 8 KiB per connection", "", 0}
+	}
+	return target{}
+}
+
+// cellStats are the medians of one scenario on one broker.
+type cellStats struct {
+	runs, failed        int
+	rate, p50, p99      float64
+	perConn             float64
+	lost, lostConf, dup int64
+	rss                 int64
+	cpu, clientCPU      float64
+	otherCPU            float64
+	errors              []string
+	warnings            []string
+}
+
+func (rep *report) stats(p planned, broker string) *cellStats {
+	var c cellStats
+	var rates, p50s, p99s, perConns, cpus, ccpus, ocpus []float64
+	for _, r := range rep.results {
+		if r.Scenario != p.sc.name || r.Size != p.size || r.Broker != broker {
+			continue
+		}
+		c.runs++
+		if !r.OK {
+			c.failed++
+			c.errors = append(c.errors, r.Error)
+		}
+		if r.Warning != "" {
+			c.warnings = append(c.warnings, r.Warning)
+		}
+		if r.MsgPerSec > 0 {
+			rates = append(rates, r.MsgPerSec)
+			p50s = append(p50s, r.P50us)
+			p99s = append(p99s, r.P99us)
+		}
+		if r.RSSPerConnKiB != 0 {
+			perConns = append(perConns, r.RSSPerConnKiB)
+		}
+		cpus = append(cpus, r.CPUPct)
+		ccpus = append(ccpus, r.ClientCPUPct)
+		ocpus = append(ocpus, r.OtherCPUPct)
+		c.lost += r.Lost
+		c.lostConf += r.LostConfirmed
+		c.dup += r.Dup
+		c.rss = max(c.rss, r.RSSKiB)
+	}
+	if c.runs == 0 {
+		return nil
+	}
+	c.rate, c.p50, c.p99 = median(rates), median(p50s), median(p99s)
+	c.perConn, c.cpu, c.clientCPU, c.otherCPU = median(perConns), median(cpus), median(ccpus), median(ocpus)
+	return &c
+}
+
+var brokerTitles = map[string]string{"ferrymq": "ferrymq", "rabbitmq": "RabbitMQ", "mosquitto": "Mosquitto"}
+
+func title(b string) string {
+	if t, ok := brokerTitles[b]; ok {
+		return t
+	}
+	return b
+}
+
+func variant(p planned) string {
+	if p.sc.name == "idle-mqtt-conns" {
+		return p.sc.name
+	}
+	if p.size >= 1024 && p.size%1024 == 0 {
+		return fmt.Sprintf("%s (%d KiB)", p.sc.name, p.size/1024)
+	}
+	return fmt.Sprintf("%s (%d B)", p.sc.name, p.size)
+}
+
+func (rep *report) write(w io.Writer) {
+	fmt.Fprintf(w, "# ferrymq benchmark results\n\n")
+	fmt.Fprintf(w, "Written by `make bench` (`ferrybench --orchestrate`) on %s, in %s.\n\n",
+		rep.started.UTC().Format("2006-01-02 15:04 UTC"), rep.elapsed.Round(time.Second))
+	fmt.Fprintf(w, "- Machine: %s\n", machine())
+	fmt.Fprintf(w, "- Brokers: ")
+	for i, b := range rep.brokers {
+		if i > 0 {
+			fmt.Fprint(w, "; ")
+		}
+		fmt.Fprintf(w, "%s `%s`", title(b.name), b.version)
+	}
+	fmt.Fprintf(w, ". All on 127.0.0.1, started by the orchestrator on free ports with the configs in `bench/`.\n")
+	fmt.Fprintf(w, "- Client: ferrybench (%s; amqp091-go, MQTT %s via %s), on the same machine, one process per run.\n",
+		runtime.Version(), map[int]string{3: "3.1.1", 5: "5"}[rep.cfg.mqttVersion],
+		map[int]string{3: "paho.mqtt.golang", 5: "paho.golang"}[rep.cfg.mqttVersion])
+	what := fmt.Sprintf("%s of publishing", rep.cfg.duration)
+	if rep.cfg.messages > 0 {
+		what = fmt.Sprintf("%d messages", rep.cfg.messages)
+	}
+	fmt.Fprintf(w, "- Each cell is the median of %d runs (%s each), brokers interleaved run by run; idle-mqtt-conns (%d connections) runs once, first, on the fresh brokers. Window %d, prefetch %d, ack every %d, backlog %d.\n",
+		rep.reps, what, rep.cfg.conns, rep.cfg.window, rep.cfg.prefetch, rep.cfg.ackEvery, rep.cfg.backlog)
+	fmt.Fprintf(w, "- Before each run the orchestrator waits until the broker is idle (at most %s) and, for at most %s, until other processes are. They still used a median %.0f%% CPU (of %d00%%) during the runs (`other_cpu_pct`, in the resources table); the numbers move with that.\n",
+		settleMax, otherWait, rep.otherCPU(), runtime.NumCPU())
+	for _, n := range rep.notes {
+		fmt.Fprintf(w, "- Note: %s\n", n)
+	}
+	names := []string{}
+	for _, b := range rep.brokers {
+		names = append(names, b.name)
+	}
+
+	fmt.Fprintf(w, "\n## Results\n\n")
+	fmt.Fprintf(w, "Throughput in messages (deliveries for fanout) per second, higher is better; latency p50 and idle memory, lower is better. ")
+	fmt.Fprintf(w, "The ratio is ferrymq / the best other broker: above 1 ferrymq is ahead on throughput, below 1 it is ahead on latency and memory.\n\n")
+	fmt.Fprintf(w, "| scenario | unit |")
+	for _, n := range names {
+		fmt.Fprintf(w, " %s |", title(n))
+	}
+	fmt.Fprintf(w, " ferrymq / best other | target (issue 6) | met |\n|---|---|")
+	for range names {
+		fmt.Fprint(w, "---:|")
+	}
+	fmt.Fprint(w, "---:|---|---|\n")
+	for _, p := range rep.plan {
+		lowerBetter := p.sc.name == "idle-mqtt-conns" || strings.HasPrefix(p.sc.name, "latency-")
+		unit := p.sc.unit
+		value := func(c *cellStats) float64 { return c.rate }
+		switch {
+		case p.sc.name == "idle-mqtt-conns":
+			unit = "KiB RSS / conn"
+			value = func(c *cellStats) float64 { return c.perConn }
+		case lowerBetter:
+			unit = "p50 µs (p99)"
+			value = func(c *cellStats) float64 { return c.p50 }
+		}
+		cells := map[string]*cellStats{}
+		fmt.Fprintf(w, "| %s | %s |", variant(p), unit)
+		for _, n := range names {
+			c := rep.stats(p, n)
+			cells[n] = c
+			switch {
+			case c == nil:
+				fmt.Fprint(w, " – |")
+				continue
+			case value(c) == 0:
+				fmt.Fprint(w, " failed |")
+				continue
+			}
+			s := human(value(c))
+			switch {
+			case p.sc.name == "idle-mqtt-conns" && c.perConn < 0:
+				s = fmt.Sprintf("%.2f (RSS fell: not meaningful)", c.perConn)
+			case p.sc.name == "idle-mqtt-conns":
+				s = fmt.Sprintf("%.2f", c.perConn)
+			case lowerBetter:
+				s = fmt.Sprintf("%.0f (%.0f)", c.p50, c.p99)
+			}
+			if c.lostConf > 0 || c.failed > 0 {
+				s += " ⚠"
+			}
+			fmt.Fprintf(w, " %s |", s)
+		}
+		// Ratio against the best other broker.
+		fm := cells["ferrymq"]
+		best := 0.0
+		for n, c := range cells {
+			if n == "ferrymq" || c == nil || value(c) == 0 {
+				continue
+			}
+			if v := value(c); v < 0 {
+				continue
+			} else if best == 0 || (lowerBetter && v < best) || (!lowerBetter && v > best) {
+				best = v
+			}
+		}
+		ratio := "–"
+		if fm != nil && value(fm) > 0 && best > 0 {
+			ratio = fmt.Sprintf("%.2f×", value(fm)/best)
+		}
+		t := targetFor(p)
+		met := "–"
+		if fm != nil {
+			met = targetMet(p, t, fm, cells, rep)
+		}
+		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, t.text, met)
+	}
+	fmt.Fprintf(w, "\n⚠: a run of this cell failed or lost acknowledged messages; see the delivery table.\n")
+
+	fmt.Fprintf(w, "\n## Delivery checks\n\n")
+	fmt.Fprintf(w, "Summed over the runs. Lost counts every published message that never arrived; \"confirmed\" counts those the broker had acknowledged (publisher confirm, PUBACK, or a cleanly closed AMQP channel), which fail the run unless delivery was QoS 0.\n\n")
+	fmt.Fprintf(w, "| scenario | broker | runs | failed | lost | lost confirmed | dup | notes |\n|---|---|---:|---:|---:|---:|---:|---|\n")
+	for _, p := range rep.plan {
+		for _, n := range names {
+			c := rep.stats(p, n)
+			if c == nil {
+				continue
+			}
+			var why []string
+			why = append(why, dedupe(c.errors)...)
+			why = append(why, dedupe(c.warnings)...)
+			fmt.Fprintf(w, "| %s | %s | %d | %d | %d | %d | %d | %s |\n", variant(p), title(n), c.runs, c.failed, c.lost, c.lostConf, c.dup,
+				strings.ReplaceAll(strings.Join(why, "; "), "|", "/"))
+		}
+	}
+
+	fmt.Fprintf(w, "\n## Resources\n\n")
+	fmt.Fprintf(w, "Broker peak RSS (max over runs) and median CPU (percent of one core; the machine has %d), and the load client's median CPU. A client near 100%% per busy goroutine means the client, not the broker, may be the limit.\n\n", runtime.NumCPU())
+	fmt.Fprintf(w, "| scenario | broker | peak RSS | broker CPU | client CPU | other processes CPU |\n|---|---|---:|---:|---:|---:|\n")
+	for _, p := range rep.plan {
+		for _, n := range names {
+			c := rep.stats(p, n)
+			if c == nil {
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %s | %.1f MiB | %.0f%% | %.0f%% | %.0f%% |\n", variant(p), title(n), float64(c.rss)/1024, c.cpu, c.clientCPU, c.otherCPU)
+		}
+	}
+
+	fmt.Fprintf(w, "\n## All runs\n\n<details><summary>One JSON line per run, as printed by ferrybench --json</summary>\n\n```\n")
+	for _, r := range rep.results {
+		line, _ := json.Marshal(r)
+		fmt.Fprintf(w, "%s\n", line)
+	}
+	fmt.Fprintf(w, "```\n\n</details>\n")
+}
+
+// targetMet says whether ferrymq's cell meets t: yes, no, or – when the
+// reference broker did not run.
+func targetMet(p planned, t target, fm *cellStats, cells map[string]*cellStats, rep *report) string {
+	if fm.failed > 0 || fm.lostConf > 0 {
+		return "no (delivery failures)"
+	}
+	yesNo := func(ok bool) string {
+		if ok {
+			return "yes"
+		}
+		return "no"
+	}
+	switch {
+	case p.sc.name == "idle-mqtt-conns":
+		if fm.perConn <= 0 {
+			return "–"
+		}
+		return yesNo(fm.perConn <= 8)
+	case strings.HasPrefix(p.sc.name, "latency-"):
+		// The reference is Mosquitto's MQTT QoS 0 p50, for both protocols.
+		for _, q := range rep.plan {
+			if q.sc.name == "latency-mqtt-qos0" {
+				if ref := rep.stats(q, "mosquitto"); ref != nil && ref.p50 > 0 && fm.p50 > 0 {
+					return yesNo(fm.p50 <= ref.p50)
+				}
+			}
+		}
+		return "–"
+	}
+	ref := cells[t.ref]
+	if ref == nil || ref.rate == 0 {
+		return "–"
+	}
+	return yesNo(fm.rate >= t.ratio*ref.rate)
+}
+
+func dedupe(xs []string) []string {
+	seen := map[string]int{}
+	var out []string
+	for _, x := range xs {
+		if seen[x] == 0 {
+			out = append(out, x)
+		}
+		seen[x]++
+	}
+	for i, x := range out {
+		if n := seen[x]; n > 1 {
+			out[i] = fmt.Sprintf("%s (×%d)", x, n)
+		}
+	}
+	return out
+}
+
+// machine describes the host: CPU model and count, memory, kernel.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				f := strings.Fields(rest)
+				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					mem = fmt.Sprintf(", %.1f GiB RAM", float64(kb)/(1<<20))
+				}
+			}
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = ", Linux " + strings.TrimSpace(string(b))
+	}
+	return fmt.Sprintf("%d × %s%s%s", runtime.NumCPU(), model, mem, kernel)
+}
+
+// otherCPU is the median CPU use of the rest of the machine over all runs.
+func (rep *report) otherCPU() float64 {
+	var xs []float64
+	for _, r := range rep.results {
+		xs = append(xs, r.OtherCPUPct)
+	}
+	return median(xs)
+}
+
+// settleMax bounds how long settle waits for a busy broker; otherWait,
+// how long it waits for other processes.
+const (
+	settleMax = 15 * time.Second
+	otherWait = 3 * time.Second
+)
+
+// settle waits until the broker has calmed down from the previous run
+// (closing 10,000 connections keeps RabbitMQ busy for a while; a store
+// compacts), at most settleMax, and then, at most otherWait from the
+// start, until the rest of the machine is fairly idle too: on a shared
+// machine other work comes and goes, and interleaving spreads what remains
+// over all brokers. It reports whether the broker calmed down, with the
+// last CPU readings (percent of one core).
+func settle(ctx context.Context, pid int) (quiet bool, broker, other float64) {
+	start := time.Now()
+	for ctx.Err() == nil {
+		a, errA := readProc(pid)
+		sys0, at, errS := systemBusy()
+		time.Sleep(300 * time.Millisecond)
+		b, errB := readProc(pid)
+		total := busySince(sys0, at)
+		if errA != nil || errB != nil || errS != nil || total < 0 {
+			return true, 0, 0 // nothing to wait for that we can see
+		}
+		broker = cpuPercent(a, b)
+		other = max(0, total-broker)
+		if broker < 15 && (other < 40 || time.Since(start) > otherWait) {
+			return true, broker, other
+		}
+		if time.Since(start) > settleMax {
+			return false, broker, other
+		}
+	}
+	return false, broker, other
+}
