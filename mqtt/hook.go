@@ -108,7 +108,6 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		version: cl.Properties.ProtocolVersion,
 		subs:    map[string][]subscription{}, cons: map[string]*core.Consumer{},
 		flight: map[uint16]inflight{}, subacks: map[uint16][]byte{}, replays: map[uint16][]replay{},
-		kick: make(chan struct{}, 1), done: make(chan struct{}),
 		maxPacket: props.MaximumPacketSize,
 		willProps: l.willProps,
 	}
@@ -182,10 +181,10 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	h.sessions.Store(cl, s)
 }
 
-// OnSessionEstablished starts the session's writer once CONNACK is out.
+// OnSessionEstablished resends the PUBRELs the session owes once CONNACK
+// is out.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	if s := h.session(cl); s != nil {
-		go s.writeLoop()
 		s.resendPubrels()
 	}
 }

@@ -113,8 +113,11 @@ type session struct {
 	settles []settleReq
 	subacks map[uint16][]byte
 	replays map[uint16][]replay
-	kick    chan struct{}
-	done    chan struct{}
+	// writing is set while a writeLoop goroutine runs. It starts when
+	// there is something to write and ends when there is not: an idle
+	// connection, the common case for IoT devices, costs no goroutine
+	// of ours.
+	writing bool
 }
 
 // replay is a retained-message replay owed to a new subscription once its
@@ -132,13 +135,12 @@ func sharedQueueName(group, filter string) string {
 	return "mqtt-shared-" + group + "-" + BindingKey(filter)
 }
 
-// signalLocked wakes the writer after out went from empty to non-empty.
+// signalLocked starts the writer after out went from empty to non-empty
+// (or settles were queued), unless it runs already.
 func (s *session) signalLocked(before int) {
-	if before == 0 {
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
+	if before == 0 && !s.writing && !s.closed {
+		s.writing = true
+		go s.writeLoop()
 	}
 }
 
@@ -172,17 +174,18 @@ func (s *session) appendLocked(pk *packets.Packet) error {
 }
 
 // writeLoop writes the output buffer, then settles what deliveries decided
-// to settle and resumes consumers refused for lack of room. Writes take
-// the mochi client's lock, which mochi holds for its own writes (CONNACK,
-// SUBACK, PINGRESP), so packets never interleave.
+// to settle and resumes consumers refused for lack of room, until there is
+// nothing left to do. Writes take the mochi client's lock, which mochi
+// holds for its own writes (CONNACK, SUBACK, PINGRESP), so packets never
+// interleave.
 func (s *session) writeLoop() {
 	for {
-		select {
-		case <-s.kick:
-		case <-s.done:
+		s.mu.Lock()
+		if s.closed || (len(s.out) == 0 && len(s.settles) == 0) {
+			s.writing = false
+			s.mu.Unlock()
 			return
 		}
-		s.mu.Lock()
 		buf := s.out
 		s.out, s.spare = s.spare[:0], nil
 		settles := s.settles
@@ -194,6 +197,9 @@ func (s *session) writeLoop() {
 			_, err := s.cl.Net.Conn.Write(buf)
 			s.cl.Unlock()
 			if err != nil {
+				s.mu.Lock()
+				s.writing = false
+				s.mu.Unlock()
 				s.cl.Stop(err)
 				return
 			}
@@ -421,7 +427,6 @@ func (s *session) stop() {
 	settles := s.settles
 	s.settles = nil
 	s.mu.Unlock()
-	close(s.done)
 	s.acks.Close()
 	for _, r := range settles {
 		r.q.Settle(r.c, []uint64{r.seq}, core.Ack)
