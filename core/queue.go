@@ -143,9 +143,9 @@ func (q *Queue) Counts() (messages, consumers uint32) {
 
 // QueueStats are a queue's figures for status reports.
 type QueueStats struct {
-	Messages  int    // ready
-	Bytes     int64  // body bytes of the ready messages
-	Unacked   int    // delivered, not yet settled
+	Messages  int   // ready
+	Bytes     int64 // body bytes of the ready messages
+	Unacked   int   // delivered, not yet settled
 	Consumers int
 	Dropped   uint64 // dropped from the head by a length limit, since start
 }

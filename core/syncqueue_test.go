@@ -37,11 +37,11 @@ func TestSyncQueueOrder(t *testing.T) {
 			got = append(got, fmt.Sprintf("%s:%v:%v", it, err != nil, fromStore))
 		}
 	})
-	q.Add(0, "a")  // nothing waits: released at once
-	q.Add(5, "b")  // waits for 5
-	q.Add(0, "c")  // waits behind b
-	q.Add(7, "d")  // waits for 7
-	q.Add(0, "e")  // behind d: the last item has position 0
+	q.Add(0, "a")   // nothing waits: released at once
+	q.Add(5, "b")   // waits for 5
+	q.Add(0, "c")   // waits behind b
+	q.Add(7, "d")   // waits for 7
+	q.Add(0, "e")   // behind d: the last item has position 0
 	st.fire(5, nil) // b and c go; must re-notify for 7 although e has 0
 	if len(st.pos) != 1 || st.pos[0] != 7 {
 		t.Fatalf("re-notified for %v, want [7]", st.pos)

@@ -90,17 +90,21 @@ type Store struct {
 	// mu guards the log and the waiters; it is held only to append or to
 	// swap slices, never across I/O, because core appends with its queue
 	// locks held.
-	mu       sync.Mutex
-	pos      uint64                // last position handed out
-	taken    uint64                // last position the writer has taken
-	ops      []op                  // appended, not yet taken by the writer
-	spare    []op                  // the writer's previous batch, cleared, reused as ops
-	pending  map[uint64]pendingMsg // messages appended and not yet committed, for Load
-	waiters  []waiter
-	synced   uint64 // every position up to it is committed
-	closing  bool   // Close has begun: the writer's next batch is its last
-	closed   bool   // the writer has stopped: appends are dropped
-	closeErr error  // set with closed: what the last waiters were told
+	mu      sync.Mutex
+	pos     uint64                // last position handed out
+	taken   uint64                // last position the writer has taken
+	ops     []op                  // appended, not yet taken by the writer
+	spare   []op                  // the writer's previous batch, cleared, reused as ops
+	pending map[uint64]pendingMsg // messages appended and not yet committed, for Load
+	waiters []waiter
+	synced  uint64 // every position up to it is committed
+	// failures are the latest committed batches in which an op was
+	// skipped, so that a waiter registering after the commit still learns
+	// of it. Bounded: only the most recent maxFailures are kept.
+	failures []failure
+	closing  bool  // Close has begun: the writer's next batch is its last
+	closed   bool  // the writer has stopped: appends are dropped
+	closeErr error // set with closed: what the last waiters were told
 
 	kick chan struct{} // wakes the writer; capacity 1, sent without blocking
 
@@ -417,6 +421,25 @@ func (s *Store) Notify(pos uint64, w core.SyncWaiter) {
 	}
 }
 
+// failure is a committed batch whose ops from from on were told err.
+type failure struct {
+	from, to uint64
+	err      error
+}
+
+const maxFailures = 64
+
+// failedLocked returns the error a waiter at committed position pos must
+// get if an op at or before it in its batch was skipped; s.mu is held.
+func (s *Store) failedLocked(pos uint64) error {
+	for _, f := range s.failures {
+		if pos >= f.from && pos <= f.to {
+			return f.err
+		}
+	}
+	return nil
+}
+
 // chanWaiter is the SyncWaiter of Wait.
 type chanWaiter chan error
 
@@ -426,8 +449,9 @@ func (c chanWaiter) Synced(_ uint64, err error) { c <- err }
 func (s *Store) Wait(pos uint64) error {
 	s.mu.Lock()
 	if pos <= s.synced {
+		err := s.failedLocked(pos)
 		s.mu.Unlock()
-		return nil
+		return err
 	}
 	if s.closed {
 		err := s.closeErr

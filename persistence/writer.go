@@ -339,6 +339,12 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 	}
 
 	s.mu.Lock()
+	if err == nil && w.opErr != nil {
+		if len(s.failures) == maxFailures {
+			s.failures = append(s.failures[:0], s.failures[1:]...)
+		}
+		s.failures = append(s.failures, failure{from: w.opErrPos, to: last, err: w.opErr})
+	}
 	if err == nil {
 		s.synced = last
 		for _, id := range w.ids {
@@ -417,6 +423,11 @@ func (s *Store) tell(ready []waiter, synced uint64, err, opErr error, opErrPos u
 			e = err
 		case opErr != nil && wt.pos >= opErrPos:
 			e = opErr
+		default:
+			// A waiter that registered after its batch committed.
+			s.mu.Lock()
+			e = s.failedLocked(wt.pos)
+			s.mu.Unlock()
 		}
 		wt.w.Synced(wt.pos, e)
 		ready[i] = waiter{}
