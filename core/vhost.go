@@ -301,16 +301,27 @@ func (v *VHost) BindQueue(queue, exchange, key string, args Table, owner uint64)
 	return v.topology(func() error { return v.bindQueueLocked(queue, exchange, key, args, owner) })
 }
 
-func (v *VHost) bindQueueLocked(queue, exchange, key string, args Table, owner uint64) error {
-	x, err := v.lookupSourceLocked(exchange)
+// queueBindingLocked resolves the exchange and queue of queue.bind and
+// queue.unbind, with their errors in RabbitMQ's order: the exchange
+// (403, 404), then the queue (404), then exclusivity (405). mu is held.
+func (v *VHost) queueBindingLocked(queue, source string, owner uint64) (*exchange, *Queue, error) {
+	x, err := v.lookupSourceLocked(source)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	q := v.queues[queue]
 	if q == nil {
-		return v.noQueue(queue)
+		return nil, nil, v.noQueue(queue)
 	}
 	if err := q.CheckAccess(owner); err != nil {
+		return nil, nil, err
+	}
+	return x, q, nil
+}
+
+func (v *VHost) bindQueueLocked(queue, exchange, key string, args Table, owner uint64) error {
+	x, q, err := v.queueBindingLocked(queue, exchange, owner)
+	if err != nil {
 		return err
 	}
 	if err := validateBinding(x, args); err != nil {
@@ -335,15 +346,8 @@ func (v *VHost) UnbindQueue(queue, exchange, key string, args Table, owner uint6
 }
 
 func (v *VHost) unbindQueueLocked(queue, exchange, key string, args Table, owner uint64) error {
-	x, err := v.lookupSourceLocked(exchange)
+	x, q, err := v.queueBindingLocked(queue, exchange, owner)
 	if err != nil {
-		return err
-	}
-	q := v.queues[queue]
-	if q == nil {
-		return v.noQueue(queue)
-	}
-	if err := q.CheckAccess(owner); err != nil {
 		return err
 	}
 	x.mu.Lock()
