@@ -181,11 +181,12 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	h.sessions.Store(cl, s)
 }
 
-// OnSessionEstablished resends the PUBRELs the session owes once CONNACK
-// is out.
+// OnSessionEstablished lets the session write once CONNACK is out, and
+// resends the PUBRELs it owes.
 func (h *hook) OnSessionEstablished(cl *mochi.Client, pk packets.Packet) {
 	if s := h.session(cl); s != nil {
 		s.resendPubrels()
+		s.established()
 	}
 }
 

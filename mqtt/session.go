@@ -118,6 +118,9 @@ type session struct {
 	// connection, the common case for IoT devices, costs no goroutine
 	// of ours.
 	writing bool
+	// connacked is set once mochi has written CONNACK: nothing of ours may
+	// go out before it, though a resumed session's queues deliver earlier.
+	connacked bool
 }
 
 // replay is a retained-message replay owed to a new subscription once its
@@ -138,7 +141,7 @@ func sharedQueueName(group, filter string) string {
 // signalLocked starts the writer after out went from empty to non-empty
 // (or settles were queued), unless it runs already.
 func (s *session) signalLocked(before int) {
-	if before == 0 && !s.writing && !s.closed {
+	if before == 0 && !s.writing && !s.closed && s.connacked {
 		s.writing = true
 		go s.writeLoop()
 	}
@@ -171,6 +174,17 @@ func (s *session) appendLocked(pk *packets.Packet) error {
 	s.out = append(s.out, s.enc.Bytes()...)
 	s.signalLocked(n)
 	return nil
+}
+
+// established lets the writer go once CONNACK is out, and starts it if
+// deliveries are already waiting.
+func (s *session) established() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.connacked = true
+	if len(s.out) > 0 || len(s.settles) > 0 {
+		s.signalLocked(0)
+	}
 }
 
 // writeLoop writes the output buffer, then settles what deliveries decided
