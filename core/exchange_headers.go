@@ -152,47 +152,17 @@ func headerValueEqual(want, got any) bool {
 		}
 		return false
 	case float32:
-		g, ok := headerFloat(got)
+		g, ok := floatArg(got)
 		return ok && math.Float64bits(float64(w)) == math.Float64bits(g)
 	case float64:
-		g, ok := headerFloat(got)
+		g, ok := floatArg(got)
 		return ok && math.Float64bits(w) == math.Float64bits(g)
 	}
-	if w, ok := headerInt(want); ok {
-		g, ok := headerInt(got)
+	if w, ok := IntArg(want); ok {
+		g, ok := IntArg(got)
 		return ok && w == g
 	}
 	return fieldValueEqual(want, got)
-}
-
-func headerInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int8:
-		return int64(x), true
-	case uint8:
-		return int64(x), true
-	case int16:
-		return int64(x), true
-	case uint16:
-		return int64(x), true
-	case int32:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	case int64:
-		return x, true
-	}
-	return 0, false
-}
-
-func headerFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float32:
-		return float64(x), true
-	case float64:
-		return x, true
-	}
-	return 0, false
 }
 
 // validHeadersMatch checks the x-match argument of a headers-exchange binding

@@ -371,17 +371,27 @@ func (v *VHost) BindExchange(destination, source, key string, args Table) error 
 	return v.topology(func() error { return v.bindExchangeLocked(destination, source, key, args) })
 }
 
-func (v *VHost) bindExchangeLocked(destination, source, key string, args Table) error {
+// exchangeBindingLocked resolves the exchanges of exchange.bind and
+// exchange.unbind, with their errors in RabbitMQ's order: the default
+// exchange on either side (403), then the source, then the destination
+// (404). mu is held.
+func (v *VHost) exchangeBindingLocked(destination, source string) (src, dst *exchange, err error) {
 	if destination == "" {
-		return errDefaultExchange()
+		return nil, nil, errDefaultExchange()
 	}
-	src, err := v.lookupSourceLocked(source)
+	if src, err = v.lookupSourceLocked(source); err != nil {
+		return nil, nil, err
+	}
+	if dst = v.exchanges[destination]; dst == nil {
+		return nil, nil, v.noExchange(destination)
+	}
+	return src, dst, nil
+}
+
+func (v *VHost) bindExchangeLocked(destination, source, key string, args Table) error {
+	src, dst, err := v.exchangeBindingLocked(destination, source)
 	if err != nil {
 		return err
-	}
-	dst := v.exchanges[destination]
-	if dst == nil {
-		return v.noExchange(destination)
 	}
 	if err := validateBinding(src, args); err != nil {
 		return err
@@ -403,16 +413,9 @@ func (v *VHost) UnbindExchange(destination, source, key string, args Table) erro
 }
 
 func (v *VHost) unbindExchangeLocked(destination, source, key string, args Table) error {
-	if destination == "" {
-		return errDefaultExchange()
-	}
-	src, err := v.lookupSourceLocked(source)
+	src, dst, err := v.exchangeBindingLocked(destination, source)
 	if err != nil {
 		return err
-	}
-	dst := v.exchanges[destination]
-	if dst == nil {
-		return v.noExchange(destination)
 	}
 	src.mu.Lock()
 	b := src.m.remove(&Binding{Source: src.name, Destination: dst.name, ToExchange: true, RoutingKey: key, Arguments: args})
