@@ -89,10 +89,13 @@ func Start(b *core.Broker, links []Link, opts Options) (*Manager, error) {
 		m.links = append(m.links, r)
 	}
 	// A message pushed into this broker by another node's outbound link
-	// that already passed through here is a loop: drop it.
-	b.AddPublishHook(func(_ string, msg *core.Message) bool {
-		return msg.Origin == m.origin || !via(msg, opts.Node)
-	})
+	// that already passed through here is a loop: drop it. Without links
+	// no message can carry this node's name, and publishes skip the check.
+	if len(m.links) > 0 {
+		b.AddPublishHook(func(_ string, msg *core.Message) bool {
+			return msg.Origin == m.origin || !via(msg, opts.Node)
+		})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	for _, r := range m.links {
