@@ -1,16 +1,17 @@
 package mqtt
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
 )
@@ -31,6 +32,9 @@ type Config struct {
 	// Prefetch caps how many QoS 1 and 2 deliveries a client may have
 	// unacknowledged, below its own receive maximum [1000].
 	Prefetch uint16
+	// TopicAliasMaximum is how many topic aliases an MQTT 5 client may
+	// set [64].
+	TopicAliasMaximum uint16
 }
 
 func (c *Config) setDefaults() {
@@ -52,34 +56,40 @@ func (c *Config) setDefaults() {
 	if c.Prefetch == 0 {
 		c.Prefetch = 1000
 	}
+	if c.TopicAliasMaximum == 0 {
+		c.TopicAliasMaximum = 64
+	}
 }
 
-// Server is the MQTT listener: mochi-mqtt parses packets, keeps
-// connections and runs keepalives; everything else - routing,
-// subscriptions, QoS state, retained messages, wills - is ferrymq's, on
-// core, so that every message is routed once, by core, whichever protocol
-// published it.
+// Server is the MQTT listener. mochi-mqtt's packets package is its codec;
+// connections, sessions, routing, QoS state, retained messages and wills
+// are ferrymq's, on core, so that every message is routed once, by core,
+// whichever protocol published it. (mochi's own server keeps two
+// goroutines and a few kilobytes of buffers per connection; ours parks
+// idle connections in epoll.)
 type Server struct {
 	broker *core.Broker
 	cfg    Config
 	log    *slog.Logger
-	mochi  *mochi.Server
-	hook   *hook
+	poller *poller // nil where idle clients cannot park
 
 	origins  atomic.Uint64 // Message.Origin of each session, for no-local
 	retained retainedIndex
 
-	mu       sync.Mutex
-	sessions map[string]*state // by vhost + "\x00" + client id; what outlives a connection
-	started  bool
-	closed   bool
+	mu        sync.Mutex
+	sessions  map[string]*state // by vhost + "\x00" + client id; what outlives a connection
+	clients   map[*client]struct{}
+	listeners []io.Closer
+	closed    bool
+	accepting sync.WaitGroup // accept loops
+	live      sync.WaitGroup // clients not finished
 }
 
 // NewServer returns a Server for b, with the stored retained messages
 // loaded.
 func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	s := &Server{broker: b, cfg: cfg, log: cfg.Logger, sessions: make(map[string]*state)}
+	s := &Server{broker: b, cfg: cfg, log: cfg.Logger, sessions: make(map[string]*state), clients: make(map[*client]struct{})}
 	s.retained.init()
 	if cfg.Retained != nil {
 		err := cfg.Retained.RetainedMessages(func(vhost, topic string, msg *core.Message) error {
@@ -90,59 +100,82 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("mqtt: loading retained messages: %w", err)
 		}
 	}
-	caps := mochi.NewDefaultServerCapabilities()
-	caps.MaximumPacketSize = cfg.MaxPacketSize
-	caps.ReceiveMaximum = cfg.ReceiveMaximum
-	caps.MaximumInflight = cfg.Prefetch
-	// mochi would expire in-flight and retained messages after this; ours
-	// live in core, which has its own TTLs.
-	caps.MaximumMessageExpiryInterval = 0
-	caps.TopicAliasMaximum = 64
-	caps.MaximumClientWritesPending = 1
-	s.mochi = mochi.New(&mochi.Options{
-		Capabilities:             caps,
-		Logger:                   slog.New(quiet{cfg.Logger.Handler()}).With("component", "mochi"),
-		InlineClient:             false,
-		ClientNetReadBufferSize:  2048,
-		ClientNetWriteBufferSize: 2048,
-		SysTopicResendInterval:   1 << 30,
-	})
-	b.AddPublishHook(s.retainFromAMQP)
-	s.hook = &hook{srv: s}
-	if err := s.mochi.AddHook(s.hook, nil); err != nil {
-		return nil, fmt.Errorf("mqtt: %w", err)
+	p, err := newPoller(s.log)
+	if err != nil {
+		return nil, err
 	}
+	s.poller = p
+	b.AddPublishHook(s.retainFromAMQP)
 	return s, nil
 }
 
 // Serve serves MQTT on ln (plain TCP) until Close. It returns at once;
 // connections are handled on their own goroutines.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.add(&listener{id: "tcp-" + ln.Addr().String(), proto: "tcp", ln: ln, log: s.log})
-}
-
-// ServeWebSocket serves MQTT over WebSocket on ln, at path.
-func (s *Server) ServeWebSocket(ln net.Listener, path string) error {
-	return s.add(newWSListener(ln, path, s.log))
-}
-
-func (s *Server) add(l listeners.Listener) error {
-	if err := s.mochi.AddListener(l); err != nil {
-		return fmt.Errorf("mqtt: %w", err)
+	if !s.addListener(ln) {
+		return net.ErrClosed
 	}
-	s.mu.Lock()
-	started := s.started
-	s.started = true
-	s.mu.Unlock()
-	if !started {
-		return s.mochi.Serve() // serves every listener added so far
-	}
-	s.mochi.Listeners.Serve(l.ID(), s.mochi.EstablishConnection)
+	go func() {
+		defer s.accepting.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if !errors.Is(err, net.ErrClosed) {
+					s.log.Warn("mqtt: accept failed", "addr", ln.Addr().String(), "err", err)
+				}
+				return
+			}
+			if cl := s.accept(c); cl != nil {
+				go cl.serve()
+			}
+		}
+	}()
 	return nil
 }
 
-// Close disconnects every client (their wills go out through core) and
-// closes the listeners. It is safe to call more than once.
+func (s *Server) addListener(l io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		l.Close()
+		return false
+	}
+	s.listeners = append(s.listeners, l)
+	s.accepting.Add(1)
+	return true
+}
+
+// accept starts serving a new connection.
+func (s *Server) accept(conn net.Conn) *client {
+	c := &client{srv: s, conn: conn}
+	_, raw := conn.(syscall.Conn)
+	c.parkable = s.poller != nil && raw
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close()
+		return nil
+	}
+	s.clients[c] = struct{}{}
+	s.live.Add(1)
+	s.mu.Unlock()
+	c.lastRead.Store(time.Now().UnixNano())
+	c.timer = time.AfterFunc(connectTimeout, c.checkAlive)
+	return c
+}
+
+// forget drops a finished client.
+func (s *Server) forget(c *client) {
+	s.poller.forget(c)
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.live.Done()
+}
+
+// Close disconnects every client (MQTT 5 ones with 0x8B; their wills go
+// out through core) and closes the listeners. It is safe to call more
+// than once.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -150,8 +183,24 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	lns := s.listeners
 	s.mu.Unlock()
-	return s.mochi.Close()
+	for _, l := range lns {
+		l.Close()
+	}
+	s.accepting.Wait()
+	s.mu.Lock()
+	clients := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+	for _, c := range clients {
+		c.close(packets.ErrServerShuttingDown)
+	}
+	s.live.Wait()
+	s.poller.close()
+	return nil
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT
@@ -197,14 +246,3 @@ func recovered(v any) error {
 	}
 	return errors.New(fmt.Sprint("mqtt: connection panicked: ", v))
 }
-
-// quiet passes on mochi's warnings and errors only: its info lines (each
-// listener attached, each client connecting) are not the broker's to log.
-type quiet struct{ slog.Handler }
-
-func (q quiet) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && q.Handler.Enabled(ctx, l)
-}
-
-func (q quiet) WithAttrs(as []slog.Attr) slog.Handler { return quiet{q.Handler.WithAttrs(as)} }
-func (q quiet) WithGroup(g string) slog.Handler       { return quiet{q.Handler.WithGroup(g)} }

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
@@ -83,7 +82,7 @@ type settleReq struct {
 // session is one connected client.
 type session struct {
 	srv        *Server
-	cl         *mochi.Client
+	cl         *client
 	st         *state
 	key        string
 	clientID   string
@@ -95,7 +94,6 @@ type session struct {
 	present    bool   // CONNACK session present
 	prefetch   uint32
 	maxPacket  uint32 // the client's maximum packet size; 0 = none
-	willProps  packets.Properties
 
 	mu      sync.Mutex
 	closed  bool
@@ -111,14 +109,12 @@ type session struct {
 	enc     bytes.Buffer
 	blocked []*core.Consumer
 	settles []settleReq
-	subacks map[uint16][]byte
-	replays map[uint16][]replay
 	// writing is set while a writeLoop goroutine runs. It starts when
 	// there is something to write and ends when there is not: an idle
 	// connection, the common case for IoT devices, costs no goroutine
 	// of ours.
 	writing bool
-	// connacked is set once mochi has written CONNACK: nothing of ours may
+	// connacked is set once CONNACK is written: nothing of ours may
 	// go out before it, though a resumed session's queues deliver earlier.
 	connacked bool
 }
@@ -189,9 +185,8 @@ func (s *session) established() {
 
 // writeLoop writes the output buffer, then settles what deliveries decided
 // to settle and resumes consumers refused for lack of room, until there is
-// nothing left to do. Writes take the mochi client's lock, which mochi
-// holds for its own writes (CONNACK, SUBACK, PINGRESP), so packets never
-// interleave.
+// nothing left to do. Writes take turns with the client's own (CONNACK,
+// SUBACK, PINGRESP), so packets never interleave.
 func (s *session) writeLoop() {
 	for {
 		s.mu.Lock()
@@ -206,15 +201,11 @@ func (s *session) writeLoop() {
 		s.settles = nil
 		s.mu.Unlock()
 		if len(buf) > 0 {
-			s.cl.Lock()
-			s.cl.Net.Conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-			_, err := s.cl.Net.Conn.Write(buf)
-			s.cl.Unlock()
-			if err != nil {
+			if err := s.cl.write(buf, writeTimeout); err != nil {
 				s.mu.Lock()
 				s.writing = false
 				s.mu.Unlock()
-				s.cl.Stop(err)
+				s.cl.close(err)
 				return
 			}
 		}

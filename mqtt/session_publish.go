@@ -87,7 +87,7 @@ func (s *session) acknowledge(id uint16, typ, rc byte, pos uint64) {
 // client is disconnected so that it publishes again).
 func (s *session) releaseAcks(acks []pendingAck, err error, _ bool) {
 	if err != nil && s.version < 5 {
-		s.cl.Stop(err)
+		s.cl.close(err)
 		return
 	}
 	s.mu.Lock()

@@ -1,0 +1,200 @@
+package mqtt
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// linger is how long a reading goroutine waits for more input before the
+// client is parked: long enough that a busy client keeps its goroutine
+// (and Go's netpoller) between packets, short enough that idle ones do
+// not keep stacks.
+const linger = 200 * time.Millisecond
+
+// readBufSize is the read buffer a client borrows while it has input.
+const readBufSize = 4096
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// errParked ends a reading goroutine whose client the poller now watches.
+var errParked = errors.New("mqtt: parked")
+
+// reader is a client's input: a buffer borrowed while there are bytes to
+// read, and where the next packet starts in it.
+type reader struct {
+	buf    *[]byte // borrowed from readBufs, or grown for a large packet
+	in     []byte  // unparsed input, a prefix of *buf shifted to its start
+	active bool    // something was read since the read deadline was set
+	armed  bool    // a read deadline is set
+}
+
+func (r *reader) release() {
+	if r.buf != nil && cap(*r.buf) == readBufSize {
+		readBufs.Put(r.buf)
+	}
+	r.buf, r.in = nil, nil
+}
+
+// serve reads and handles packets until the connection ends or the
+// client parks. It owns the read side (readState running).
+func (c *client) serve() {
+	err := c.readPackets()
+	if errors.Is(err, errParked) {
+		return
+	}
+	c.close(err)
+	c.finish()
+}
+
+func (c *client) readPackets() (err error) {
+	defer func() {
+		// A malformed packet must close its connection, never the broker.
+		if perr := recovered(recover()); perr != nil {
+			c.srv.log.Warn("mqtt: connection dropped", "client", c.id, "err", perr)
+			err = perr
+		}
+	}()
+	for {
+		for {
+			fh, body, n, err := c.nextPacket()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+			err = c.handle(fh, body)
+			c.rd.in = c.rd.in[n:]
+			if err != nil {
+				return err
+			}
+		}
+		if c.closing.Load() {
+			return nil
+		}
+		if err := c.fill(); err != nil {
+			return err
+		}
+	}
+}
+
+// nextPacket returns the next whole packet in the input, n == 0 if it has
+// not all arrived. The fixed header's remaining length has at most four
+// bytes [MQTT-1.5.5]; mochi would read a fifth as part of a huge length.
+func (c *client) nextPacket() (fh packets.FixedHeader, body []byte, n int, err error) {
+	in := c.rd.in
+	if len(in) < 2 {
+		return fh, nil, 0, nil
+	}
+	if err := fh.Decode(in[0]); err != nil {
+		return fh, nil, 0, err
+	}
+	length, shift, i := 0, 0, 1
+	for {
+		if i >= len(in) {
+			return fh, nil, 0, nil
+		}
+		b := in[i]
+		length |= int(b&0x7F) << shift
+		shift += 7
+		i++
+		if b&0x80 == 0 {
+			break
+		}
+		if i == 5 {
+			return fh, nil, 0, packets.ErrMalformedVariableByteInteger
+		}
+	}
+	if uint64(i+length) > uint64(c.srv.cfg.MaxPacketSize) {
+		return fh, nil, 0, packets.ErrPacketTooLarge // [MQTT-3.2.2-15]
+	}
+	if len(in) < i+length {
+		c.rd.reserve(i + length)
+		return fh, nil, 0, nil
+	}
+	fh.Remaining = length
+	return fh, in[i : i+length], i + length, nil
+}
+
+// reserve makes room for a packet of size bytes.
+func (r *reader) reserve(size int) {
+	if cap(*r.buf) >= size {
+		return
+	}
+	b := make([]byte, size)
+	n := copy(b, r.in)
+	r.release()
+	r.buf, r.in = &b, b[:n]
+}
+
+// fill reads more input. A parkable client silent for a whole linger
+// parks: its goroutine ends (errParked) and the poller starts another when
+// bytes arrive. Others block in Read; a WebSocket connection could not
+// take a read deadline anyway (gorilla's are fatal).
+func (c *client) fill() error {
+	r := &c.rd
+	for {
+		if r.buf == nil {
+			b := readBufs.Get().(*[]byte)
+			r.buf, r.in = b, (*b)[:0]
+		} else if cap(r.in) < cap(*r.buf) {
+			// Move the start of a packet to the front, to read after it.
+			r.in = (*r.buf)[:copy(*r.buf, r.in)]
+		}
+		if c.parkable && !r.armed {
+			c.conn.SetReadDeadline(time.Now().Add(linger))
+			r.armed, r.active = true, false
+		}
+		n, err := c.conn.Read((*r.buf)[len(r.in):])
+		if n > 0 {
+			r.in = (*r.buf)[:len(r.in)+n]
+			r.active = true
+			c.lastRead.Store(time.Now().UnixNano())
+			return nil
+		}
+		if err == nil {
+			continue
+		}
+		if !c.parkable || !errors.Is(err, os.ErrDeadlineExceeded) || c.closing.Load() {
+			return err
+		}
+		r.armed = false
+		if r.active || len(r.in) > 0 {
+			continue // busy in the last linger, or inside a packet
+		}
+		r.release()
+		if c.park() {
+			return errParked
+		}
+	}
+}
+
+// park hands the client to the poller, which starts serve again when it
+// has input. It reports false if the client must go on reading instead.
+func (c *client) park() bool {
+	c.readState.Store(readParked)
+	if c.closing.Load() {
+		// close may have seen it running: one of us finishes it.
+		return !c.readState.CompareAndSwap(readParked, readRunning)
+	}
+	if err := c.srv.poller.watch(c); err != nil {
+		if c.readState.CompareAndSwap(readParked, readRunning) {
+			c.srv.log.Debug("mqtt: cannot park client", "client", c.id, "err", err)
+			c.parkable = false
+			c.conn.SetReadDeadline(time.Time{})
+			return false
+		}
+	}
+	return true
+}
+
+// wake runs on the poller's goroutine when a parked client has input.
+func (c *client) wake() {
+	if c.readState.CompareAndSwap(readParked, readRunning) {
+		go c.serve()
+	}
+}
