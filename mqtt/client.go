@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -26,7 +27,8 @@ const (
 type client struct {
 	srv  *Server
 	conn net.Conn
-	key  uint64 // the poller's name for it
+	raw  syscall.RawConn // conn's socket, where it has one of its own
+	key  uint64          // the poller's name for it
 
 	// Set by CONNECT, read-only once sess is set.
 	id        string
@@ -250,6 +252,22 @@ func (c *client) write(b []byte, timeout time.Duration) error {
 	_, err := c.conn.Write(b)
 	return err
 }
+
+// tryWrite writes what the socket takes of b at once, without waiting for
+// it or for another writer; it returns how much that was.
+func (c *client) tryWrite(b []byte) int {
+	if c.raw == nil || !c.wmu.TryLock() {
+		return 0
+	}
+	defer c.wmu.Unlock()
+	return writeNow(c.raw, b)
+}
+
+// epoch and nanotime give a monotonic clock cheaper to compare than
+// time.Time.
+var epoch = time.Now()
+
+func nanotime() int64 { return int64(time.Since(epoch)) }
 
 // close ends the connection, for err, from any goroutine. An MQTT 5
 // client is told why first when err is a reason code of 0x80 or more (3.1.1

@@ -131,3 +131,19 @@ func (p *poller) close() {
 	unix.Close(p.epfd)
 	unix.Close(p.wakefd)
 }
+
+// writeNow writes what the socket takes of b without waiting for room.
+func writeNow(rc syscall.RawConn, b []byte) int {
+	n := 0
+	rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := unix.Write(int(fd), b[n:])
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // done, whatever the socket took: never wait
+	})
+	return n
+}

@@ -148,8 +148,10 @@ func (s *Server) addListener(l io.Closer) bool {
 // accept starts serving a new connection.
 func (s *Server) accept(conn net.Conn) *client {
 	c := &client{srv: s, conn: conn}
-	_, raw := conn.(syscall.Conn)
-	c.parkable = s.poller != nil && raw
+	if sc, ok := conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	c.parkable = s.poller != nil && c.raw != nil
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

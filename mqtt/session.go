@@ -113,7 +113,8 @@ type session struct {
 	// there is something to write and ends when there is not: an idle
 	// connection, the common case for IoT devices, costs no goroutine
 	// of ours.
-	writing bool
+	writing   bool
+	lastWrite int64 // nanotime of the last write begun
 	// connacked is set once CONNACK is written: nothing of ours may
 	// go out before it, though a resumed session's queues deliver earlier.
 	connacked bool
@@ -134,13 +135,34 @@ func sharedQueueName(group, filter string) string {
 	return "mqtt-shared-" + group + "-" + BindingKey(filter)
 }
 
-// signalLocked starts the writer after out went from empty to non-empty
-// (or settles were queued), unless it runs already.
+// directGap is how long a session must have written nothing before a
+// delivery is written by the goroutine that makes it, not the writer: a
+// lone message (one request, one sensor reading) then goes out without a
+// goroutine handoff, while a stream still leaves the writer to batch it.
+const directGap = 50 * time.Microsecond
+
+// signalLocked gets the output written after out went from empty to
+// non-empty (or settles were queued), unless the writer runs already:
+// at once if the session was quiet and the socket takes it all, else by
+// starting the writer.
 func (s *session) signalLocked(before int) {
-	if before == 0 && !s.writing && !s.closed && s.connacked {
-		s.writing = true
-		go s.writeLoop()
+	if before != 0 || s.writing || s.closed || !s.connacked {
+		return
 	}
+	if len(s.out) > 0 && len(s.settles) == 0 && len(s.blocked) == 0 {
+		now := nanotime()
+		if now-s.lastWrite > int64(directGap) {
+			s.lastWrite = now
+			n := s.cl.tryWrite(s.out)
+			if n == len(s.out) {
+				s.out = s.out[:0]
+				return
+			}
+			s.out = s.out[:copy(s.out, s.out[n:])]
+		}
+	}
+	s.writing = true
+	go s.writeLoop()
 }
 
 // appendLocked encodes pk into the output buffer.
@@ -197,6 +219,7 @@ func (s *session) writeLoop() {
 		}
 		buf := s.out
 		s.out, s.spare = s.spare[:0], nil
+		s.lastWrite = nanotime()
 		settles := s.settles
 		s.settles = nil
 		s.mu.Unlock()
