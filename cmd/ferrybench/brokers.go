@@ -217,8 +217,10 @@ func fillTemplate(benchDir, name string, vars map[string]string) (string, error)
 
 // startRabbitMQ runs a private RabbitMQ node with the MQTT plugin: its own
 // node name, ports, epmd, config, data, logs and Erlang cookie (HOME), all
-// under dir.
-func startRabbitMQ(ctx context.Context, benchDir, dir string) (*brokerProc, error) {
+// under dir. Its scripts cap the Erlang VM at ERL_MAX_PORTS = 65536 ports
+// (sockets and files); for more, maxPorts raises it, unless the
+// environment sets it.
+func startRabbitMQ(ctx context.Context, benchDir, dir string, maxPorts int) (*brokerProc, error) {
 	server := rabbitmqServer()
 	if server == "" {
 		return nil, errNotInstalled
@@ -262,6 +264,9 @@ func startRabbitMQ(ctx context.Context, benchDir, dir string) (*brokerProc, erro
 		"RABBITMQ_DIST_PORT="+strconv.Itoa(distPort),
 		"ERL_EPMD_PORT="+strconv.Itoa(epmdPort),
 	)
+	if maxPorts > 65536 && os.Getenv("ERL_MAX_PORTS") == "" {
+		env = append(env, "ERL_MAX_PORTS="+strconv.Itoa(maxPorts))
+	}
 	cmd := exec.Command(server)
 	cmd.Dir = rdir
 	cmd.Env = env
@@ -370,7 +375,7 @@ func probeMQTT(url string) error {
 	if err != nil {
 		return err
 	}
-	c, err := idleConn(t, 3, newRunID(), 0)
+	c, err := idleConn(&net.Dialer{Timeout: idleTimeout}, t.addr, t, 3, newRunID())
 	if err != nil {
 		return err
 	}

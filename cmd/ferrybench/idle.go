@@ -7,27 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 )
-
-// raiseNoFile raises this process's RLIMIT_NOFILE soft limit to the hard
-// limit and returns the new soft limit.
-func raiseNoFile() (uint64, error) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, err
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return 0, err
-		}
-	}
-	return lim.Cur, nil
-}
 
 // mqttConnectPacket encodes a CONNECT with clean session, the given keep
 // alive and no will: protocol level 4 (3.1.1) or 5 (with an empty property
@@ -99,29 +84,34 @@ func readMQTTPacket(r *bufio.Reader) (byte, []byte, error) {
 	return first, body, err
 }
 
-// idleConn opens one MQTT connection and waits for a successful CONNACK.
-// Loopback addresses above 20,000 connections use further 127.x source
-// addresses, as one source address has about 28,000 ephemeral ports.
-func idleConn(t mqttTarget, version int, clientID string, i int) (net.Conn, error) {
-	d := net.Dialer{Timeout: 30 * time.Second}
-	if host, _, err := net.SplitHostPort(t.addr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() && ip.To4() != nil && i >= 20000 {
-			d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, byte(i/20000/250), byte(1+i/20000%250))}
-		}
-	}
-	c, err := d.Dial("tcp", t.addr)
+// idleTimeout bounds the TCP handshake and the wait for the CONNACK of
+// each idle connection.
+const idleTimeout = 30 * time.Second
+
+// idleSettle is how long idle-mqtt-conns waits after the last CONNACK
+// before it reads the broker's RSS.
+var idleSettle = 3 * time.Second
+
+// idleConn opens one MQTT connection with d to addr and waits for a
+// successful CONNACK. Its errors say which step failed and the likely
+// cause.
+func idleConn(d *net.Dialer, addr string, t mqttTarget, version int, clientID string) (net.Conn, error) {
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, explainDial(err)
 	}
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(idleTimeout))
 	if _, err := c.Write(mqttConnectPacket(version, clientID, 600, t)); err != nil {
 		c.Close()
-		return nil, err
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			return nil, explainCONNACK(err)
+		}
+		return nil, fmt.Errorf("writing CONNECT: %w", err)
 	}
 	typ, body, err := readMQTTPacket(bufio.NewReaderSize(c, 64))
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("reading CONNACK: %w", err)
+		return nil, explainCONNACK(err)
 	}
 	if typ>>4 != 2 || len(body) < 2 {
 		c.Close()
@@ -135,19 +125,65 @@ func idleConn(t mqttTarget, version int, clientID string, i int) (net.Conn, erro
 	return c, nil
 }
 
+// explainDial adds the likely cause to a failed connect.
+func explainDial(err error) error {
+	var ne net.Error
+	var se *os.SyscallError
+	switch {
+	case errors.As(err, &se) && se.Syscall == "bind":
+		return fmt.Errorf("%w (cannot use this source address: on Linux every 127.x.y.z address is local)", err)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("%w (no free ephemeral port for this source address: net.ipv4.ip_local_port_range has %d)", err, ephemeralPorts())
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		lim, _ := procNoFile(os.Getpid())
+		return fmt.Errorf("%w (ferrybench may open %d files: raise the hard limit, ulimit -Hn)", err, lim)
+	case errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("%w (the broker reset the connection as it was made: a connection limit? out of file descriptors? see its log)", err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w (nothing listens there: did the broker exit?)", err)
+	case errors.As(err, &ne) && ne.Timeout():
+		somax, _ := readUintFile("/proc/sys/net/core/somaxconn")
+		return fmt.Errorf("%w (no TCP handshake within %s: the broker is not accepting and its listen backlog, at most net.core.somaxconn = %d, is full)", err, idleTimeout, somax)
+	}
+	return err
+}
+
+// explainCONNACK adds the likely cause to a failed wait for the CONNACK.
+func explainCONNACK(err error) error {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("no CONNACK within %s after the TCP handshake: the broker did not accept or did not answer the connection (out of file descriptors? see its log): %w", idleTimeout, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return fmt.Errorf("the broker closed the connection before its CONNACK (a connection limit? out of file descriptors? see its log): %w", err)
+	}
+	return fmt.Errorf("reading CONNACK: %w", err)
+}
+
 // idleMQTT opens cfg.conns MQTT connections that then stay idle, and
-// reports how much the broker's RSS grew per connection.
+// reports how much the broker's RSS grew per connection. When a connection
+// fails it stops opening more and still measures the RSS per connection
+// opened, but the run fails: its error says how many opened, and which
+// connection failed and why.
 func idleMQTT(ctx context.Context, r *run, res *result) error {
 	n := r.cfg.conns
 	res.Conns = n
-	limit, err := raiseNoFile()
+	lim, err := raiseNoFile(uint64(n) + 64)
 	if err != nil {
 		return fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
 	}
-	if uint64(n)+64 > limit {
-		return fmt.Errorf("--conns %d needs %d file descriptors; the limit is %d (raise the hard limit: ulimit -Hn)", n, n+64, limit)
+	if uint64(n)+64 > lim.soft {
+		why := ""
+		if lim.hardErr != nil {
+			why = ": " + lim.hardErr.Error()
+		}
+		return fmt.Errorf("--conns %d needs %d file descriptors; ferrybench may open %d%s", n, n+64, lim.soft, why)
 	}
 	t, err := parseMQTTURL(r.cfg.mqttURL)
+	if err != nil {
+		return err
+	}
+	plan, err := newDialPlan(t.addr, n)
 	if err != nil {
 		return err
 	}
@@ -159,15 +195,25 @@ func idleMQTT(ctx context.Context, r *run, res *result) error {
 		if before, err = readProc(r.cfg.pid); err != nil {
 			return fmt.Errorf("reading the broker's /proc: %w", err)
 		}
+		res.RSSBeforeKiB = before.rssKiB
+		// A broker that may not open n sockets fails late and obscurely
+		// (a connection it never accepts gets no CONNACK); say it now.
+		if bl, err := procNoFile(r.cfg.pid); err == nil {
+			res.BrokerNoFile = int64(min(bl, 1<<40))
+			if uint64(n) > bl {
+				return fmt.Errorf("the broker (pid %d) may open only %d files (Max open files in /proc/%d/limits), fewer than --conns %d: start it with a higher limit (ulimit -n; ferrybench --orchestrate raises its own, which the brokers it starts inherit)", r.cfg.pid, bl, r.cfg.pid, n)
+			}
+		}
 	}
 	self := startSampler(0)
+	sys0, sysAt, _ := systemBusy()
 	var broker *sampler
 	if r.cfg.pid > 0 {
 		broker = startSampler(r.cfg.pid)
 	}
 
 	conns := make([]net.Conn, n)
-	var opened atomic.Int64
+	var opened, failed atomic.Int64
 	r.progress = func() (int64, int64) { return opened.Load(), opened.Load() }
 	stopProgress := r.startProgress()
 	start := time.Now()
@@ -183,9 +229,17 @@ func idleMQTT(ctx context.Context, r *run, res *result) error {
 				if i >= n {
 					return
 				}
-				c, err := idleConn(t, r.cfg.mqttVersion, fmt.Sprintf("%s-%d", r.id, i), i)
+				d := plan.dialer(i)
+				c, err := idleConn(d, plan.addr, t, r.cfg.mqttVersion, fmt.Sprintf("%s-%d", r.id, i))
 				if err != nil {
-					once.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
+					failed.Add(1)
+					once.Do(func() {
+						from := "the kernel's choice of source address"
+						if d.LocalAddr != nil {
+							from = d.LocalAddr.(*net.TCPAddr).IP.String()
+						}
+						firstErr = fmt.Errorf("connection %d (from %s to %s) after %.1fs: %w", i, from, plan.addr, time.Since(start).Seconds(), err)
+					})
 					next.Store(int64(n)) // stop the others
 					return
 				}
@@ -207,23 +261,38 @@ func idleMQTT(ctx context.Context, r *run, res *result) error {
 			}
 		}
 	}()
-	res.Published = opened.Load()
-	res.MsgPerSec = float64(opened.Load()) / connectTime.Seconds()
+	got := opened.Load()
+	res.Published = got
+	res.Opened = got
+	res.OpenSeconds = connectTime.Seconds()
+	res.MsgPerSec = float64(got) / connectTime.Seconds()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
 	if firstErr != nil {
-		return fmt.Errorf("opened %d of %d connections: %w", opened.Load(), n, firstErr)
+		more := ""
+		if f := failed.Load(); f > 1 {
+			more = fmt.Sprintf(" (%d more connections in flight failed too)", f-1)
+		}
+		firstErr = fmt.Errorf("opened %d of %d connections in %.1fs; %w%s", got, n, connectTime.Seconds(), firstErr, more)
+		if got == 0 || ctx.Err() != nil {
+			return firstErr
+		}
+		// Still measure the memory of the connections that opened.
 	}
 	// Let the broker settle (GC, lazily grown buffers), then read its RSS.
-	time.Sleep(3 * time.Second)
+	time.Sleep(idleSettle)
 	_, _, res.ClientCPUPct, _ = self.finish()
 	if broker != nil {
 		after, err := readProc(r.cfg.pid)
 		if err != nil {
-			return fmt.Errorf("reading the broker's /proc: %w", err)
+			return errors.Join(firstErr, fmt.Errorf("reading the broker's /proc: %w", err))
 		}
 		res.RSSKiB, _, res.CPUPct, _ = broker.finish()
 		res.RSSEndKiB = after.rssKiB
-		res.RSSPerConnKiB = float64(after.rssKiB-before.rssKiB) / float64(n)
+		res.RSSPerConnKiB = float64(after.rssKiB-before.rssKiB) / float64(got)
 	}
+	res.OtherCPUPct = otherCPU(busySince(sys0, sysAt), res)
 	res.Seconds = time.Since(start).Seconds()
-	return nil
+	return firstErr
 }

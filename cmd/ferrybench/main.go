@@ -194,10 +194,28 @@ func (cfg *config) check() error {
 	return nil
 }
 
-// planned is one run to make: a scenario at a body size.
+// planned is one run to make: a scenario at a body size, and for
+// idle-mqtt-conns possibly another number of connections than --conns.
 type planned struct {
-	sc   *scenario
-	size int
+	sc    *scenario
+	size  int
+	conns int // 0: --conns
+}
+
+// name is the run's label in results: the scenario's name, or for
+// --conns-large idle-mqtt-conns-100k.
+func (p planned) name() string {
+	if p.conns > 0 {
+		return largeName(p.conns)
+	}
+	return p.sc.name
+}
+
+func (p planned) connsOr(def int) int {
+	if p.conns > 0 {
+		return p.conns
+	}
+	return def
 }
 
 // makePlan expands --scenario into runs, skipping the scenarios whose
@@ -213,9 +231,9 @@ func makePlan(names string, cfg *config) ([]planned, error) {
 		if cfg.size != 0 {
 			size = cfg.size
 		}
-		plan = append(plan, planned{sc, size})
+		plan = append(plan, planned{sc: sc, size: size})
 		if all && sc.name == "amqp-1to1" && cfg.size == 0 {
-			plan = append(plan, planned{sc, 1024})
+			plan = append(plan, planned{sc: sc, size: 1024})
 		}
 	}
 	for _, name := range strings.Split(names, ",") {
@@ -248,8 +266,8 @@ func summaryLine(res result) string {
 		b.WriteString("ferrybench: FAIL ")
 	}
 	fmt.Fprintf(&b, "%s [%s] size=%d: ", res.Scenario, res.Broker, res.Size)
-	if res.Scenario == "idle-mqtt-conns" {
-		fmt.Fprintf(&b, "%d conns, %.2f KiB RSS per connection, %s conn/s", res.Conns, res.RSSPerConnKiB, human(res.MsgPerSec))
+	if strings.HasPrefix(res.Scenario, "idle-mqtt-conns") {
+		fmt.Fprintf(&b, "%d of %d conns opened in %.1fs (%s conn/s), %.2f KiB RSS per connection", res.Opened, res.Conns, res.OpenSeconds, human(res.MsgPerSec), res.RSSPerConnKiB)
 	} else {
 		fmt.Fprintf(&b, "%s msg/s, p50 %.0f µs, p99 %.0f µs, published %d, received %d, lost %d (confirmed %d), dup %d",
 			human(res.MsgPerSec), res.P50us, res.P99us, res.Published, res.Received, res.Lost, res.LostConfirmed, res.Dup)
@@ -273,8 +291,8 @@ func writeRunTable(w io.Writer, results []result) {
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range results {
 		rate := human(r.MsgPerSec)
-		if r.Scenario == "idle-mqtt-conns" {
-			rate = fmt.Sprintf("%d conns, %.2f KiB/conn", r.Conns, r.RSSPerConnKiB)
+		if strings.HasPrefix(r.Scenario, "idle-mqtt-conns") {
+			rate = fmt.Sprintf("%d of %d conns, %.2f KiB/conn", r.Opened, r.Conns, r.RSSPerConnKiB)
 		}
 		rss := "–"
 		if r.RSSKiB > 0 {

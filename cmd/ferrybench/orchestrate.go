@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ type orchestration struct {
 	reps       int
 	budget     time.Duration
 	keepTemp   bool
+
+	connsLarge        int
+	connsLargeBrokers string
 }
 
 func (o *orchestration) flags(fs *flag.FlagSet) {
@@ -37,9 +41,48 @@ func (o *orchestration) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.out, "out", "bench/results.md", "with --orchestrate: the Markdown `file` to write")
 	fs.StringVar(&o.brokers, "brokers", "ferrymq,rabbitmq,mosquitto", "with --orchestrate: brokers to start, when installed")
 	fs.IntVar(&o.reps, "reps", 3, "with --orchestrate: repetitions of every run (the tables show medians); fewer when --budget runs out")
-	fs.DurationVar(&o.budget, "budget", 13*time.Minute, "with --orchestrate: start no repetition that would end after this much time")
+	fs.DurationVar(&o.budget, "budget", 13*time.Minute, "with --orchestrate: start no repetition that would end after this much time (not counting the --conns-large run)")
 	fs.BoolVar(&o.keepTemp, "keep-temp", false, "with --orchestrate: keep the brokers' temporary directory (data, configs, logs)")
+	fs.IntVar(&o.connsLarge, "conns-large", 0, "with --orchestrate: also run idle-mqtt-conns once with this many `connections` (0: not), first, against each of --conns-large-brokers started afresh for it")
+	fs.StringVar(&o.connsLargeBrokers, "conns-large-brokers", "ferrymq,mosquitto", "with --orchestrate: the `brokers` of the --conns-large run (RabbitMQ, at about 180 KiB per idle connection, would need some 17 GiB for 100,000)")
 }
+
+// startBroker starts one of the brokers --brokers names, with its data,
+// configs and logs in dir, for up to conns connections (0: --conns, which
+// the brokers' defaults allow).
+func (o *orchestration) startBroker(ctx context.Context, name, dir string, conns int) (*brokerProc, error) {
+	switch name {
+	case "ferrymq":
+		return startFerrymq(ctx, o.ferrymqBin, dir)
+	case "rabbitmq":
+		return startRabbitMQ(ctx, o.benchDir, dir, conns+fdMargin)
+	case "mosquitto":
+		return startMosquitto(ctx, o.benchDir, dir)
+	}
+	return nil, fmt.Errorf("unknown broker %q in --brokers", name)
+}
+
+// brokerNames splits a comma-separated list of brokers.
+func brokerNames(list string) []string {
+	var names []string
+	for _, n := range strings.Split(list, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// largeName is the label of the --conns-large cell: idle-mqtt-conns-100k.
+func largeName(n int) string {
+	if n%1000 == 0 {
+		return fmt.Sprintf("idle-mqtt-conns-%dk", n/1000)
+	}
+	return fmt.Sprintf("idle-mqtt-conns-%d", n)
+}
+
+// fdMargin is the file descriptors a run needs besides its connections.
+const fdMargin = 1024
 
 // run starts the brokers, runs the plan rep by rep (every scenario against
 // every broker in turn, so that a slow minute of the machine hits them all),
@@ -47,11 +90,31 @@ func (o *orchestration) flags(fs *flag.FlagSet) {
 func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag string, stdout, stderr io.Writer) int {
 	start := time.Now()
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "ferrybench: "+format+"\n", args...) }
-	if limit, err := raiseNoFile(); err != nil {
+	for _, name := range brokerNames(o.brokers) {
+		if name != "ferrymq" && name != "rabbitmq" && name != "mosquitto" {
+			logf("unknown broker %q in --brokers", name)
+			return exitUsage
+		}
+	}
+	// Raised here, before any broker starts: the brokers and the child
+	// runs inherit the limit. Mosquitto and RabbitMQ keep the soft limit
+	// they are given (RabbitMQ's scripts also cap the Erlang VM's ports at
+	// ERL_MAX_PORTS, 65536, enough for --conns); Go programs raise their
+	// soft limit to the hard one.
+	need := uint64(max(cfg.conns, o.connsLarge) + fdMargin)
+	lim, err := raiseNoFile(need)
+	if err != nil {
 		logf("cannot raise RLIMIT_NOFILE: %v", err)
-	} else if uint64(cfg.conns)+1024 > limit {
-		logf("RLIMIT_NOFILE is %d: idle-mqtt-conns uses %d connections instead of %d", limit, limit-1024, cfg.conns)
-		cfg.conns = int(limit - 1024)
+		lim.soft, _ = procNoFile(os.Getpid())
+	} else {
+		logf("RLIMIT_NOFILE: %d for ferrybench and the brokers it starts", lim.soft)
+		if lim.soft < need && lim.hardErr != nil {
+			logf("RLIMIT_NOFILE stays below the %d wanted: %v", need, lim.hardErr)
+		}
+		if uint64(cfg.conns)+fdMargin > lim.soft {
+			logf("RLIMIT_NOFILE is %d: idle-mqtt-conns uses %d connections instead of %d", lim.soft, lim.soft-fdMargin, cfg.conns)
+			cfg.conns = int(lim.soft - fdMargin)
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -80,38 +143,6 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 			b.stop(30 * time.Second)
 		}
 	}()
-	for _, name := range strings.Split(o.brokers, ",") {
-		var b *brokerProc
-		var err error
-		t0 := time.Now()
-		switch strings.TrimSpace(name) {
-		case "ferrymq":
-			b, err = startFerrymq(ctx, o.ferrymqBin, tmp)
-		case "rabbitmq":
-			b, err = startRabbitMQ(ctx, o.benchDir, tmp)
-		case "mosquitto":
-			b, err = startMosquitto(ctx, o.benchDir, tmp)
-		case "":
-			continue
-		default:
-			logf("unknown broker %q in --brokers", name)
-			return exitUsage
-		}
-		if err != nil {
-			note := fmt.Sprintf("%s: not benchmarked: %v", name, err)
-			logf("%s", note)
-			notes = append(notes, note)
-			if !errors.Is(err, errNotInstalled) {
-				keep = true
-			}
-			if name == "ferrymq" {
-				return exitFail
-			}
-			continue
-		}
-		logf("%s (%s) ready in %.1fs, pid %d: amqp %q mqtt %q", b.name, b.version, time.Since(t0).Seconds(), b.pid, b.amqpURL, b.mqttURL)
-		brokers = append(brokers, b)
-	}
 
 	// The plan is made as if both protocols were available; each broker
 	// gets the scenarios its listeners allow.
@@ -136,10 +167,67 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	}
 
 	var results []result
+	// The --conns-large cell runs before everything else, against brokers
+	// started for it alone and stopped after it: a broker that closed
+	// 10,000 connections would reuse their freed memory, and the other
+	// runs do not share the machine with a broker holding gigabytes.
+	var large *planned
+	var largeNotRun string
+	var largeTime time.Duration
+	if o.connsLarge > 0 && len(idle) > 0 {
+		t0 := time.Now()
+		p := planned{sc: idle[0].sc, size: idle[0].size, conns: o.connsLarge}
+		if lim.soft < uint64(o.connsLarge+fdMargin) {
+			why := ""
+			if lim.hardErr != nil {
+				why = ": " + lim.hardErr.Error()
+			}
+			largeNotRun = fmt.Sprintf("%s not run: it needs %d file descriptors in the broker and in ferrybench, and RLIMIT_NOFILE is %d%s", p.name(), o.connsLarge+fdMargin, lim.soft, why)
+			logf("%s", largeNotRun)
+			notes = append(notes, largeNotRun)
+			large = &p
+		} else {
+			for _, name := range brokerNames(o.connsLargeBrokers) {
+				if ctx.Err() != nil || !slices.Contains(brokerNames(o.brokers), name) {
+					continue
+				}
+				res, ran := o.runLarge(ctx, self, cfg, p, name, filepath.Join(tmp, "large-"+name), stderr, logf)
+				if !ran {
+					continue
+				}
+				if !res.OK && strings.HasPrefix(res.Error, "not started") {
+					keep = true
+				}
+				results = append(results, res)
+				large = &p
+			}
+		}
+		largeTime = time.Since(t0)
+	}
+
+	for _, name := range brokerNames(o.brokers) {
+		t0 := time.Now()
+		b, err := o.startBroker(ctx, name, tmp, 0)
+		if err != nil {
+			note := fmt.Sprintf("%s: not benchmarked: %v", name, err)
+			logf("%s", note)
+			notes = append(notes, note)
+			if !errors.Is(err, errNotInstalled) {
+				keep = true
+			}
+			if name == "ferrymq" {
+				return exitFail
+			}
+			continue
+		}
+		logf("%s (%s) ready in %.1fs, pid %d: amqp %q mqtt %q", b.name, b.version, time.Since(t0).Seconds(), b.pid, b.amqpURL, b.mqttURL)
+		brokers = append(brokers, b)
+	}
+
 	reps := 0
 	var repTime time.Duration
 	for rep := 1; rep <= o.reps && ctx.Err() == nil; rep++ {
-		if rep > 1 && time.Since(start)+repTime > o.budget {
+		if rep > 1 && time.Since(start)-largeTime+repTime > o.budget {
 			notes = append(notes, fmt.Sprintf("stopped after %d repetitions: another (%.0fs) would pass the %s budget", reps, repTime.Seconds(), o.budget))
 			break
 		}
@@ -183,9 +271,14 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 		notes = append(notes, "interrupted before the end")
 	}
 
+	reportPlan := slices.Clone(idle)
+	if large != nil {
+		reportPlan = append(reportPlan, *large)
+	}
 	rep := report{
 		started: start, elapsed: time.Since(start), reps: reps, cfg: cfg,
-		brokers: brokers, plan: append(idle, plan...), results: results, notes: notes,
+		brokers: brokers, plan: append(reportPlan, plan...), results: results, notes: notes,
+		large: large, largeBrokers: brokerNames(o.connsLargeBrokers), largeNotRun: largeNotRun,
 	}
 	var buf bytes.Buffer
 	rep.write(&buf)
@@ -225,11 +318,12 @@ func (o *orchestration) runChild(ctx context.Context, self string, cfg *config, 
 		"--duration", cfg.duration.String(), "--messages", strconv.FormatInt(cfg.messages, 10),
 		"--window", strconv.Itoa(cfg.window), "--prefetch", strconv.Itoa(cfg.prefetch),
 		"--ack-every", strconv.Itoa(cfg.ackEvery), "--backlog", strconv.FormatInt(cfg.backlog, 10),
-		"--conns", strconv.Itoa(cfg.conns), "--drain-idle", cfg.drainIdle.String(),
+		"--conns", strconv.Itoa(p.connsOr(cfg.conns)), "--drain-idle", cfg.drainIdle.String(),
 		"--progress=" + strconv.FormatBool(cfg.progress != nil),
 		"--plain-conns=" + strconv.FormatBool(cfg.plainConns),
 	}
-	limit := cfg.duration + 3*time.Minute
+	// Opening idle connections takes up to a millisecond each.
+	limit := cfg.duration + 3*time.Minute + time.Duration(p.connsOr(cfg.conns))*time.Millisecond
 	cctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, self, args...)
@@ -237,12 +331,13 @@ func (o *orchestration) runChild(ctx context.Context, self string, cfg *config, 
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	err := cmd.Run()
-	res := result{Scenario: p.sc.name, Broker: b.name, Size: p.size}
+	res := result{Scenario: p.name(), Broker: b.name, Size: p.size}
 	sc := bufio.NewScanner(&out)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		if line := sc.Bytes(); len(line) > 0 && line[0] == '{' {
 			if jerr := json.Unmarshal(line, &res); jerr == nil {
+				res.Scenario = p.name()
 				return res
 			}
 		}
@@ -265,6 +360,10 @@ type report struct {
 	plan    []planned
 	results []result
 	notes   []string
+
+	large        *planned // the --conns-large cell, or nil
+	largeBrokers []string // --conns-large-brokers
+	largeNotRun  string   // why the --conns-large cell did not run, if it did not
 }
 
 // target is issue 6's goal for one scenario.
@@ -308,13 +407,14 @@ type cellStats struct {
 	otherCPU            float64
 	errors              []string
 	warnings            []string
+	opened, conns       int64 // idle-mqtt-conns: summed over the runs
 }
 
 func (rep *report) stats(p planned, broker string) *cellStats {
 	var c cellStats
 	var rates, p50s, p99s, perConns, cpus, ccpus, ocpus []float64
 	for _, r := range rep.results {
-		if r.Scenario != p.sc.name || r.Size != p.size || r.Broker != broker {
+		if r.Scenario != p.name() || r.Size != p.size || r.Broker != broker {
 			continue
 		}
 		c.runs++
@@ -340,6 +440,8 @@ func (rep *report) stats(p planned, broker string) *cellStats {
 		c.lostConf += r.LostConfirmed
 		c.dup += r.Dup
 		c.rss = max(c.rss, r.RSSKiB)
+		c.opened += r.Opened
+		c.conns += int64(r.Conns)
 	}
 	if c.runs == 0 {
 		return nil
@@ -360,7 +462,7 @@ func title(b string) string {
 
 func variant(p planned) string {
 	if p.sc.name == "idle-mqtt-conns" {
-		return p.sc.name
+		return p.name()
 	}
 	if p.size >= 1024 && p.size%1024 == 0 {
 		return fmt.Sprintf("%s (%d KiB)", p.sc.name, p.size/1024)
@@ -390,6 +492,21 @@ func (rep *report) write(w io.Writer) {
 	}
 	fmt.Fprintf(w, "- Each cell is the median of %d runs (%s each), brokers interleaved run by run; idle-mqtt-conns (%d connections) runs once, first, on the fresh brokers. Window %d, prefetch %d, ack every %d, backlog %d.\n",
 		rep.reps, what, rep.cfg.conns, rep.cfg.window, rep.cfg.prefetch, rep.cfg.ackEvery, rep.cfg.backlog)
+	if rep.large != nil && rep.largeNotRun == "" {
+		fmt.Fprintf(w, "- %s (%d connections) runs once, before everything else, against %s, each started afresh for it and stopped after it (`--conns-large`).",
+			rep.large.name(), rep.large.conns, titles(rep.largeBrokers))
+		for _, b := range rep.brokers {
+			if slices.Contains(rep.largeBrokers, b.name) {
+				continue
+			}
+			est := "it would need too much memory"
+			if c := rep.stats(planned{sc: rep.large.sc, size: rep.large.size}, b.name); c != nil && c.perConn > 0 {
+				est = fmt.Sprintf("at %.0f KiB per connection (idle-mqtt-conns) it would need %.1f GiB", c.perConn, c.perConn*float64(rep.large.conns)/(1<<20))
+			}
+			fmt.Fprintf(w, " %s is left out (`--conns-large-brokers`): %s.", title(b.name), est)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "- Before each run the orchestrator waits until the broker is idle (at most %s) and, for at most %s, until other processes are. They still used a median %.0f%% CPU (of %d00%%) during the runs (`other_cpu_pct`, in the resources table); the numbers move with that.\n",
 		settleMax, otherWait, rep.otherCPU(), runtime.NumCPU())
 	for _, n := range rep.notes {
@@ -426,12 +543,22 @@ func (rep *report) write(w io.Writer) {
 		}
 		cells := map[string]*cellStats{}
 		fmt.Fprintf(w, "| %s | %s |", variant(p), unit)
+		if p.conns > 0 && rep.largeNotRun != "" {
+			for range names {
+				fmt.Fprint(w, " not run |")
+			}
+			fmt.Fprintf(w, " – | %s | – (not run: see the note above) |\n", targetFor(p).text)
+			continue
+		}
 		for _, n := range names {
 			c := rep.stats(p, n)
 			cells[n] = c
 			switch {
 			case c == nil:
 				fmt.Fprint(w, " – |")
+				continue
+			case value(c) == 0 && p.sc.name == "idle-mqtt-conns":
+				fmt.Fprintf(w, " failed (%d of %d opened) |", c.opened, c.conns)
 				continue
 			case value(c) == 0:
 				fmt.Fprint(w, " failed |")
@@ -441,6 +568,8 @@ func (rep *report) write(w io.Writer) {
 			switch {
 			case p.sc.name == "idle-mqtt-conns" && c.perConn < 0:
 				s = fmt.Sprintf("%.2f (RSS fell: not meaningful)", c.perConn)
+			case p.sc.name == "idle-mqtt-conns" && c.opened < c.conns:
+				s = fmt.Sprintf("%.2f (only %d of %d opened)", c.perConn, c.opened, c.conns)
 			case p.sc.name == "idle-mqtt-conns":
 				s = fmt.Sprintf("%.2f", c.perConn)
 			case lowerBetter:
@@ -476,6 +605,8 @@ func (rep *report) write(w io.Writer) {
 		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, t.text, met)
 	}
 	fmt.Fprintf(w, "\n⚠: a run of this cell failed or lost acknowledged messages; see the delivery table.\n")
+
+	rep.writeIdle(w)
 
 	fmt.Fprintf(w, "\n## Delivery checks\n\n")
 	fmt.Fprintf(w, "Summed over the runs. Lost counts every published message that never arrived; \"confirmed\" counts those the broker had acknowledged (publisher confirm, PUBACK, or a cleanly closed AMQP channel), which fail the run unless delivery was QoS 0.\n\n")
@@ -518,6 +649,9 @@ func (rep *report) write(w io.Writer) {
 // targetMet says whether ferrymq's cell meets t: yes, no, or – when the
 // reference broker did not run.
 func targetMet(p planned, t target, fm *cellStats, cells map[string]*cellStats, rep *report) string {
+	if fm.failed > 0 && p.sc.name == "idle-mqtt-conns" {
+		return "no (the run failed)"
+	}
 	if fm.failed > 0 || fm.lostConf > 0 {
 		return "no (delivery failures)"
 	}
@@ -549,6 +683,92 @@ func targetMet(p planned, t target, fm *cellStats, cells map[string]*cellStats, 
 		return "–"
 	}
 	return yesNo(fm.rate >= t.ratio*ref.rate)
+}
+
+// writeIdle is the table of the idle-mqtt-conns runs: whether every
+// connection opened, how fast, and the broker's memory.
+func (rep *report) writeIdle(w io.Writer) {
+	var runs []result
+	for _, p := range rep.plan {
+		if p.sc.name != "idle-mqtt-conns" {
+			continue
+		}
+		for _, r := range rep.results {
+			if r.Scenario == p.name() {
+				runs = append(runs, r)
+			}
+		}
+	}
+	if len(runs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## Idle MQTT connections\n\n")
+	fmt.Fprintf(w, "Each run opens its connections (MQTT 3.1.1 CONNECT, clean session, keep alive 600 s) from 32 goroutines, each waiting for its CONNACK; beyond %d connections they come from further 127.0.0.x source addresses. RSS per connection is the broker's RSS growth, read 3 s after the last CONNACK, over the connections opened.\n\n", perSource)
+	fmt.Fprintf(w, "| run | broker | opened | time to open | conn/s | broker fd limit | broker RSS before → after | KiB RSS / conn | result |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range runs {
+		fd := "–"
+		if r.BrokerNoFile > 0 {
+			fd = strconv.FormatInt(r.BrokerNoFile, 10)
+		}
+		rss, per := "–", "–"
+		if r.RSSEndKiB > 0 {
+			rss = fmt.Sprintf("%.1f → %.1f MiB", float64(r.RSSBeforeKiB)/1024, float64(r.RSSEndKiB)/1024)
+			per = fmt.Sprintf("%.2f", r.RSSPerConnKiB)
+		}
+		ok := "all opened"
+		if !r.OK {
+			ok = "**FAIL**: " + strings.ReplaceAll(r.Error, "|", "/")
+		}
+		fmt.Fprintf(w, "| %s | %s | %d of %d | %.1f s | %s | %s | %s | %s | %s |\n",
+			r.Scenario, title(r.Broker), r.Opened, r.Conns, r.OpenSeconds, human(r.MsgPerSec), fd, rss, per, ok)
+	}
+}
+
+// titles joins broker titles: "ferrymq and Mosquitto".
+func titles(names []string) string {
+	var ts []string
+	for _, n := range names {
+		ts = append(ts, title(n))
+	}
+	if len(ts) < 2 {
+		return strings.Join(ts, "")
+	}
+	return strings.Join(ts[:len(ts)-1], ", ") + " and " + ts[len(ts)-1]
+}
+
+// runLarge runs the --conns-large cell p against the broker name, started
+// for it with its files in dir and stopped after it. It reports false when
+// the broker is not installed: the main start notes that.
+func (o *orchestration) runLarge(ctx context.Context, self string, cfg *config, p planned, name, dir string, stderr io.Writer, logf func(string, ...any)) (result, bool) {
+	res := result{Scenario: p.name(), Broker: name, Size: p.size, Conns: p.conns}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		res.Error = err.Error()
+		return res, true
+	}
+	t0 := time.Now()
+	b, err := o.startBroker(ctx, name, dir, p.conns)
+	if errors.Is(err, errNotInstalled) {
+		return res, false
+	}
+	if err != nil {
+		res.Error = fmt.Sprintf("not started: %v", err)
+		logf("%s: %s", name, res.Error)
+		return res, true
+	}
+	defer func() {
+		logf("stopping %s (%s)", b.name, p.name())
+		b.stop(30 * time.Second)
+	}()
+	logf("%s (%s) for %s ready in %.1fs, pid %d: mqtt %q", b.name, b.version, p.name(), time.Since(t0).Seconds(), b.pid, b.mqttURL)
+	if quiet, broker, other := settle(ctx, b.pid); !quiet {
+		logf("starting anyway after %s: %s still at %.0f%% CPU (other processes %.0f%%)", settleMax, b.name, broker, other)
+	}
+	logf("%s on %s", p.name(), b.name)
+	res = o.runChild(ctx, self, cfg, p, b, stderr)
+	if res.Error != "" && strings.HasPrefix(res.Error, "ferrybench child") {
+		fmt.Fprintln(stderr, summaryLine(res))
+	}
+	return res, true
 }
 
 func dedupe(xs []string) []string {

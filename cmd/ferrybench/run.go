@@ -62,6 +62,10 @@ type result struct {
 	OtherCPUPct   float64 `json:"other_cpu_pct"` // the rest of the machine: other processes competing for the cores
 	Conns         int     `json:"conns,omitempty"`
 	RSSPerConnKiB float64 `json:"rss_per_conn_kib,omitempty"`
+	Opened        int64   `json:"opened,omitempty"`         // idle-mqtt-conns: connections that got their CONNACK
+	OpenSeconds   float64 `json:"open_seconds,omitempty"`   // idle-mqtt-conns: time to open them
+	RSSBeforeKiB  int64   `json:"rss_before_kib,omitempty"` // idle-mqtt-conns: broker RSS before the first connection
+	BrokerNoFile  int64   `json:"broker_nofile,omitempty"`  // idle-mqtt-conns: the broker's RLIMIT_NOFILE soft limit
 	OK            bool    `json:"ok"`
 	Error         string  `json:"error,omitempty"`
 	Warning       string  `json:"warning,omitempty"`
