@@ -34,9 +34,13 @@ type client struct {
 	id        string
 	version   byte
 	keepalive time.Duration // how long it may be silent (1.5 × Keep Alive); 0: forever
-	props     packets.Properties
-	clean     bool // Clean Session / Clean Start
-	sess      *session
+	clean     bool          // Clean Session / Clean Start
+	// What the CONNECT's properties ask of the packets sent to it.
+	maxPacket     uint32 // 0: no limit
+	noProblemInfo bool   // Request Problem Information 0
+	responseInfo  bool   // Request Response Information 1
+	expiry        uint32 // the CONNECT's session expiry
+	sess          *session
 
 	// The reader's own.
 	rd       reader
@@ -195,7 +199,7 @@ func (c *client) handle(fh packets.FixedHeader, body []byte) error {
 // there replaces the CONNECT's, except from zero [MQTT-3.14.2-2].
 func (c *client) clientDisconnect(pk *packets.Packet) error {
 	if pk.Properties.SessionExpiryIntervalFlag {
-		if pk.Properties.SessionExpiryInterval > 0 && c.props.SessionExpiryInterval == 0 {
+		if pk.Properties.SessionExpiryInterval > 0 && c.expiry == 0 {
 			return packets.ErrProtocolViolationZeroNonZeroExpiry
 		}
 		c.sess.setExpiry(pk.Properties.SessionExpiryInterval)
@@ -211,11 +215,9 @@ func (c *client) clientDisconnect(pk *packets.Packet) error {
 // writePacket encodes a control packet and writes it at once.
 func (c *client) writePacket(pk *packets.Packet) error {
 	pk.ProtocolVersion = c.version
-	pk.Mods.MaxSize = c.props.MaximumPacketSize
-	if c.props.RequestProblemInfoFlag && c.props.RequestProblemInfo == 0 {
-		pk.Mods.DisallowProblemInfo = true // [MQTT-3.1.2-29]
-	}
-	if pk.FixedHeader.Type != packets.Connack || c.props.RequestResponseInfo == 1 {
+	pk.Mods.MaxSize = c.maxPacket
+	pk.Mods.DisallowProblemInfo = c.noProblemInfo // [MQTT-3.1.2-29]
+	if pk.FixedHeader.Type != packets.Connack || c.responseInfo {
 		pk.Mods.AllowResponseInfo = true // [MQTT-3.1.2-28]
 	}
 	var buf bytes.Buffer
@@ -308,7 +310,7 @@ func (c *client) close(err error) {
 // that does not read.
 func (c *client) writeDisconnect(pk *packets.Packet) {
 	pk.ProtocolVersion = c.version
-	pk.Mods.MaxSize = c.props.MaximumPacketSize
+	pk.Mods.MaxSize = c.maxPacket
 	var buf bytes.Buffer
 	if pk.DisconnectEncode(&buf) == nil {
 		c.write(buf.Bytes(), finishTimeout)

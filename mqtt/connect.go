@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"crypto/rand"
-	"sync"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -17,7 +16,10 @@ func (c *client) connect(pk *packets.Packet) error {
 	c.mu.Lock()
 	c.version = pk.ProtocolVersion
 	c.mu.Unlock()
-	c.props = pk.Properties.Copy(false)
+	props := &pk.Properties
+	c.maxPacket, c.expiry = props.MaximumPacketSize, props.SessionExpiryInterval
+	c.noProblemInfo = props.RequestProblemInfoFlag && props.RequestProblemInfo == 0
+	c.responseInfo = props.RequestResponseInfo == 1
 	c.clean = pk.Connect.Clean
 	c.id = pk.Connect.ClientIdentifier
 	if ka := time.Duration(pk.Connect.Keepalive) * time.Second; ka > 0 {
@@ -129,15 +131,13 @@ func (c *client) login(pk *packets.Packet) (*core.VHost, bool) {
 // start deletes the old session; otherwise its subscriptions are rebuilt
 // from its queues. It reports whether a session was present.
 func (srv *Server) establish(c *client, pk *packets.Packet, vhost *core.VHost) (*session, bool) {
-	props := &c.props
+	props := &pk.Properties
 	s := &session{
 		srv: srv, cl: c, clientID: c.id, vhost: vhost,
-		version: c.version,
-		subs:    map[string][]subscription{}, cons: map[string]*core.Consumer{},
-		flight:    map[uint16]inflight{},
+		version:   c.version,
 		maxPacket: props.MaximumPacketSize,
 	}
-	s.drained = sync.NewCond(&s.mu)
+	s.drained.L = &s.mu
 	s.acks = core.NewSyncQueue(srv.broker, s.releaseAcks)
 	if s.version == 5 {
 		s.persistent = props.SessionExpiryInterval > 0
@@ -158,7 +158,7 @@ func (srv *Server) establish(c *client, pk *packets.Packet, vhost *core.VHost) (
 	// over [MQTT-3.1.2-6].
 	fresh := pk.Connect.Clean || (st != nil && st.live != nil && !st.live.persistent && s.version < 5)
 	if st == nil || fresh {
-		nst := &state{inbound: map[uint16]struct{}{}, pubrel: map[uint16]struct{}{}, resend: map[uint64]uint16{}, origin: srv.origins.Add(1)}
+		nst := &state{origin: srv.origins.Add(1)}
 		if st != nil {
 			// The old connection ends later and must not see itself as
 			// the session's last connection.

@@ -103,7 +103,7 @@ type session struct {
 	flight  map[uint16]inflight
 	acks    *core.SyncQueue[pendingAck] // PUBACK/PUBREC, in order, after the store
 	unacked int                         // inbound QoS > 0 publishes not yet acknowledged
-	drained *sync.Cond                  // on mu: an acknowledgement went out
+	drained sync.Cond                   // on mu: an acknowledgement went out
 	out     []byte
 	spare   []byte
 	enc     bytes.Buffer
@@ -332,6 +332,9 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		}
 		pk.PacketID = id
 		pk.FixedHeader.Dup = d.Redelivered
+		if s.flight == nil {
+			s.flight = make(map[uint16]inflight)
+		}
 		if k.acks {
 			s.flight[id] = inflight{q: d.Queue, c: d.Consumer, seq: d.Seq, qos: qos, msgID: m.ID}
 		} else {
@@ -427,6 +430,9 @@ func (s *session) consume(queue string, qos byte, acks bool) error {
 		c.Cancel()
 		return nil
 	}
+	if s.cons == nil {
+		s.cons = make(map[string]*core.Consumer)
+	}
 	s.cons[queue] = c
 	s.mu.Unlock()
 	return nil
@@ -444,11 +450,14 @@ func (s *session) stop() {
 	s.closed = true
 	s.drained.Broadcast()
 	cons := s.cons
-	s.cons = map[string]*core.Consumer{}
+	s.cons = nil
 	flight := s.flight
-	s.flight = map[uint16]inflight{}
+	s.flight = nil
 	for id, f := range flight {
 		if f.q != nil {
+			if s.st.resend == nil {
+				s.st.resend = make(map[uint64]uint16)
+			}
 			s.st.resend[f.msgID] = id
 		}
 	}

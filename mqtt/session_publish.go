@@ -22,6 +22,9 @@ func (s *session) publish(pk *packets.Packet) error {
 		typ = packets.Pubrec
 		s.mu.Lock()
 		_, seen := s.st.inbound[pk.PacketID]
+		if s.st.inbound == nil {
+			s.st.inbound = make(map[uint16]struct{})
+		}
 		s.st.inbound[pk.PacketID] = struct{}{}
 		s.mu.Unlock()
 		if seen {
@@ -136,6 +139,9 @@ func (s *session) acked(pk *packets.Packet) {
 			// The message is the client's now: ack it in core and finish
 			// the exchange, remembering the id (and holding its place in
 			// the receive maximum) until PUBCOMP.
+			if s.st.pubrel == nil {
+				s.st.pubrel = make(map[uint16]struct{})
+			}
 			s.st.pubrel[id] = struct{}{}
 			s.writeRelLocked(id, 0)
 		} else {

@@ -68,6 +68,9 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
 	}
 	s.mu.Lock()
+	if s.subs == nil {
+		s.subs = make(map[string][]subscription)
+	}
 	s.subs[queue] = append(s.subs[queue], subscriptionFrom(args))
 	s.mu.Unlock()
 	if err := s.consume(queue, min(qos, 1), acks); err != nil {
@@ -112,13 +115,15 @@ func (s *session) unbind(full string) bool {
 			found = true
 		}
 		s.mu.Lock()
-		subs := s.subs[queue][:0]
-		for _, sub := range s.subs[queue] {
-			if sub.full != full {
-				subs = append(subs, sub)
+		if old, ok := s.subs[queue]; ok {
+			subs := old[:0]
+			for _, sub := range old {
+				if sub.full != full {
+					subs = append(subs, sub)
+				}
 			}
+			s.subs[queue] = subs
 		}
-		s.subs[queue] = subs
 		s.mu.Unlock()
 	}
 	return found
@@ -179,6 +184,9 @@ func (s *session) restore() (bool, error) {
 			}
 		}
 		s.mu.Lock()
+		if s.subs == nil {
+			s.subs = make(map[string][]subscription)
+		}
 		s.subs[queue] = subs
 		s.mu.Unlock()
 		if err := s.consume(queue, qos, qos > 0); err != nil {
