@@ -23,6 +23,7 @@ type Config struct {
 	AMQPListen     string       `yaml:"amqp_listen"`
 	MQTTListen     string       `yaml:"mqtt_listen"`
 	MQTTWSListen   string       `yaml:"mqtt_ws_listen"` // MQTT over WebSocket, at /mqtt
+	DebugListen    string       `yaml:"debug_listen"`   // Go's pprof at /debug/pprof/; empty: off
 	DataDir        string       `yaml:"data_dir"`
 	LogLevel       string       `yaml:"log_level"`
 	Heartbeat      int          `yaml:"heartbeat"` // seconds
@@ -220,6 +221,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address`")
 	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT 3.1.1/5 listen `address`")
 	fs.StringVar(&f.MQTTWSListen, "mqtt-ws-listen", def.MQTTWSListen, "MQTT over WebSocket listen `address` (path /mqtt)")
+	fs.StringVar(&f.DebugListen, "debug-listen", "", "serve Go's pprof profiles at http://`address`/debug/pprof/ (default off; keep it on loopback)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
 	fs.Var(&users, "user", "add a user as `name:password` (repeatable; not loopback-only; guest/guest stays loopback-only unless replaced)")
@@ -275,6 +277,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MQTTListen = f.MQTTListen
 		case "mqtt-ws-listen":
 			cfg.MQTTWSListen = f.MQTTWSListen
+		case "debug-listen":
+			cfg.DebugListen = f.DebugListen
 		case "data-dir":
 			cfg.DataDir = f.DataDir
 		case "log-level":

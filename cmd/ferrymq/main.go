@@ -25,6 +25,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -191,6 +193,21 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		logger.Info("listener ready", "proto", l.proto, "addr", mln.Addr().String())
 	}
 
+	if cfg.DebugListen != "" {
+		dln, err := net.Listen("tcp", cfg.DebugListen)
+		if err != nil {
+			logger.Error("cannot listen", "proto", "debug", "addr", cfg.DebugListen, "err", err)
+			mq.Close()
+			bridges.Close()
+			ln.Close()
+			broker.Close()
+			return exitFailure
+		}
+		defer dln.Close()
+		go http.Serve(dln, debugHandler())
+		logger.Info("listener ready", "proto", "debug", "addr", dln.Addr().String())
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -255,4 +272,16 @@ func nodeName(cfg Config) (string, error) {
 	host, _ := os.Hostname()
 	n := strings.ReplaceAll(host, ",", "") + "-" + hex.EncodeToString(id[:])
 	return n, os.WriteFile(path, []byte(n+"\n"), 0o640)
+}
+
+// debugHandler serves Go's profiles, for measuring the hot paths and
+// memory of a running broker (go tool pprof http://addr/debug/pprof/heap).
+func debugHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

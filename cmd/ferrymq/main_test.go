@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,6 +109,31 @@ func TestRunLogsBoundAddressAndStops(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), `msg=stopped`) {
 		t.Fatalf("no stopped line in log:\n%s", log.String())
+	}
+}
+
+// TestDebugListenServesProfiles: --debug-listen serves Go's pprof, for
+// profiling a running broker.
+func TestDebugListenServesProfiles(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append(freePorts(), "--data-dir", t.TempDir(), "--debug-listen", "127.0.0.1:0"), &log)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	addr := waitFor(t, &log, regexp.MustCompile(`msg="listener ready" proto=debug addr=(\S+)`))[1]
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("GET /debug/pprof/heap: %s\n%.200s", resp.Status, body)
 	}
 }
 
