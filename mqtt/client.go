@@ -69,13 +69,6 @@ const (
 	readParked
 )
 
-func newClient(s *Server, c net.Conn) *client {
-	cl := &client{srv: s, conn: c}
-	cl.lastRead.Store(time.Now().UnixNano())
-	cl.timer = time.AfterFunc(connectTimeout, cl.checkAlive)
-	return cl
-}
-
 // checkAlive closes a client silent for longer than its Keep Alive allows
 // [MQTT-3.1.2-24], or that sent no CONNECT in time. The timer is not reset
 // on every packet: it looks at when the client last spoke and sleeps for
@@ -250,19 +243,35 @@ func (c *client) writePacket(pk *packets.Packet) error {
 func (c *client) write(b []byte, timeout time.Duration) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(b, timeout)
+}
+
+// writeLocked writes with wmu held.
+func (c *client) writeLocked(b []byte, timeout time.Duration) error {
+	if c.closing.Load() {
+		timeout = min(timeout, finishTimeout)
+	}
 	c.conn.SetWriteDeadline(time.Now().Add(timeout))
 	_, err := c.conn.Write(b)
 	return err
 }
 
 // tryWrite writes what the socket takes of b at once, without waiting for
-// it or for another writer; it returns how much that was.
+// it or for another writer; it returns how much that was. After a part of
+// b (0 < n < len(b)) it returns still holding wmu: nothing else may be
+// written before the rest, which the caller must write and then unlock.
 func (c *client) tryWrite(b []byte) int {
 	if c.raw == nil || !c.wmu.TryLock() {
 		return 0
 	}
-	defer c.wmu.Unlock()
-	return writeNow(c.raw, b)
+	// A deadline passed since the last write would fail the raw write
+	// before it starts.
+	c.conn.SetWriteDeadline(time.Time{})
+	n := writeNow(c.raw, b)
+	if n == 0 || n == len(b) {
+		c.wmu.Unlock()
+	}
+	return n
 }
 
 // epoch and nanotime give a monotonic clock cheaper to compare than
@@ -293,6 +302,13 @@ func (c *client) close(err error) {
 	if !first {
 		return
 	}
+	if s := c.sess; s != nil {
+		// A 3.1.1 reader may wait for acknowledgements that a failed store
+		// never releases.
+		s.mu.Lock()
+		s.drained.Broadcast()
+		s.mu.Unlock()
+	}
 	if send {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: reasonCode(code)}
 		if code.Code >= packets.ErrUnspecifiedError.Code {
@@ -312,18 +328,23 @@ func (c *client) writeDisconnect(pk *packets.Packet) {
 	pk.ProtocolVersion = c.version
 	pk.Mods.MaxSize = c.maxPacket
 	var buf bytes.Buffer
-	if pk.DisconnectEncode(&buf) == nil {
-		c.write(buf.Bytes(), finishTimeout)
+	if pk.DisconnectEncode(&buf) != nil {
+		return
 	}
+	// A writer stuck on a client that does not read gives up its turn
+	// within finishTimeout instead of its writeTimeout.
+	c.conn.SetWriteDeadline(time.Now().Add(finishTimeout))
+	c.write(buf.Bytes(), finishTimeout)
 }
 
 // finish runs once, after the read side stopped: the will goes out unless
 // the client said DISCONNECT, and the session ends.
 func (c *client) finish() {
+	// Last: Server.Close waits for every client's will and session end.
+	defer c.srv.forget(c)
 	c.timer.Stop()
 	c.conn.Close()
 	c.rd.release()
-	c.srv.forget(c)
 	c.mu.Lock()
 	err, will, s := c.cause, c.will, c.sess
 	c.will = nil

@@ -253,6 +253,12 @@ func (s *session) sendWill(will *packets.Packet) {
 		return
 	}
 	s.srv.mu.Lock()
+	if s.st.live != nil && s.st.live != s {
+		// Resumed by a new connection within the delay: no will
+		// [MQTT-3.1.3-9].
+		s.srv.mu.Unlock()
+		return
+	}
 	s.st.will = time.AfterFunc(delay, func() {
 		s.srv.mu.Lock()
 		s.st.will = nil

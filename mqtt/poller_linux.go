@@ -62,17 +62,19 @@ func (p *poller) watch(c *client) error {
 	}
 	p.mu.Lock()
 	op := unix.EPOLL_CTL_MOD
-	if c.key == 0 {
+	key := c.key
+	if key == 0 {
 		p.next++
-		c.key = p.next
-		p.clients[c.key] = c
+		key = p.next
+		c.key = key
+		p.clients[key] = c
 		op = unix.EPOLL_CTL_ADD
 	}
 	p.mu.Unlock()
 	ev := unix.EpollEvent{
 		Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT,
-		Fd:     int32(uint32(c.key)),
-		Pad:    int32(uint32(c.key >> 32)),
+		Fd:     int32(uint32(key)),
+		Pad:    int32(uint32(key >> 32)),
 	}
 	var cerr error
 	// Control holds the descriptor open: a socket closed meanwhile fails
@@ -80,20 +82,23 @@ func (p *poller) watch(c *client) error {
 	err = rc.Control(func(fd uintptr) {
 		cerr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 	})
-	if err != nil {
-		return err
+	if err == nil {
+		err = cerr
 	}
-	return cerr
+	if err != nil && op == unix.EPOLL_CTL_ADD {
+		p.forget(c)
+	}
+	return err
 }
 
 // forget drops a finished client. Its socket left the epoll set when it
 // closed.
 func (p *poller) forget(c *client) {
-	if c.key == 0 {
-		return
-	}
 	p.mu.Lock()
-	delete(p.clients, c.key)
+	if c.key != 0 {
+		delete(p.clients, c.key)
+		c.key = 0
+	}
 	p.mu.Unlock()
 }
 

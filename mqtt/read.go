@@ -15,8 +15,14 @@ import (
 // not keep stacks.
 const linger = 200 * time.Millisecond
 
-// readBufSize is the read buffer a client borrows while it has input.
-const readBufSize = 4096
+// A client borrows a small read buffer while it has input; one that
+// fills it with a single read (a busy publisher) gets a larger one, up to
+// maxReadBuf, for as long as it stays busy. Small buffers keep a burst of
+// connecting devices cheap: each holds one for the linger.
+const (
+	readBufSize = 512
+	maxReadBuf  = 64 << 10
+)
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
@@ -26,7 +32,7 @@ var errParked = errors.New("mqtt: parked")
 // reader is a client's input: a buffer borrowed while there are bytes to
 // read, and where the next packet starts in it.
 type reader struct {
-	buf    *[]byte // borrowed from readBufs, or grown for a large packet
+	buf    *[]byte // borrowed from readBufs, or grown for a busy client or a large packet
 	in     []byte  // unparsed input, a prefix of *buf shifted to its start
 	active bool    // something was read since the read deadline was set
 	armed  bool    // a read deadline is set
@@ -66,6 +72,9 @@ func (c *client) readPackets() (err error) {
 			}
 			if n == 0 {
 				break
+			}
+			if c.closing.Load() {
+				return nil // taken over, or closed: the rest is not ours to act on
 			}
 			err = c.handle(fh, body)
 			c.rd.in = c.rd.in[n:]
@@ -138,6 +147,9 @@ func (r *reader) reserve(size int) {
 func (c *client) fill() error {
 	r := &c.rd
 	for {
+		if r.buf != nil && len(r.in) == 0 && cap(*r.buf) > maxReadBuf {
+			r.release() // a large packet's buffer, not kept for the next
+		}
 		if r.buf == nil {
 			b := readBufs.Get().(*[]byte)
 			r.buf, r.in = b, (*b)[:0]
@@ -152,6 +164,9 @@ func (c *client) fill() error {
 		n, err := c.conn.Read((*r.buf)[len(r.in):])
 		if n > 0 {
 			r.in = (*r.buf)[:len(r.in)+n]
+			if len(r.in) == cap(*r.buf) && cap(*r.buf) < maxReadBuf {
+				r.reserve(2 * cap(*r.buf)) // more is likely waiting
+			}
 			r.active = true
 			c.lastRead.Store(time.Now().UnixNano())
 			return nil

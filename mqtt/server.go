@@ -197,8 +197,10 @@ func (s *Server) Close() error {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
+	// In parallel: a client that does not read holds its DISCONNECT for
+	// up to finishTimeout.
 	for _, c := range clients {
-		c.close(packets.ErrServerShuttingDown)
+		go c.close(packets.ErrServerShuttingDown)
 	}
 	s.live.Wait()
 	s.poller.close()

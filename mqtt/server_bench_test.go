@@ -15,8 +15,8 @@ import (
 	"github.com/ferrymq/ferrymq/core"
 )
 
-// benchServer serves MQTT on a free port for a benchmark.
-func benchServer(b *testing.B) string {
+// startServer serves MQTT on a free port for a test or benchmark.
+func startServer(b testing.TB) string {
 	b.Helper()
 	br := core.NewBroker(core.Options{})
 	b.Cleanup(br.Close)
@@ -83,7 +83,7 @@ func dialMQTT(b testing.TB, addr, id string) (net.Conn, *bufio.Reader) {
 // TCP: PUBLISH (QoS 0, 16 bytes) decoded, routed by core through
 // amq.topic, enqueued, delivered and encoded to a subscriber.
 func BenchmarkPublishDeliver(b *testing.B) {
-	addr := benchServer(b)
+	addr := startServer(b)
 	sub, subr := dialMQTT(b, addr, "bench-sub")
 	defer sub.Close()
 	subscribe := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
@@ -142,7 +142,7 @@ func BenchmarkPublishDeliver(b *testing.B) {
 // net.Conn (a few hundred bytes).
 func BenchmarkIdleClient(b *testing.B) {
 	const n = 2000
-	addr := benchServer(b)
+	addr := startServer(b)
 	var perConn float64
 	for i := range b.N {
 		before := heapAndStacks()

@@ -159,10 +159,16 @@ func (s *session) signalLocked(before int) {
 				return
 			}
 			s.out = s.out[:copy(s.out, s.out[n:])]
+			if n > 0 {
+				// tryWrite kept the client's write lock for the rest.
+				s.writing = true
+				go s.writeLoop(true)
+				return
+			}
 		}
 	}
 	s.writing = true
-	go s.writeLoop()
+	go s.writeLoop(false)
 }
 
 // appendLocked encodes pk into the output buffer.
@@ -209,7 +215,14 @@ func (s *session) established() {
 // to settle and resumes consumers refused for lack of room, until there is
 // nothing left to do. Writes take turns with the client's own (CONNACK,
 // SUBACK, PINGRESP), so packets never interleave.
-func (s *session) writeLoop() {
+func (s *session) writeLoop(locked bool) {
+	// locked: the client's write lock is held for the rest of a packet
+	// the direct path could write only part of; it goes first.
+	defer func() {
+		if locked {
+			s.cl.wmu.Unlock()
+		}
+	}()
 	for {
 		s.mu.Lock()
 		if s.closed || (len(s.out) == 0 && len(s.settles) == 0) {
@@ -224,7 +237,15 @@ func (s *session) writeLoop() {
 		s.settles = nil
 		s.mu.Unlock()
 		if len(buf) > 0 {
-			if err := s.cl.write(buf, writeTimeout); err != nil {
+			var err error
+			if locked {
+				err = s.cl.writeLocked(buf, writeTimeout)
+				s.cl.wmu.Unlock()
+				locked = false
+			} else {
+				err = s.cl.write(buf, writeTimeout)
+			}
+			if err != nil {
 				s.mu.Lock()
 				s.writing = false
 				s.mu.Unlock()

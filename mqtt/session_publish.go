@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"strings"
+
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
@@ -21,6 +23,11 @@ func (s *session) publish(pk *packets.Packet) error {
 	if qos == 2 {
 		typ = packets.Pubrec
 		s.mu.Lock()
+		if s.closed {
+			// Taken over: the QoS 2 state is the new connection's now.
+			s.mu.Unlock()
+			return nil
+		}
 		_, seen := s.st.inbound[pk.PacketID]
 		if s.st.inbound == nil {
 			s.st.inbound = make(map[uint16]struct{})
@@ -48,6 +55,18 @@ func (s *session) publish(pk *packets.Packet) error {
 			s.srv.log.Debug("mqtt: receive maximum exceeded", "client", s.clientID, "limit", limit)
 			return packets.ErrReceiveMaximum // [MQTT-3.3.4-9]
 		}
+	}
+	if strings.HasPrefix(pk.TopicName, "$") {
+		// $ topics are the server's [MQTT-4.7.2-1]: not routed, and an
+		// MQTT 5 client is told so.
+		if qos > 0 {
+			var rc byte
+			if s.version == 5 {
+				rc = packets.ErrNotAuthorized.Code
+			}
+			s.acknowledge(pk.PacketID, typ, rc, 0)
+		}
+		return nil
 	}
 	msg := toMessage(s.srv.cfg.Exchange, pk, s.origin)
 	var rc byte
@@ -121,6 +140,10 @@ func (s *session) writeAckLocked(id uint16, typ, rc byte) {
 func (s *session) acked(pk *packets.Packet) {
 	id := pk.PacketID
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return // taken over: the new connection owns the session's state
+	}
 	switch pk.FixedHeader.Type {
 	case packets.Puback, packets.Pubrec:
 		f, ok := s.flight[id]

@@ -14,6 +14,16 @@ import (
 // returns the SUBACK reason codes and the retained messages owed.
 func (s *session) subscribe(filters packets.Subscriptions) ([]byte, []replay) {
 	codes := make([]byte, len(filters))
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		// Taken over: the queues are the new connection's now.
+		for i := range codes {
+			codes[i] = s.failure(packets.ErrUnspecifiedError)
+		}
+		return codes, nil
+	}
 	var replays []replay
 	for i, f := range filters {
 		code, r, err := s.subscribeOne(f)
