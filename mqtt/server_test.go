@@ -113,3 +113,31 @@ func TestMQTTAndAMQPBothWays(t *testing.T) {
 		t.Fatalf("MQTT got %q from AMQP", s)
 	}
 }
+
+// TestDollarTopicsNotRouted: a client's publish to a $ topic is
+// acknowledged but reaches no one, not even a $SYS/# subscriber
+// [MQTT-4.7.2-1]; the next publish does.
+func TestDollarTopicsNotRouted(t *testing.T) {
+	addr, _ := startBrokers(t)
+	got := make(chan string, 10)
+	sub := connect(t, addr, "dollar-sub", true)
+	for _, f := range []string{"$SYS/#", "after"} {
+		if tok := sub.Subscribe(f, 1, func(_ pahomqtt.Client, m pahomqtt.Message) { got <- m.Topic() }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe %s: %v", f, tok.Error())
+		}
+	}
+	pub := connect(t, addr, "dollar-pub", true)
+	for _, topic := range []string{"$SYS/broker/x", "after"} {
+		if tok := pub.Publish(topic, 1, false, "x"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", topic, tok.Error())
+		}
+	}
+	select {
+	case topic := <-got:
+		if topic != "after" {
+			t.Fatalf("subscriber got %q first, want \"after\"", topic)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no delivery")
+	}
+}
