@@ -103,6 +103,13 @@ func (c *amqpConsumer) stop() {
 // broker took every message (it answers close-ok after handling the
 // publishes before it), so they all count as confirmed.
 func amqpPublish(ctx context.Context, r *run, p *publisher, conn *amqp.Connection, exchange, key string, persistent, confirm bool) error {
+	return amqpPublishTo(ctx, r, p, conn, exchange, func([]byte, uint32) string { return key }, persistent, confirm)
+}
+
+// amqpPublishTo is amqpPublish with a routing key per message: route gets
+// each body, its header written, and its sequence number, may write into
+// the rest of the body, and returns the key.
+func amqpPublishTo(ctx context.Context, r *run, p *publisher, conn *amqp.Connection, exchange string, route func(body []byte, seq uint32) string, persistent, confirm bool) error {
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("amqp publisher channel: %w", err)
@@ -132,7 +139,7 @@ func amqpPublish(ctx context.Context, r *run, p *publisher, conn *amqp.Connectio
 			}
 		}()
 	}
-	err = r.publishLoop(p, r.share(int(p.id)), true, func(body []byte, _ uint32) error {
+	err = r.publishLoop(p, r.share(int(p.id)), true, func(body []byte, seq uint32) error {
 		if confirm {
 			select {
 			case inflight <- struct{}{}:
@@ -140,6 +147,7 @@ func amqpPublish(ctx context.Context, r *run, p *publisher, conn *amqp.Connectio
 				return errors.New("channel closed while waiting for confirms")
 			}
 		}
+		key := route(body, seq)
 		msg.Body = body
 		return ch.PublishWithContext(ctx, exchange, key, false, false, msg)
 	})

@@ -88,6 +88,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.ackEvery, "ack-every", 100, "AMQP consumers ack with multiple=true every `n` deliveries")
 	fs.Int64Var(&cfg.backlog, "backlog", 10000, "publishers pause while this many `messages` are published but not yet received")
 	fs.IntVar(&cfg.conns, "conns", 10000, "connections for idle-mqtt-conns")
+	fs.IntVar(&cfg.queues, "queues", 10000, "queues for amqp-topology-10k, 10 bindings each")
 	fs.DurationVar(&cfg.drainIdle, "drain-idle", 3*time.Second, "after publishing, stop waiting for missing messages after this long without one")
 	fs.BoolVar(&cfg.plainConns, "plain-conns", false, "write each client write straight to its socket, without coalescing (the latency scenarios always do)")
 	fs.BoolVar(&progress, "progress", true, "print a progress line on stderr every second")
@@ -180,8 +181,8 @@ func (cfg *config) check() error {
 	if cfg.duration <= 0 && cfg.messages <= 0 {
 		return errors.New("--duration or --messages must be positive")
 	}
-	if cfg.window < 1 || cfg.prefetch < 1 || cfg.ackEvery < 1 || cfg.backlog < 1 || cfg.conns < 1 {
-		return errors.New("--window, --prefetch, --ack-every, --backlog and --conns must be at least 1")
+	if cfg.window < 1 || cfg.prefetch < 1 || cfg.ackEvery < 1 || cfg.backlog < 1 || cfg.conns < 1 || cfg.queues < 1 {
+		return errors.New("--window, --prefetch, --ack-every, --backlog, --conns and --queues must be at least 1")
 	}
 	if cfg.ackEvery > cfg.prefetch {
 		return errors.New("--ack-every must not exceed --prefetch, or consumers stall")
@@ -269,6 +270,13 @@ func summaryLine(res result) string {
 	if strings.HasPrefix(res.Scenario, "idle-mqtt-conns") {
 		fmt.Fprintf(&b, "%d of %d conns opened in %.1fs (%s conn/s), %.2f KiB RSS per connection", res.Opened, res.Conns, res.OpenSeconds, human(res.MsgPerSec), res.RSSPerConnKiB)
 	} else {
+		if res.Queues > 0 {
+			fmt.Fprintf(&b, "%d queues, %d bindings declared in %.1fs (deleted in %.1fs), ", res.Queues, res.Bindings, res.DeclareSeconds, res.DeleteSeconds)
+			if res.RSSTopoKiB > 0 {
+				fmt.Fprintf(&b, "broker rss %.1f -> %.1f MiB, %.2f KiB per queue, ", float64(res.RSSBeforeKiB)/1024, float64(res.RSSTopoKiB)/1024, res.RSSPerQueueKiB)
+			}
+			b.WriteString("routing: ")
+		}
 		fmt.Fprintf(&b, "%s msg/s, p50 %.0f µs, p99 %.0f µs, published %d, received %d, lost %d (confirmed %d), dup %d",
 			human(res.MsgPerSec), res.P50us, res.P99us, res.Published, res.Received, res.Lost, res.LostConfirmed, res.Dup)
 	}
@@ -293,6 +301,9 @@ func writeRunTable(w io.Writer, results []result) {
 		rate := human(r.MsgPerSec)
 		if strings.HasPrefix(r.Scenario, "idle-mqtt-conns") {
 			rate = fmt.Sprintf("%d of %d conns, %.2f KiB/conn", r.Opened, r.Conns, r.RSSPerConnKiB)
+		}
+		if r.Queues > 0 {
+			rate = fmt.Sprintf("%s (%d queues declared+bound in %.1fs, %.2f KiB/queue)", rate, r.Queues, r.DeclareSeconds, r.RSSPerQueueKiB)
 		}
 		rss := "–"
 		if r.RSSKiB > 0 {

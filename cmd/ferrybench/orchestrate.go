@@ -32,6 +32,7 @@ type orchestration struct {
 
 	connsLarge        int
 	connsLargeBrokers string
+	topologyBrokers   string
 }
 
 func (o *orchestration) flags(fs *flag.FlagSet) {
@@ -45,6 +46,7 @@ func (o *orchestration) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.keepTemp, "keep-temp", false, "with --orchestrate: keep the brokers' temporary directory (data, configs, logs)")
 	fs.IntVar(&o.connsLarge, "conns-large", 0, "with --orchestrate: also run idle-mqtt-conns once with this many `connections` (0: not), first, against each of --conns-large-brokers started afresh for it")
 	fs.StringVar(&o.connsLargeBrokers, "conns-large-brokers", "ferrymq,mosquitto", "with --orchestrate: the `brokers` of the --conns-large run (RabbitMQ, at about 180 KiB per idle connection, would need some 17 GiB for 100,000)")
+	fs.StringVar(&o.topologyBrokers, "topology-brokers", "ferrymq,rabbitmq", "with --orchestrate: the AMQP `brokers` amqp-topology-10k runs against, once each, each started afresh for it (RabbitMQ takes a minute or two to declare, bind and delete 10,000 queues)")
 }
 
 // startBroker starts one of the brokers --brokers names, with its data,
@@ -157,13 +159,20 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	// the throughput runs a garbage-collected broker holds freed memory
 	// that new connections reuse and that it returns to the OS at its own
 	// pace, so RSS growth per connection would mean little.
-	var idle []planned
+	// amqp-topology-10k runs once too, against brokers started afresh for
+	// it, for the same reason: its RSS growth per queue.
+	var idle, topo []planned
 	for i := 0; i < len(plan); i++ {
-		if plan[i].sc.name == "idle-mqtt-conns" {
+		switch plan[i].sc.name {
+		case "idle-mqtt-conns":
 			idle = append(idle, plan[i])
-			plan = append(plan[:i], plan[i+1:]...)
-			i--
+		case topologyName:
+			topo = append(topo, plan[i])
+		default:
+			continue
 		}
+		plan = append(plan[:i], plan[i+1:]...)
+		i--
 	}
 
 	var results []result
@@ -191,7 +200,7 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 				if ctx.Err() != nil || !slices.Contains(brokerNames(o.brokers), name) {
 					continue
 				}
-				res, ran := o.runLarge(ctx, self, cfg, p, name, filepath.Join(tmp, "large-"+name), stderr, logf)
+				res, ran := o.runFresh(ctx, self, cfg, p, name, filepath.Join(tmp, "large-"+name), stderr, logf)
 				if !ran {
 					continue
 				}
@@ -203,6 +212,30 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 			}
 		}
 		largeTime = time.Since(t0)
+	}
+
+	// amqp-topology-10k: once per AMQP broker, each started for it and
+	// stopped after it, before the brokers of the other runs start.
+	var topoTime time.Duration
+	if len(topo) > 0 {
+		t0 := time.Now()
+		for _, name := range brokerNames(o.topologyBrokers) {
+			if ctx.Err() != nil || !slices.Contains(brokerNames(o.brokers), name) || name == "mosquitto" {
+				continue
+			}
+			for _, p := range topo {
+				res, ran := o.runFresh(ctx, self, cfg, p, name, filepath.Join(tmp, "topology-"+name), stderr, logf)
+				if !ran {
+					continue
+				}
+				if !res.OK && strings.HasPrefix(res.Error, "not started") {
+					keep = true
+				}
+				results = append(results, res)
+			}
+		}
+		topoTime = time.Since(t0)
+		logf("%s took %s", topologyName, topoTime.Round(time.Second))
 	}
 
 	for _, name := range brokerNames(o.brokers) {
@@ -227,7 +260,7 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	reps := 0
 	var repTime time.Duration
 	for rep := 1; rep <= o.reps && ctx.Err() == nil; rep++ {
-		if rep > 1 && time.Since(start)-largeTime+repTime > o.budget {
+		if rep > 1 && time.Since(start)-largeTime-topoTime+repTime > o.budget {
 			notes = append(notes, fmt.Sprintf("stopped after %d repetitions: another (%.0fs) would pass the %s budget", reps, repTime.Seconds(), o.budget))
 			break
 		}
@@ -275,10 +308,12 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	if large != nil {
 		reportPlan = append(reportPlan, *large)
 	}
+	reportPlan = append(reportPlan, topo...)
 	rep := report{
 		started: start, elapsed: time.Since(start), reps: reps, cfg: cfg,
 		brokers: brokers, plan: append(reportPlan, plan...), results: results, notes: notes,
 		large: large, largeBrokers: brokerNames(o.connsLargeBrokers), largeNotRun: largeNotRun,
+		topologyBrokers: brokerNames(o.topologyBrokers),
 	}
 	var buf bytes.Buffer
 	rep.write(&buf)
@@ -318,12 +353,18 @@ func (o *orchestration) runChild(ctx context.Context, self string, cfg *config, 
 		"--duration", cfg.duration.String(), "--messages", strconv.FormatInt(cfg.messages, 10),
 		"--window", strconv.Itoa(cfg.window), "--prefetch", strconv.Itoa(cfg.prefetch),
 		"--ack-every", strconv.Itoa(cfg.ackEvery), "--backlog", strconv.FormatInt(cfg.backlog, 10),
-		"--conns", strconv.Itoa(p.connsOr(cfg.conns)), "--drain-idle", cfg.drainIdle.String(),
+		"--conns", strconv.Itoa(p.connsOr(cfg.conns)), "--queues", strconv.Itoa(cfg.queues),
+		"--drain-idle", cfg.drainIdle.String(),
 		"--progress=" + strconv.FormatBool(cfg.progress != nil),
 		"--plain-conns=" + strconv.FormatBool(cfg.plainConns),
 	}
 	// Opening idle connections takes up to a millisecond each.
 	limit := cfg.duration + 3*time.Minute + time.Duration(p.connsOr(cfg.conns))*time.Millisecond
+	if p.sc.name == topologyName {
+		// RabbitMQ declares, binds and deletes some 100 queues a second
+		// on a busy machine.
+		limit += time.Duration(cfg.queues) * 30 * time.Millisecond
+	}
 	cctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, self, args...)
@@ -364,6 +405,8 @@ type report struct {
 	large        *planned // the --conns-large cell, or nil
 	largeBrokers []string // --conns-large-brokers
 	largeNotRun  string   // why the --conns-large cell did not run, if it did not
+
+	topologyBrokers []string // --topology-brokers
 }
 
 // target is issue 6's goal for one scenario.
@@ -392,6 +435,8 @@ func targetFor(p planned) target {
 		return target{"p50 ≤ Mosquitto's MQTT QoS 0 p50", "mosquitto", 0}
 	case "idle-mqtt-conns":
 		return target{"≤ 8 KiB per connection", "", 0}
+	case topologyName:
+		return target{"routing still fast: ≥ 4× RabbitMQ", "rabbitmq", 4}
 	}
 	return target{}
 }
@@ -401,6 +446,7 @@ type cellStats struct {
 	runs, failed        int
 	rate, p50, p99      float64
 	perConn             float64
+	perQueue            float64 // amqp-topology-10k: KiB RSS per queue
 	lost, lostConf, dup int64
 	rss                 int64
 	cpu, clientCPU      float64
@@ -412,7 +458,7 @@ type cellStats struct {
 
 func (rep *report) stats(p planned, broker string) *cellStats {
 	var c cellStats
-	var rates, p50s, p99s, perConns, cpus, ccpus, ocpus []float64
+	var rates, p50s, p99s, perConns, perQueues, cpus, ccpus, ocpus []float64
 	for _, r := range rep.results {
 		if r.Scenario != p.name() || r.Size != p.size || r.Broker != broker {
 			continue
@@ -433,6 +479,9 @@ func (rep *report) stats(p planned, broker string) *cellStats {
 		if r.RSSPerConnKiB != 0 {
 			perConns = append(perConns, r.RSSPerConnKiB)
 		}
+		if r.RSSPerQueueKiB != 0 {
+			perQueues = append(perQueues, r.RSSPerQueueKiB)
+		}
 		cpus = append(cpus, r.CPUPct)
 		ccpus = append(ccpus, r.ClientCPUPct)
 		ocpus = append(ocpus, r.OtherCPUPct)
@@ -448,6 +497,7 @@ func (rep *report) stats(p planned, broker string) *cellStats {
 	}
 	c.rate, c.p50, c.p99 = median(rates), median(p50s), median(p99s)
 	c.perConn, c.cpu, c.clientCPU, c.otherCPU = median(perConns), median(cpus), median(ccpus), median(ocpus)
+	c.perQueue = median(perQueues)
 	return &c
 }
 
@@ -507,6 +557,10 @@ func (rep *report) write(w io.Writer) {
 		}
 		fmt.Fprintln(w)
 	}
+	if rep.hasTopology() {
+		fmt.Fprintf(w, "- %s runs once, before the other runs, against %s, each started afresh for it and stopped after it (`--topology-brokers`); see its section below.\n",
+			topologyName, titles(rep.topologyRan()))
+	}
 	fmt.Fprintf(w, "- Before each run the orchestrator waits until the broker is idle (at most %s) and, for at most %s, until other processes are. They still used a median %.0f%% CPU (of %d00%%) during the runs (`other_cpu_pct`, in the resources table); the numbers move with that.\n",
 		settleMax, otherWait, rep.otherCPU(), runtime.NumCPU())
 	for _, n := range rep.notes {
@@ -529,20 +583,40 @@ func (rep *report) write(w io.Writer) {
 		fmt.Fprint(w, "---:|")
 	}
 	fmt.Fprint(w, "---:|---|---|\n")
+	type row struct {
+		p      planned
+		memory bool // amqp-topology-10k's second row: RSS per queue
+	}
+	var rows []row
 	for _, p := range rep.plan {
-		lowerBetter := p.sc.name == "idle-mqtt-conns" || strings.HasPrefix(p.sc.name, "latency-")
+		rows = append(rows, row{p, false})
+		if p.sc.name == topologyName {
+			rows = append(rows, row{p, true})
+		}
+	}
+	for _, rw := range rows {
+		p := rw.p
+		lowerBetter := p.sc.name == "idle-mqtt-conns" || strings.HasPrefix(p.sc.name, "latency-") || rw.memory
 		unit := p.sc.unit
+		label := variant(p)
 		value := func(c *cellStats) float64 { return c.rate }
 		switch {
 		case p.sc.name == "idle-mqtt-conns":
 			unit = "KiB RSS / conn"
 			value = func(c *cellStats) float64 { return c.perConn }
+		case rw.memory:
+			label = p.sc.name + " memory"
+			unit = "KiB RSS / queue (with its 10 bindings)"
+			value = func(c *cellStats) float64 { return c.perQueue }
+		case p.sc.name == topologyName:
+			label = p.sc.name + " routing" + strings.TrimPrefix(label, p.sc.name)
+			unit = "msg/s (confirmed, routed)"
 		case lowerBetter:
 			unit = "p50 µs (p99)"
 			value = func(c *cellStats) float64 { return c.p50 }
 		}
 		cells := map[string]*cellStats{}
-		fmt.Fprintf(w, "| %s | %s |", variant(p), unit)
+		fmt.Fprintf(w, "| %s | %s |", label, unit)
 		if p.conns > 0 && rep.largeNotRun != "" {
 			for range names {
 				fmt.Fprint(w, " not run |")
@@ -560,6 +634,9 @@ func (rep *report) write(w io.Writer) {
 			case value(c) == 0 && p.sc.name == "idle-mqtt-conns":
 				fmt.Fprintf(w, " failed (%d of %d opened) |", c.opened, c.conns)
 				continue
+			case value(c) == 0 && rw.memory && c.failed == 0:
+				fmt.Fprint(w, " not measured |")
+				continue
 			case value(c) == 0:
 				fmt.Fprint(w, " failed |")
 				continue
@@ -572,6 +649,10 @@ func (rep *report) write(w io.Writer) {
 				s = fmt.Sprintf("%.2f (only %d of %d opened)", c.perConn, c.opened, c.conns)
 			case p.sc.name == "idle-mqtt-conns":
 				s = fmt.Sprintf("%.2f", c.perConn)
+			case rw.memory && c.perQueue < 0:
+				s = fmt.Sprintf("%.2f (RSS fell: not meaningful)", c.perQueue)
+			case rw.memory:
+				s = fmt.Sprintf("%.2f", c.perQueue)
 			case lowerBetter:
 				s = fmt.Sprintf("%.0f (%.0f)", c.p50, c.p99)
 			}
@@ -599,7 +680,9 @@ func (rep *report) write(w io.Writer) {
 		}
 		t := targetFor(p)
 		met := "–"
-		if fm != nil {
+		if rw.memory {
+			t = target{text: "none; lower is better (reported, as the issue asks)"}
+		} else if fm != nil {
 			met = targetMet(p, t, fm, cells, rep)
 		}
 		fmt.Fprintf(w, " %s | %s | %s |\n", ratio, t.text, met)
@@ -607,6 +690,7 @@ func (rep *report) write(w io.Writer) {
 	fmt.Fprintf(w, "\n⚠: a run of this cell failed or lost acknowledged messages; see the delivery table.\n")
 
 	rep.writeIdle(w)
+	rep.writeTopology(w)
 
 	fmt.Fprintf(w, "\n## Delivery checks\n\n")
 	fmt.Fprintf(w, "Summed over the runs. Lost counts every published message that never arrived; \"confirmed\" counts those the broker had acknowledged (publisher confirm, PUBACK, or a cleanly closed AMQP channel), which fail the run unless delivery was QoS 0.\n\n")
@@ -724,6 +808,61 @@ func (rep *report) writeIdle(w io.Writer) {
 	}
 }
 
+func (rep *report) hasTopology() bool {
+	return slices.ContainsFunc(rep.plan, func(p planned) bool { return p.sc.name == topologyName })
+}
+
+// topologyRan lists the brokers with an amqp-topology-10k result, in
+// --topology-brokers order.
+func (rep *report) topologyRan() []string {
+	var out []string
+	for _, b := range rep.topologyBrokers {
+		if slices.ContainsFunc(rep.results, func(r result) bool { return r.Scenario == topologyName && r.Broker == b }) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// writeTopology is the table of the amqp-topology-10k runs: how long the
+// queues and bindings took, the broker's memory, and routing through them.
+func (rep *report) writeTopology(w io.Writer) {
+	var runs []result
+	for _, r := range rep.results {
+		if r.Scenario == topologyName {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n## AMQP topology: queues with 10 topic bindings each\n\n")
+	fmt.Fprintf(w, "Each run declares the queues (non-durable, not exclusive, not auto-delete) and binds each to `amq.topic` with %d keys that mix literal words, `*` and `#` (`site.<i%%100>.dev.<i>.#`, `site.*.dev.<i>.temp`, `#.dev.<i>.battery`, `telemetry.#.<i>`, ...), on %d connections in parallel, each waiting for every reply. ",
+		topoKeysPerQueue, topoWorkers)
+	fmt.Fprintf(w, "RSS per queue is the broker's RSS growth from before the first declare to %s after the last bind-ok, over the queues; the broker was started for this run alone. ", topoSettle)
+	fmt.Fprintf(w, "Routing: one publisher with confirms (window %d) publishes to `amq.topic` with routing keys that each match exactly one of %d sampled queues (through one or two of its bindings), each consumed on its own channel; every delivery is checked to have reached the queue its key targets, once. At the end the queues are deleted.\n\n",
+		rep.cfg.window, topoSample)
+	fmt.Fprintf(w, "| broker | queues | bindings | declare + bind | queues/s | broker RSS before → after | KiB RSS / queue | routing msg/s | p50 / p99 µs | lost (confirmed) | dup | delete | result |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, r := range runs {
+		qps, rss, per := "–", "–", "–"
+		if r.DeclareSeconds > 0 {
+			qps = human(float64(r.Queues) / r.DeclareSeconds)
+		}
+		if r.RSSTopoKiB > 0 {
+			rss = fmt.Sprintf("%.1f → %.1f MiB", float64(r.RSSBeforeKiB)/1024, float64(r.RSSTopoKiB)/1024)
+			per = fmt.Sprintf("%.2f", r.RSSPerQueueKiB)
+		}
+		ok := "ok"
+		if !r.OK {
+			ok = "**FAIL**: " + strings.ReplaceAll(r.Error, "|", "/")
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %.1f s | %s | %s | %s | %s | %.0f / %.0f | %d (%d) | %d | %.1f s | %s |\n",
+			title(r.Broker), r.Queues, r.Bindings, r.DeclareSeconds, qps, rss, per, human(r.MsgPerSec), r.P50us, r.P99us,
+			r.Lost, r.LostConfirmed, r.Dup, r.DeleteSeconds, ok)
+	}
+}
+
 // titles joins broker titles: "ferrymq and Mosquitto".
 func titles(names []string) string {
 	var ts []string
@@ -736,10 +875,11 @@ func titles(names []string) string {
 	return strings.Join(ts[:len(ts)-1], ", ") + " and " + ts[len(ts)-1]
 }
 
-// runLarge runs the --conns-large cell p against the broker name, started
-// for it with its files in dir and stopped after it. It reports false when
+// runFresh runs p once - the --conns-large cell or amqp-topology-10k -
+// against the broker name, started for it with its files in dir and
+// stopped after it. It reports false when
 // the broker is not installed: the main start notes that.
-func (o *orchestration) runLarge(ctx context.Context, self string, cfg *config, p planned, name, dir string, stderr io.Writer, logf func(string, ...any)) (result, bool) {
+func (o *orchestration) runFresh(ctx context.Context, self string, cfg *config, p planned, name, dir string, stderr io.Writer, logf func(string, ...any)) (result, bool) {
 	res := result{Scenario: p.name(), Broker: name, Size: p.size, Conns: p.conns}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		res.Error = err.Error()
@@ -759,7 +899,7 @@ func (o *orchestration) runLarge(ctx context.Context, self string, cfg *config, 
 		logf("stopping %s (%s)", b.name, p.name())
 		b.stop(30 * time.Second)
 	}()
-	logf("%s (%s) for %s ready in %.1fs, pid %d: mqtt %q", b.name, b.version, p.name(), time.Since(t0).Seconds(), b.pid, b.mqttURL)
+	logf("%s (%s) for %s ready in %.1fs, pid %d: amqp %q mqtt %q", b.name, b.version, p.name(), time.Since(t0).Seconds(), b.pid, b.amqpURL, b.mqttURL)
 	if quiet, broker, other := settle(ctx, b.pid); !quiet {
 		logf("starting anyway after %s: %s still at %.0f%% CPU (other processes %.0f%%)", settleMax, b.name, broker, other)
 	}
@@ -770,6 +910,9 @@ func (o *orchestration) runLarge(ctx context.Context, self string, cfg *config, 
 	}
 	return res, true
 }
+
+// topologyName is the scenario that runs once per broker, on a fresh one.
+const topologyName = "amqp-topology-10k"
 
 func dedupe(xs []string) []string {
 	seen := map[string]int{}

@@ -29,6 +29,7 @@ type config struct {
 	ackEvery    int   // AMQP consumer acks with multiple=true every n deliveries
 	backlog     int64 // publishers pause while this many messages are published but not yet received
 	conns       int   // idle-mqtt-conns
+	queues      int   // amqp-topology-10k
 	drainIdle   time.Duration
 	plainConns  bool      // no batchConn: to see how much the client's write coalescing matters
 	progress    io.Writer // nil: no progress lines
@@ -64,11 +65,20 @@ type result struct {
 	RSSPerConnKiB float64 `json:"rss_per_conn_kib,omitempty"`
 	Opened        int64   `json:"opened,omitempty"`         // idle-mqtt-conns: connections that got their CONNACK
 	OpenSeconds   float64 `json:"open_seconds,omitempty"`   // idle-mqtt-conns: time to open them
-	RSSBeforeKiB  int64   `json:"rss_before_kib,omitempty"` // idle-mqtt-conns: broker RSS before the first connection
+	RSSBeforeKiB  int64   `json:"rss_before_kib,omitempty"` // idle-mqtt-conns: broker RSS before the first connection; amqp-topology-10k: before the first queue
 	BrokerNoFile  int64   `json:"broker_nofile,omitempty"`  // idle-mqtt-conns: the broker's RLIMIT_NOFILE soft limit
-	OK            bool    `json:"ok"`
-	Error         string  `json:"error,omitempty"`
-	Warning       string  `json:"warning,omitempty"`
+	// amqp-topology-10k: the queues and bindings declared, the time to
+	// declare and bind them and to delete them, the broker's RSS after the
+	// last binding, and its growth per queue (with its bindings).
+	Queues         int     `json:"queues,omitempty"`
+	Bindings       int     `json:"bindings,omitempty"`
+	DeclareSeconds float64 `json:"declare_seconds,omitempty"`
+	DeleteSeconds  float64 `json:"delete_seconds,omitempty"`
+	RSSTopoKiB     int64   `json:"rss_topology_kib,omitempty"`
+	RSSPerQueueKiB float64 `json:"rss_per_queue_kib,omitempty"`
+	OK             bool    `json:"ok"`
+	Error          string  `json:"error,omitempty"`
+	Warning        string  `json:"warning,omitempty"`
 }
 
 // newRunID returns a fresh name part for queues, exchanges, topics and

@@ -62,6 +62,9 @@ var scenarios = []*scenario{
 	{name: "idle-mqtt-conns", size: 0, mqtt: true, unit: "connections/s",
 		what: "N idle MQTT connections (--conns): broker RSS per connection",
 		run:  idleMQTT},
+	{name: "amqp-topology-10k", size: 16, amqp: true, unit: "msg/s",
+		what: "AMQP --queues queues, 10 topic bindings each on amq.topic: declare+bind time, broker RSS per queue, then routing (1 publisher with confirms -> 200 of the queues, one consumer each)",
+		run:  amqpTopology},
 }
 
 func findScenario(name string) *scenario {
