@@ -36,6 +36,9 @@ type reader struct {
 	in     []byte  // unparsed input, a prefix of *buf shifted to its start
 	active bool    // something was read since the read deadline was set
 	armed  bool    // a read deadline is set
+	// handled counts packets up to 2: after the CONNECT alone (1) the
+	// client parks without lingering.
+	handled int
 }
 
 func (r *reader) release() {
@@ -81,9 +84,21 @@ func (c *client) readPackets() (err error) {
 			if err != nil {
 				return err
 			}
+			c.rd.handled = min(c.rd.handled+1, 2)
 		}
 		if c.closing.Load() {
 			return nil
+		}
+		if c.rd.handled == 1 && len(c.rd.in) == 0 && c.parkable {
+			// Connected and nothing more to say yet, as most devices: park
+			// now, not after a linger. The goroutine that set the session
+			// up has a deep stack; a burst of connecting devices would
+			// otherwise hold thousands of them at once.
+			c.rd.handled = 2
+			c.rd.release()
+			if c.park() {
+				return errParked
+			}
 		}
 		if err := c.fill(); err != nil {
 			return err
