@@ -191,6 +191,16 @@ func TestIdleMQTT(t *testing.T) {
 	}
 }
 
+// reportHas fails t for each of wants that the report out lacks.
+func reportHas(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
 func TestReportLargeCell(t *testing.T) {
 	idle := planned{sc: findScenario("idle-mqtt-conns")}
 	large := planned{sc: idle.sc, conns: 100000}
@@ -210,7 +220,7 @@ func TestReportLargeCell(t *testing.T) {
 	var buf bytes.Buffer
 	rep.write(&buf)
 	out := buf.String()
-	for _, want := range []string{
+	reportHas(t, out,
 		"| idle-mqtt-conns | KiB RSS / conn | 29.00 | 184.00 | 0.70 |",
 		"| idle-mqtt-conns-100k | KiB RSS / conn | 29.50 | – | 0.75 (only 50000 of 100000 opened) ⚠ |",
 		"against ferrymq and Mosquitto, each started afresh",
@@ -218,11 +228,7 @@ func TestReportLargeCell(t *testing.T) {
 		"| idle-mqtt-conns-100k | ferrymq | 100000 of 100000 | 20.0 s | 5000 |",
 		"| idle-mqtt-conns-100k | Mosquitto | 50000 of 100000 | 9.0 s |",
 		"**FAIL**: opened 50000 of 100000",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	)
 	// The idle table follows the plan: the 10,000-connection runs first.
 	if strings.Index(out, "| idle-mqtt-conns | ferrymq | 10000 of 10000") > strings.Index(out, "| idle-mqtt-conns-100k | ferrymq | 100000") {
 		t.Error("idle table out of plan order")
@@ -237,13 +243,8 @@ func TestReportLargeCell(t *testing.T) {
 	buf.Reset()
 	rep.write(&buf)
 	out = buf.String()
-	for _, want := range []string{
-		"| idle-mqtt-conns-100k | KiB RSS / conn | not run | not run | not run | – | ≤ 8 KiB per connection | – (not run: see the note above) |",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
+	reportHas(t, out,
+		"| idle-mqtt-conns-100k | KiB RSS / conn | not run | not run | not run | – | ≤ 8 KiB per connection | – (not run: see the note above) |")
 	if strings.Contains(out, "each started afresh") {
 		t.Error("the report describes a large run that did not run")
 	}

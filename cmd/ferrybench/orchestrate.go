@@ -176,6 +176,20 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	}
 
 	var results []result
+	// addFresh runs p against the broker name started for it alone and
+	// adds the result; false when the broker is not installed. A broker
+	// that did not start keeps the temporary directory, for its logs.
+	addFresh := func(p planned, name, dir string) bool {
+		res, ran := o.runFresh(ctx, self, cfg, p, name, dir, stderr, logf)
+		if !ran {
+			return false
+		}
+		if !res.OK && strings.HasPrefix(res.Error, "not started") {
+			keep = true
+		}
+		results = append(results, res)
+		return true
+	}
 	// The --conns-large cell runs before everything else, against brokers
 	// started for it alone and stopped after it: a broker that closed
 	// 10,000 connections would reuse their freed memory, and the other
@@ -200,15 +214,9 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 				if ctx.Err() != nil || !slices.Contains(brokerNames(o.brokers), name) {
 					continue
 				}
-				res, ran := o.runFresh(ctx, self, cfg, p, name, filepath.Join(tmp, "large-"+name), stderr, logf)
-				if !ran {
-					continue
+				if addFresh(p, name, filepath.Join(tmp, "large-"+name)) {
+					large = &p
 				}
-				if !res.OK && strings.HasPrefix(res.Error, "not started") {
-					keep = true
-				}
-				results = append(results, res)
-				large = &p
 			}
 		}
 		largeTime = time.Since(t0)
@@ -224,14 +232,7 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 				continue
 			}
 			for _, p := range topo {
-				res, ran := o.runFresh(ctx, self, cfg, p, name, filepath.Join(tmp, "topology-"+name), stderr, logf)
-				if !ran {
-					continue
-				}
-				if !res.OK && strings.HasPrefix(res.Error, "not started") {
-					keep = true
-				}
-				results = append(results, res)
+				addFresh(p, name, filepath.Join(tmp, "topology-"+name))
 			}
 		}
 		topoTime = time.Since(t0)
@@ -794,17 +795,9 @@ func (rep *report) writeIdle(w io.Writer) {
 		if r.BrokerNoFile > 0 {
 			fd = strconv.FormatInt(r.BrokerNoFile, 10)
 		}
-		rss, per := "–", "–"
-		if r.RSSEndKiB > 0 {
-			rss = fmt.Sprintf("%.1f → %.1f MiB", float64(r.RSSBeforeKiB)/1024, float64(r.RSSEndKiB)/1024)
-			per = fmt.Sprintf("%.2f", r.RSSPerConnKiB)
-		}
-		ok := "all opened"
-		if !r.OK {
-			ok = "**FAIL**: " + strings.ReplaceAll(r.Error, "|", "/")
-		}
+		rss, per := rssCells(r.RSSBeforeKiB, r.RSSEndKiB, r.RSSPerConnKiB)
 		fmt.Fprintf(w, "| %s | %s | %d of %d | %.1f s | %s | %s | %s | %s | %s |\n",
-			r.Scenario, title(r.Broker), r.Opened, r.Conns, r.OpenSeconds, human(r.MsgPerSec), fd, rss, per, ok)
+			r.Scenario, title(r.Broker), r.Opened, r.Conns, r.OpenSeconds, human(r.MsgPerSec), fd, rss, per, resultCell(r, "all opened"))
 	}
 }
 
@@ -845,22 +838,33 @@ func (rep *report) writeTopology(w io.Writer) {
 	fmt.Fprintf(w, "| broker | queues | bindings | declare + bind | queues/s | broker RSS before → after | KiB RSS / queue | routing msg/s | p50 / p99 µs | lost (confirmed) | dup | delete | result |\n")
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range runs {
-		qps, rss, per := "–", "–", "–"
+		qps := "–"
 		if r.DeclareSeconds > 0 {
 			qps = human(float64(r.Queues) / r.DeclareSeconds)
 		}
-		if r.RSSTopoKiB > 0 {
-			rss = fmt.Sprintf("%.1f → %.1f MiB", float64(r.RSSBeforeKiB)/1024, float64(r.RSSTopoKiB)/1024)
-			per = fmt.Sprintf("%.2f", r.RSSPerQueueKiB)
-		}
-		ok := "ok"
-		if !r.OK {
-			ok = "**FAIL**: " + strings.ReplaceAll(r.Error, "|", "/")
-		}
+		rss, per := rssCells(r.RSSBeforeKiB, r.RSSTopoKiB, r.RSSPerQueueKiB)
 		fmt.Fprintf(w, "| %s | %d | %d | %.1f s | %s | %s | %s | %s | %.0f / %.0f | %d (%d) | %d | %.1f s | %s |\n",
 			title(r.Broker), r.Queues, r.Bindings, r.DeclareSeconds, qps, rss, per, human(r.MsgPerSec), r.P50us, r.P99us,
-			r.Lost, r.LostConfirmed, r.Dup, r.DeleteSeconds, ok)
+			r.Lost, r.LostConfirmed, r.Dup, r.DeleteSeconds, resultCell(r, "ok"))
 	}
+}
+
+// rssCells are the "broker RSS before → after" and "KiB RSS per ..." cells
+// of a row: dashes when the broker's RSS after was not read.
+func rssCells(beforeKiB, afterKiB int64, perKiB float64) (rss, per string) {
+	if afterKiB <= 0 {
+		return "–", "–"
+	}
+	return fmt.Sprintf("%.1f → %.1f MiB", float64(beforeKiB)/1024, float64(afterKiB)/1024), fmt.Sprintf("%.2f", perKiB)
+}
+
+// resultCell is the result cell of a row: ok, or the error, with no "|"
+// to break the table.
+func resultCell(r result, ok string) string {
+	if !r.OK {
+		return "**FAIL**: " + strings.ReplaceAll(r.Error, "|", "/")
+	}
+	return ok
 }
 
 // titles joins broker titles: "ferrymq and Mosquitto".

@@ -350,6 +350,27 @@ func (r *run) drain(ctx context.Context) {
 // startProgress prints a progress line on cfg.progress every second until
 // the returned stop is called.
 func (r *run) startProgress() (stop func()) {
+	var lastPub, lastRecv int64
+	return r.everySecond(func(elapsed, sinceLast time.Duration) string {
+		pub, recv := r.totalPublished(), r.totalReceived()
+		if r.progress != nil {
+			pub, recv = r.progress()
+		}
+		dt := sinceLast.Seconds()
+		line := fmt.Sprintf("ferrybench: %s %s %4.0fs  published %s (%s/s)  received %s (%s/s now, %s/s so far)",
+			r.label(), r.cfg.broker, elapsed.Seconds(),
+			human(float64(pub)), human(float64(pub-lastPub)/dt),
+			human(float64(recv)), human(float64(recv-lastRecv)/dt), human(float64(recv)/elapsed.Seconds()))
+		lastPub, lastRecv = pub, recv
+		return line
+	})
+}
+
+// everySecond prints line() on cfg.progress every second until the
+// returned stop is called; on a terminal each line overwrites the last,
+// and stop clears it. line gets the time since the start and since the
+// previous line.
+func (r *run) everySecond(line func(elapsed, sinceLast time.Duration) string) (stop func()) {
 	if r.cfg.progress == nil {
 		return func() {}
 	}
@@ -360,7 +381,6 @@ func (r *run) startProgress() (stop func()) {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
 		start := time.Now()
-		var lastPub, lastRecv int64
 		lastAt := start
 		for {
 			select {
@@ -370,21 +390,13 @@ func (r *run) startProgress() (stop func()) {
 				}
 				return
 			case now := <-t.C:
-				pub, recv := r.totalPublished(), r.totalReceived()
-				if r.progress != nil {
-					pub, recv = r.progress()
-				}
-				dt := now.Sub(lastAt).Seconds()
-				line := fmt.Sprintf("ferrybench: %s %s %4.0fs  published %s (%s/s)  received %s (%s/s now, %s/s so far)",
-					r.label(), r.cfg.broker, now.Sub(start).Seconds(),
-					human(float64(pub)), human(float64(pub-lastPub)/dt),
-					human(float64(recv)), human(float64(recv-lastRecv)/dt), human(float64(recv)/now.Sub(start).Seconds()))
+				l := line(now.Sub(start), now.Sub(lastAt))
 				if r.cfg.progressTTY {
-					fmt.Fprint(r.cfg.progress, "\r\033[K"+line)
+					fmt.Fprint(r.cfg.progress, "\r\033[K"+l)
 				} else {
-					fmt.Fprintln(r.cfg.progress, line)
+					fmt.Fprintln(r.cfg.progress, l)
 				}
-				lastPub, lastRecv, lastAt = pub, recv, now
+				lastAt = now
 			}
 		}
 	}()

@@ -222,43 +222,33 @@ func topoDeclare(ctx context.Context, r *run, workers []*amqp.Connection, declar
 	stopProgress := r.topoProgress("declared", &queues, &bindings, n)
 	defer stopProgress()
 	start := time.Now()
-	errs := make([]error, len(workers))
-	var wg sync.WaitGroup
-	for w, conn := range workers {
-		wg.Go(func() {
-			ch, err := conn.Channel()
-			if err != nil {
-				errs[w] = fmt.Errorf("amqp channel: %w", err)
-				return
+	err := onWorkerChannels(workers, func(ch *amqp.Channel) error {
+		for ctx.Err() == nil {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return nil
 			}
-			defer ch.Close()
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				name := r.topoQueue(i)
-				if _, err := ch.QueueDeclare(name, false, false, false, false, nil); err != nil {
-					errs[w] = fmt.Errorf("queue.declare %s (after %d queues): %w", name, queues.Load(), err)
-					next.Store(int64(n)) // stop the others
-					return
-				}
-				declared[i] = true
-				queues.Add(1)
-				for _, key := range topoBindings(i) {
-					if err := ch.QueueBind(name, key, "amq.topic", false, nil); err != nil {
-						errs[w] = fmt.Errorf("queue.bind %s to amq.topic with %q (after %d bindings): %w", name, key, bindings.Load(), err)
-						next.Store(int64(n))
-						return
-					}
-					bindings.Add(1)
-				}
+			name := r.topoQueue(i)
+			if _, err := ch.QueueDeclare(name, false, false, false, false, nil); err != nil {
+				err = fmt.Errorf("queue.declare %s (after %d queues): %w", name, queues.Load(), err)
+				next.Store(int64(n)) // stop the others
+				return err
 			}
-		})
-	}
-	wg.Wait()
+			declared[i] = true
+			queues.Add(1)
+			for _, key := range topoBindings(i) {
+				if err := ch.QueueBind(name, key, "amq.topic", false, nil); err != nil {
+					err = fmt.Errorf("queue.bind %s to amq.topic with %q (after %d bindings): %w", name, key, bindings.Load(), err)
+					next.Store(int64(n))
+					return err
+				}
+				bindings.Add(1)
+			}
+		}
+		return nil
+	})
 	d := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return d, err
 	}
 	return d, ctx.Err()
@@ -286,6 +276,31 @@ func topoDelete(r *run, workers []*amqp.Connection, declared []bool) error {
 	var none atomic.Int64
 	stopProgress := r.topoProgress("deleted", &deleted, &none, len(todo))
 	defer stopProgress()
+	err := onWorkerChannels(workers, func(ch *amqp.Channel) error {
+		for {
+			k := int(next.Add(topoDeleteSync) - topoDeleteSync)
+			if k >= len(todo) {
+				return nil
+			}
+			batch := todo[k:min(k+topoDeleteSync, len(todo))]
+			for j, i := range batch {
+				name := r.topoQueue(i)
+				if _, err := ch.QueueDelete(name, false, false, j < len(batch)-1); err != nil {
+					return fmt.Errorf("queue.delete %s: %w", name, err)
+				}
+			}
+			deleted.Add(int64(len(batch)))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%d of %d queues deleted: %w", deleted.Load(), len(todo), err)
+	}
+	return nil
+}
+
+// onWorkerChannels runs work on a new channel of each worker connection,
+// all in parallel, and returns their errors joined, in worker order.
+func onWorkerChannels(workers []*amqp.Connection, work func(ch *amqp.Channel) error) error {
 	errs := make([]error, len(workers))
 	var wg sync.WaitGroup
 	for w, conn := range workers {
@@ -296,62 +311,21 @@ func topoDelete(r *run, workers []*amqp.Connection, declared []bool) error {
 				return
 			}
 			defer ch.Close()
-			for {
-				k := int(next.Add(topoDeleteSync) - topoDeleteSync)
-				if k >= len(todo) {
-					return
-				}
-				batch := todo[k:min(k+topoDeleteSync, len(todo))]
-				for j, i := range batch {
-					name := r.topoQueue(i)
-					if _, err := ch.QueueDelete(name, false, false, j < len(batch)-1); err != nil {
-						errs[w] = fmt.Errorf("queue.delete %s: %w", name, err)
-						return
-					}
-				}
-				deleted.Add(int64(len(batch)))
-			}
+			errs[w] = work(ch)
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("%d of %d queues deleted: %w", deleted.Load(), len(todo), err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // topoProgress prints a line on cfg.progress every second with the queues
 // (and bindings) done so far, until the returned stop is called.
 func (r *run) topoProgress(verb string, queues, bindings *atomic.Int64, n int) (stop func()) {
-	if r.cfg.progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		start := time.Now()
-		for {
-			select {
-			case <-done:
-				if r.cfg.progressTTY {
-					fmt.Fprint(r.cfg.progress, "\r\033[K")
-				}
-				return
-			case now := <-t.C:
-				line := fmt.Sprintf("ferrybench: %s %s %4.0fs  %s %d of %d queues", r.label(), r.cfg.broker, now.Sub(start).Seconds(), verb, queues.Load(), n)
-				if b := bindings.Load(); b > 0 {
-					line += fmt.Sprintf(", %d bindings", b)
-				}
-				if r.cfg.progressTTY {
-					fmt.Fprint(r.cfg.progress, "\r\033[K"+line)
-				} else {
-					fmt.Fprintln(r.cfg.progress, line)
-				}
-			}
+	return r.everySecond(func(elapsed, _ time.Duration) string {
+		line := fmt.Sprintf("ferrybench: %s %s %4.0fs  %s %d of %d queues", r.label(), r.cfg.broker, elapsed.Seconds(), verb, queues.Load(), n)
+		if b := bindings.Load(); b > 0 {
+			line += fmt.Sprintf(", %d bindings", b)
 		}
-	}()
-	return func() { close(done); <-finished }
+		return line
+	})
 }
