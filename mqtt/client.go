@@ -291,7 +291,8 @@ func (c *client) close(err error) {
 	}
 	first := !c.closing.Load()
 	c.closing.Store(true)
-	send := first && c.version == 5 && c.sess != nil && !c.sentDisconnect
+	sess := c.sess
+	send := first && c.version == 5 && sess != nil && !c.sentDisconnect
 	var code packets.Code
 	if send && errors.As(err, &code) && code.Code >= 0x80 {
 		c.sentDisconnect = true
@@ -302,7 +303,7 @@ func (c *client) close(err error) {
 	if !first {
 		return
 	}
-	if s := c.sess; s != nil {
+	if s := sess; s != nil {
 		// A 3.1.1 reader may wait for acknowledgements that a failed store
 		// never releases.
 		s.mu.Lock()
