@@ -36,13 +36,16 @@ test:
 	$(GO) test $(RACE) -timeout 10m ./...
 
 # Each target needs its own `go test -fuzz` run: -fuzz accepts one target.
+FUZZ_PKGS = ./amqp/wire ./mqtt
 fuzz:
-	@list=$$($(GO) test -list 'Fuzz.*' ./amqp/wire) || { echo "$$list" >&2; exit 1; }; \
-	targets=$$(echo "$$list" | grep '^Fuzz' || true); \
-	if [ -z "$$targets" ]; then echo "no fuzz targets in ./amqp/wire" >&2; exit 1; fi; \
-	for t in $$targets; do \
-		echo "== $$t for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./amqp/wire || exit 1; \
+	@for pkg in $(FUZZ_PKGS); do \
+		list=$$($(GO) test -list 'Fuzz.*' $$pkg) || { echo "$$list" >&2; exit 1; }; \
+		targets=$$(echo "$$list" | grep '^Fuzz' || true); \
+		if [ -z "$$targets" ]; then echo "no fuzz targets in $$pkg" >&2; exit 1; fi; \
+		for t in $$targets; do \
+			echo "== $$pkg $$t for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
 	done
 
 # The bridge against real RabbitMQ and Mosquitto (Debian packages
