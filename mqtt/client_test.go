@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"syscall"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ferrymq/ferrymq/core"
 )
 
 // TestPartialDirectWriteHoldsTurn: when the delivering goroutine's direct
@@ -76,5 +79,94 @@ func TestPartialDirectWriteHoldsTurn(t *testing.T) {
 	}
 	if err := <-pinged; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestParkedClientWakes: an idle client parks (no goroutine of its own)
+// and is woken by its next packet, repeatedly; a parked client whose peer
+// goes away is finished, and its will goes out.
+func TestParkedClientWakes(t *testing.T) {
+	br := core.NewBroker(core.Options{})
+	t.Cleanup(br.Close)
+	srv, err := NewServer(br, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.poller == nil {
+		t.Skip("no poller on this platform: idle clients keep a goroutine")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	watcher, wr := dialMQTT(t, addr, "watcher")
+	defer watcher.Close()
+	watcher.Write(encode(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "wills/#"}}}))
+	watcher.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(wr, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}}
+	connect.Connect.ProtocolName = []byte("MQTT")
+	connect.Connect.Clean = true
+	connect.Connect.ClientIdentifier = "sleeper"
+	connect.Connect.WillFlag = true
+	connect.Connect.WillTopic = "wills/sleeper"
+	connect.Connect.WillPayload = []byte("gone")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(encode(t, connect))
+	r := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(r, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	sleeper := func() *client {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		for cl := range srv.clients {
+			if cl.id == "sleeper" {
+				return cl
+			}
+		}
+		return nil
+	}()
+	waitParked := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for sleeper.readState.Load() != readParked {
+			if time.Now().After(deadline) {
+				t.Fatal("the idle client did not park")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for range 3 {
+		waitParked()
+		c.Write([]byte{0xC0, 0}) // PINGREQ
+		resp := make([]byte, 2)
+		if _, err := io.ReadFull(r, resp); err != nil || resp[0] != 0xD0 {
+			t.Fatalf("parked client's PINGREQ: %x %v", resp, err)
+		}
+	}
+	waitParked()
+	c.Close() // gone without DISCONNECT
+	b, err := wr.ReadByte()
+	if err != nil || b>>4 != packets.Publish {
+		t.Fatalf("watcher: %#x %v, want the will", b, err)
+	}
+	n, _, _ := packets.DecodeLength(wr)
+	body := make([]byte, n)
+	io.ReadFull(wr, body)
+	if !bytes.HasSuffix(body, []byte("gone")) {
+		t.Fatalf("watcher got %q, want the will", body)
 	}
 }
