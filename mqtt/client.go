@@ -34,7 +34,6 @@ type client struct {
 	id        string
 	version   byte
 	keepalive time.Duration // how long it may be silent (1.5 × Keep Alive); 0: forever
-	clean     bool          // Clean Session / Clean Start
 	// What the CONNECT's properties ask of the packets sent to it.
 	maxPacket     uint32 // 0: no limit
 	noProblemInfo bool   // Request Problem Information 0
@@ -58,10 +57,9 @@ type client struct {
 	readState atomic.Int32
 	closing   atomic.Bool
 
-	mu             sync.Mutex
-	cause          error           // why it closed, first reason wins
-	will           *packets.Packet // published when it ends without DISCONNECT; nil: none
-	sentDisconnect bool
+	mu    sync.Mutex
+	cause error           // why it closed, first reason wins
+	will  *packets.Packet // published when it ends without DISCONNECT; nil: none
 }
 
 const (
@@ -292,13 +290,8 @@ func (c *client) close(err error) {
 	first := !c.closing.Load()
 	c.closing.Store(true)
 	sess := c.sess
-	send := first && c.version == 5 && sess != nil && !c.sentDisconnect
 	var code packets.Code
-	if send && errors.As(err, &code) && code.Code >= 0x80 {
-		c.sentDisconnect = true
-	} else {
-		send = false
-	}
+	send := first && c.version == 5 && sess != nil && errors.As(err, &code) && code.Code >= 0x80
 	c.mu.Unlock()
 	if !first {
 		return

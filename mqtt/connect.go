@@ -20,7 +20,6 @@ func (c *client) connect(pk *packets.Packet) error {
 	c.maxPacket, c.expiry = props.MaximumPacketSize, props.SessionExpiryInterval
 	c.noProblemInfo = props.RequestProblemInfoFlag && props.RequestProblemInfo == 0
 	c.responseInfo = props.RequestResponseInfo == 1
-	c.clean = pk.Connect.Clean
 	c.id = pk.Connect.ClientIdentifier
 	if ka := time.Duration(pk.Connect.Keepalive) * time.Second; ka > 0 {
 		c.keepalive = ka + ka/2 // [MQTT-3.1.2-24]
@@ -82,7 +81,7 @@ func (c *client) validateConnect(pk *packets.Packet) packets.Code {
 	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
 		return code
 	}
-	if c.version < 5 && !c.clean && c.id == "" {
+	if c.version < 5 && !pk.Connect.Clean && c.id == "" {
 		return packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8]
 	}
 	return packets.CodeSuccess
