@@ -94,7 +94,7 @@ func (c *client) readPackets() (err error) {
 			// now, not after a linger. The goroutine that set the session
 			// up has a deep stack; a burst of connecting devices would
 			// otherwise hold thousands of them at once.
-			c.rd.handled = 2
+			c.rd.handled, c.rd.armed = 2, false
 			c.rd.release()
 			if c.park() {
 				return errParked
