@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
-
-	"github.com/ferrymq/ferrymq/core"
 )
 
 // TestPartialDirectWriteHoldsTurn: when the delivering goroutine's direct
@@ -86,22 +84,10 @@ func TestPartialDirectWriteHoldsTurn(t *testing.T) {
 // and is woken by its next packet, repeatedly; a parked client whose peer
 // goes away is finished, and its will goes out.
 func TestParkedClientWakes(t *testing.T) {
-	br := core.NewBroker(core.Options{})
-	t.Cleanup(br.Close)
-	srv, err := NewServer(br, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, addr := newTestServer(t, Config{})
 	if srv.poller == nil {
 		t.Skip("no poller on this platform: idle clients keep a goroutine")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	addr := ln.Addr().String()
 
 	watcher, wr := dialMQTT(t, addr, "watcher")
 	defer watcher.Close()

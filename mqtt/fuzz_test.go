@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
-
-	"github.com/ferrymq/ferrymq/core"
 )
 
 // panics records the connections a panic dropped: recovered() keeps the
@@ -76,19 +74,7 @@ func FuzzClientInput(f *testing.F) {
 		f.Add(v, []byte{0x40, 0x02, 0x00, 0x09})                                           // PUBACK nobody awaits
 	}
 	log := &panics{}
-	br := core.NewBroker(core.Options{})
-	f.Cleanup(br.Close)
-	srv, err := NewServer(br, Config{Logger: slog.New(log), MaxPacketSize: 1 << 16})
-	if err != nil {
-		f.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	srv.Serve(ln)
-	f.Cleanup(func() { srv.Close() })
-	addr := ln.Addr().String()
+	_, addr := newTestServer(f, Config{Logger: slog.New(log), MaxPacketSize: 1 << 16})
 
 	f.Fuzz(func(t *testing.T, version byte, input []byte) {
 		if version != 5 {

@@ -17,10 +17,17 @@ import (
 
 // startServer serves MQTT on a free port for a test or benchmark.
 func startServer(b testing.TB) string {
+	_, addr := newTestServer(b, Config{})
+	return addr
+}
+
+// newTestServer serves MQTT with cfg on a free port, on a broker of its
+// own, until the test ends.
+func newTestServer(b testing.TB, cfg Config) (*Server, string) {
 	b.Helper()
 	br := core.NewBroker(core.Options{})
 	b.Cleanup(br.Close)
-	s, err := NewServer(br, Config{})
+	s, err := NewServer(br, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -32,7 +39,7 @@ func startServer(b testing.TB) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
-	return ln.Addr().String()
+	return s, ln.Addr().String()
 }
 
 func encode(b testing.TB, pk packets.Packet) []byte {
