@@ -38,6 +38,11 @@ type channel struct {
 	unacked     ledger
 	consumers   map[string]*sink
 	flowBlocked []*core.Consumer // refused while paused; resumed by flow active=true
+	// deleting is set while this channel runs a queue.delete: the
+	// basic.cancel notifications it causes wait in heldCancels until the
+	// queue.delete-ok is out, the order RabbitMQ keeps and clients expect.
+	deleting    bool
+	heldCancels []string
 }
 
 // content is a basic.publish being assembled from its header and body
@@ -245,11 +250,7 @@ func (ch *channel) handleMethod(m wire.Method) error {
 		if err != nil {
 			return err
 		}
-		n, err := ch.c.vhost.DeleteQueue(name, m.IfUnused, m.IfEmpty, ch.c.id)
-		if err != nil {
-			return err
-		}
-		return ch.reply(m.NoWait, &wire.QueueDeleteOk{MessageCount: n})
+		return ch.deleteQueue(name, m)
 
 	case *wire.BasicQos:
 		return ch.qos(m)
@@ -305,6 +306,29 @@ func (ch *channel) handleMethod(m wire.Method) error {
 }
 
 // reply sends m unless the client asked for no-wait.
+// deleteQueue is queue.delete. Consumers of the queue on this channel are
+// told with basic.cancel after the queue.delete-ok, as RabbitMQ does: a
+// client that takes the cancel first would find its consumer gone while
+// the delete it asked for is still pending.
+func (ch *channel) deleteQueue(name string, m *wire.QueueDelete) error {
+	ch.mu.Lock()
+	ch.deleting = true
+	ch.mu.Unlock()
+	n, err := ch.c.vhost.DeleteQueue(name, m.IfUnused, m.IfEmpty, ch.c.id)
+	ch.mu.Lock()
+	ch.deleting = false
+	tags := ch.heldCancels
+	ch.heldCancels = nil
+	ch.mu.Unlock()
+	if err == nil && !m.NoWait {
+		ch.c.out.writeMethod(ch.id, &wire.QueueDeleteOk{MessageCount: n})
+	}
+	for _, tag := range tags {
+		ch.c.out.writeMethod(ch.id, &wire.BasicCancel{ConsumerTag: tag, NoWait: true})
+	}
+	return err
+}
+
 func (ch *channel) reply(noWait bool, m wire.Method) error {
 	if !noWait {
 		ch.c.out.writeMethod(ch.id, m)

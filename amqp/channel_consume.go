@@ -68,6 +68,11 @@ func (s *sink) Cancelled(*core.Consumer) {
 		return
 	}
 	delete(ch.consumers, s.tag)
+	if ch.deleting {
+		ch.heldCancels = append(ch.heldCancels, s.tag)
+		ch.mu.Unlock()
+		return
+	}
 	ch.mu.Unlock()
 	ch.c.out.writeMethod(ch.id, &wire.BasicCancel{ConsumerTag: s.tag, NoWait: true})
 }

@@ -689,6 +689,54 @@ func TestE2EConsumerCancelNotify(t *testing.T) {
 	declareQueue(t, ch, "", nil)
 }
 
+// TestE2EQueueDeleteOkBeforeCancel: queue.delete of a queue with consumers
+// on the deleting channel answers queue.delete-ok before the basic.cancel
+// notifications, as RabbitMQ does (a Node.js client's test depends on it).
+// A raw client reads the frames in the order they are written.
+func TestE2EQueueDeleteOkBeforeCancel(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		tags   []string
+		noWait bool
+	}{
+		{name: "one consumer", tags: []string{"c1"}},
+		{name: "three consumers", tags: []string{"c1", "c2", "c3"}},
+		{name: "nowait", tags: []string{"c1", "c2"}, noWait: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			url, _, _ := startServer(t, amqp.Config{})
+			c := rawDial(t, hostPort(t, url))
+			c.handshake(nil)
+			c.sendMethod(1, &wire.ChannelOpen{})
+			expectMethod[*wire.ChannelOpenOk](c)
+			c.sendMethod(1, &wire.QueueDeclare{Queue: "doomed"})
+			expectMethod[*wire.QueueDeclareOk](c)
+			for _, tag := range tc.tags {
+				c.sendMethod(1, &wire.BasicConsume{Queue: "doomed", ConsumerTag: tag})
+				expectMethod[*wire.BasicConsumeOk](c)
+			}
+			c.sendMethod(1, &wire.QueueDelete{Queue: "doomed", NoWait: tc.noWait})
+			if !tc.noWait {
+				expectMethod[*wire.QueueDeleteOk](c)
+			}
+			got := make(map[string]bool)
+			for range tc.tags {
+				got[expectMethod[*wire.BasicCancel](c).ConsumerTag] = true
+			}
+			for _, tag := range tc.tags {
+				if !got[tag] {
+					t.Fatalf("no basic.cancel for %q (got %v)", tag, got)
+				}
+			}
+			// The channel is still usable.
+			c.sendMethod(1, &wire.QueueDeclare{Queue: "doomed"})
+			expectMethod[*wire.QueueDeclareOk](c)
+		})
+	}
+}
+
 // TestE2EChannelFlow: channel.flow active=false from the client pauses
 // deliveries to the channel, active=true resumes them (AMQP 0-9-1 §1.5.2.3).
 // Note: RabbitMQ itself answers active=false with 540 NOT_IMPLEMENTED
