@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ferrymq/ferrymq/core"
-	"github.com/ferrymq/ferrymq/mqtt"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // ViaHeader lists, comma-separated, the nodes a message has crossed a
@@ -209,7 +209,7 @@ func (r *runner) declare() error {
 		r.log.Warn("bridge queue keeps its earlier limits; delete it to apply new ones", "queue", name, "err", err)
 	}
 	for _, t := range r.l.out {
-		if err := r.m.vhost.BindQueue(name, localExchange, mqtt.BindingKey(t.LocalPrefix+t.Pattern), nil, 0); err != nil {
+		if err := r.m.vhost.BindQueue(name, localExchange, topic.BindingKey(t.LocalPrefix+t.Pattern), nil, 0); err != nil {
 			return fmt.Errorf("bridge %s: bind %s: %w", r.l.Name, t.Pattern, err)
 		}
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/ferrymq/ferrymq/core"
-	"github.com/ferrymq/ferrymq/mqtt"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // outSink hands the store-and-forward queue's deliveries to the forwarding
@@ -73,12 +73,12 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
 				continue
 			}
-			topic, qos, ok := remoteTopic(r.l.out, mqtt.TopicName(m.RoutingKey))
+			remote, qos, ok := remoteTopic(r.l.out, topic.Name(m.RoutingKey))
 			if !ok {
 				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
 				continue
 			}
-			up.publish(topic, m, min(qos, mqtt.MessageQoS(m)), func(err error) {
+			up.publish(remote, m, min(qos, topic.MessageQoS(m)), func(err error) {
 				if err != nil {
 					requeue(d)
 					return
@@ -93,7 +93,7 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 // remoteTopic maps a local topic by the first outbound rule it matches.
 func remoteTopic(rules []Topic, local string) (string, byte, bool) {
 	for _, t := range rules {
-		if mqtt.MatchFilter(t.LocalPrefix+t.Pattern, local) {
+		if topic.Match(t.LocalPrefix+t.Pattern, local) {
 			return t.RemotePrefix + strings.TrimPrefix(local, t.LocalPrefix), t.qos(), true
 		}
 	}
@@ -104,7 +104,7 @@ func remoteTopic(rules []Topic, local string) (string, byte, bool) {
 // a topic no rule matches (an AMQP upstream queue's) keeps its name.
 func localTopic(rules []Topic, remote string) string {
 	for _, t := range rules {
-		if mqtt.MatchFilter(t.RemotePrefix+t.Pattern, remote) {
+		if topic.Match(t.RemotePrefix+t.Pattern, remote) {
 			return t.LocalPrefix + strings.TrimPrefix(remote, t.RemotePrefix)
 		}
 	}
@@ -134,7 +134,7 @@ func newInbound(r *runner) *inbound {
 	return in
 }
 
-func (in *inbound) deliver(topic string, msg *core.Message, ack func()) {
+func (in *inbound) deliver(name string, msg *core.Message, ack func()) {
 	r := in.r
 	if via(msg, r.m.opts.Node) {
 		r.loops.Add(1)
@@ -142,13 +142,13 @@ func (in *inbound) deliver(topic string, msg *core.Message, ack func()) {
 		return
 	}
 	msg.Exchange = localExchange
-	msg.RoutingKey = mqtt.RoutingKey(localTopic(r.l.in, topic))
+	msg.RoutingKey = topic.RoutingKey(localTopic(r.l.in, name))
 	msg.Origin = r.m.origin
 	msg.Properties.Headers = withVia(msg.Properties.Headers, r.m.opts.Node)
 	msg.Properties.Flags |= core.FlagHeaders
 	res, err := r.m.vhost.Publish(msg)
 	if err != nil {
-		r.log.Warn("bridge: inbound message not routed", "topic", topic, "err", err)
+		r.log.Warn("bridge: inbound message not routed", "topic", name, "err", err)
 	}
 	r.recvd.Add(1)
 	in.acks.Add(res.Pos, ack)

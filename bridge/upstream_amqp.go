@@ -8,7 +8,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ferrymq/ferrymq/core"
-	"github.com/ferrymq/ferrymq/mqtt"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // amqpUpstream is an AMQP 0-9-1 upstream: one channel in confirm mode
@@ -137,7 +137,7 @@ func sortTags(t []uint64) {
 	}
 }
 
-func (u *amqpUpstream) publish(topic string, m *core.Message, qos byte, done func(error)) {
+func (u *amqpUpstream) publish(name string, m *core.Message, qos byte, done func(error)) {
 	p := &m.Properties
 	pub := amqp091.Publishing{
 		ContentType: p.ContentType, ContentEncoding: p.ContentEncoding, DeliveryMode: p.DeliveryMode,
@@ -156,7 +156,7 @@ func (u *amqpUpstream) publish(topic string, m *core.Message, qos byte, done fun
 	}
 	tag := u.pub.GetNextPublishSeqNo()
 	u.pending[tag] = done
-	err := u.pub.PublishWithContext(context.Background(), u.l.Exchange, mqtt.RoutingKey(topic), false, false, pub)
+	err := u.pub.PublishWithContext(context.Background(), u.l.Exchange, topic.RoutingKey(name), false, false, pub)
 	if err != nil {
 		delete(u.pending, tag)
 	}
@@ -182,7 +182,7 @@ func (u *amqpUpstream) subscribe(rules []Topic) error {
 			return err
 		}
 		for _, t := range rules {
-			if err := ch.QueueBind(queue, mqtt.BindingKey(t.RemotePrefix+t.Pattern), u.l.Exchange, false, nil); err != nil {
+			if err := ch.QueueBind(queue, topic.BindingKey(t.RemotePrefix+t.Pattern), u.l.Exchange, false, nil); err != nil {
 				return err
 			}
 		}
@@ -196,7 +196,7 @@ func (u *amqpUpstream) subscribe(rules []Topic) error {
 	}
 	go func() {
 		for d := range ds {
-			u.deliver(mqtt.TopicName(d.RoutingKey), fromAMQP(&d), func() { d.Ack(false) })
+			u.deliver(topic.Name(d.RoutingKey), fromAMQP(&d), func() { d.Ack(false) })
 		}
 	}()
 	return nil

@@ -16,6 +16,7 @@ import (
 	pahomqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // sessionExpiry keeps the bridge's session at an MQTT 5 upstream for a
@@ -224,7 +225,7 @@ func fromMQTT5(pb *paho.Publish) *core.Message {
 	h := core.Table{}
 	if pb.QoS > 0 {
 		m.Properties.DeliveryMode = 2
-		h["x-mqtt-publish-qos"] = int8(pb.QoS)
+		h[topic.QoSHeader] = int8(pb.QoS)
 	}
 	if pp := pb.Properties; pp != nil {
 		m.Properties.ContentType = pp.ContentType
@@ -367,7 +368,7 @@ func (u *mqtt3Upstream) receive(_ pahomqtt.Client, msg pahomqtt.Message) {
 	m.Properties.DeliveryMode = 1
 	if q := msg.Qos(); q > 0 {
 		m.Properties.DeliveryMode = 2
-		m.Properties.Headers = core.Table{"x-mqtt-publish-qos": int8(q)}
+		m.Properties.Headers = core.Table{topic.QoSHeader: int8(q)}
 	}
 	u.deliver(msg.Topic(), m, msg.Ack)
 }

@@ -32,6 +32,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // ---- a raw MQTT client ----
@@ -922,8 +924,8 @@ func TestMQTTTopicAlias(t *testing.T) {
 			t.Errorf("publish %d: delivered with Topic Alias %d to a client whose Topic Alias Maximum is 0 [MQTT-3.3.2-11]", i, *m.Properties.TopicAlias)
 		}
 		a := waitFor(t, d, mqttWait, fmt.Sprintf("AMQP delivery of publish %d", i))
-		if a.RoutingKey != amqpKey(st.want) || string(a.Body) != fmt.Sprint(i) {
-			t.Errorf("publish %d: AMQP got key %q body %q, want %q", i, a.RoutingKey, a.Body, amqpKey(st.want))
+		if a.RoutingKey != mqtttopic.RoutingKey(st.want) || string(a.Body) != fmt.Sprint(i) {
+			t.Errorf("publish %d: AMQP got key %q body %q, want %q", i, a.RoutingKey, a.Body, mqtttopic.RoutingKey(st.want))
 		}
 	}
 

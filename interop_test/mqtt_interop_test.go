@@ -23,36 +23,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
 )
-
-// amqpKey maps an MQTT topic name to its AMQP routing key and back (the
-// mapping is its own inverse): "/" <-> ".".
-func amqpKey(topic string) string {
-	return strings.Map(func(r rune) rune {
-		switch r {
-		case '/':
-			return '.'
-		case '.':
-			return '/'
-		}
-		return r
-	}, topic)
-}
-
-// amqpBinding maps an MQTT topic filter to its amq.topic binding key.
-func amqpBinding(filter string) string {
-	levels := strings.Split(filter, "/")
-	for i, l := range levels {
-		switch l {
-		case "+":
-			levels[i] = "*"
-		case "#":
-		default:
-			levels[i] = strings.ReplaceAll(l, ".", "/")
-		}
-	}
-	return strings.Join(levels, ".")
-}
 
 func TestMQTTHarnessReadyLine(t *testing.T) {
 	for _, tc := range []struct {
@@ -137,7 +110,7 @@ func TestMQTTFromAMQP(t *testing.T) {
 					topic := "a2m/" + name
 					c := connectMQTT(t, b, v, "a2m-"+name)
 					c.subscribe(t, sub, topic)
-					pub.send(t, amqpKey(topic), persistent, "from amqp "+name)
+					pub.send(t, mqtttopic.RoutingKey(topic), persistent, "from amqp "+name)
 					m := c.nextMsg(t, "MQTT delivery of the AMQP publish")
 					if m.Topic != topic || m.Payload != "from amqp "+name || m.QoS != want || m.Retain {
 						t.Fatalf("got %+v; want topic %q payload %q QoS %d, not retained", m, topic, "from amqp "+name, want)
@@ -289,16 +262,16 @@ func TestMQTTWildcards(t *testing.T) {
 				t.Run(name, func(t *testing.T) {
 					filter, wantNames := tc.filter, slices.Clone(tc.want)
 					if recv == kindAMQP {
-						filter = amqpBinding(filter)
+						filter = mqtttopic.BindingKey(filter)
 						for j := range wantNames {
-							wantNames[j] = amqpKey(wantNames[j])
+							wantNames[j] = mqtttopic.RoutingKey(wantNames[j])
 						}
 					}
 					collect := startReceiver(t, b, recv, "wc-sub-"+name, filter)
 					publish := startSender(t, b, send, "wc-pub-"+name)
 					as := func(topic string) string { // the name the publisher uses
 						if send == kindAMQP {
-							return amqpKey(topic)
+							return mqtttopic.RoutingKey(topic)
 						}
 						return topic
 					}
@@ -617,7 +590,7 @@ func TestMQTTSubscriptionQueues(t *testing.T) {
 	// reaches the client once, through its queue.
 	pub := newAMQPPublisher(t, b)
 	for _, topic := range []string{"vis/zero", "vis/one", "vis/two"} {
-		pub.send(t, amqpKey(topic), true, topic)
+		pub.send(t, mqtttopic.RoutingKey(topic), true, topic)
 		if m := c.next(t, topic); m.Topic != topic || string(m.Payload) != topic {
 			t.Fatalf("got %q %q, want %q", m.Topic, m.Payload, topic)
 		}
@@ -645,7 +618,7 @@ func TestMQTTWebSocket(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			topic := "ws/" + strings.ReplaceAll(tc.name, ".", "-")
-			_, d := amqpSubscribe(t, ch, amqpKey(topic))
+			_, d := amqpSubscribe(t, ch, mqtttopic.RoutingKey(topic))
 			c := tc.connect(t)
 			c.subscribe(t, 1, topic)
 			for _, payload := range []string{"small", big} {
@@ -657,7 +630,7 @@ func TestMQTTWebSocket(t *testing.T) {
 					t.Fatalf("AMQP got %d bytes, want %d", len(m.Body), len(payload))
 				}
 			}
-			pub.send(t, amqpKey(topic), true, "from amqp")
+			pub.send(t, mqtttopic.RoutingKey(topic), true, "from amqp")
 			if m := c.nextMsg(t, "AMQP publish over WebSocket"); m.Topic != topic || m.Payload != "from amqp" || m.QoS != 1 {
 				t.Fatalf("got %+v", m)
 			}

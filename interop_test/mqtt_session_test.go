@@ -11,6 +11,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // retainedFor subscribes a new client of version v to filter at QoS 1 and
@@ -126,8 +128,8 @@ func TestMQTTWill(t *testing.T) {
 				t.Errorf("MQTT subscriber got %q %q, want will %q %q", m.Topic, m.Payload, topic, payload)
 			}
 			m := waitFor(t, d, mqttWait, "will at the AMQP queue")
-			if m.RoutingKey != amqpKey(topic) || string(m.Body) != payload || m.DeliveryMode != amqp.Persistent {
-				t.Errorf("AMQP got key %q body %q mode %d, want %q %q persistent (QoS 1 will)", m.RoutingKey, m.Body, m.DeliveryMode, amqpKey(topic), payload)
+			if m.RoutingKey != mqtttopic.RoutingKey(topic) || string(m.Body) != payload || m.DeliveryMode != amqp.Persistent {
+				t.Errorf("AMQP got key %q body %q mode %d, want %q %q persistent (QoS 1 will)", m.RoutingKey, m.Body, m.DeliveryMode, mqtttopic.RoutingKey(topic), payload)
 			}
 		})
 	}

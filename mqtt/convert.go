@@ -10,12 +10,12 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // Headers through which MQTT-only attributes travel in AMQP messages, as
 // RabbitMQ's MQTT plugin names them where it has them.
 const (
-	hdrPublishQoS    = "x-mqtt-publish-qos"
 	hdrRetain        = "x-mqtt-retain"
 	hdrCorrelationID = "x-correlation-id"
 	hdrReplyToTopic  = "x-reply-to-topic"
@@ -34,7 +34,7 @@ const (
 func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message {
 	msg := &core.Message{
 		Exchange:   exchange,
-		RoutingKey: RoutingKey(pk.TopicName),
+		RoutingKey: topic.RoutingKey(pk.TopicName),
 		Body:       pk.Payload,
 		Origin:     origin,
 	}
@@ -49,7 +49,7 @@ func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message
 	}
 	if qos := pk.FixedHeader.Qos; qos > 0 {
 		p.DeliveryMode = 2
-		set(hdrPublishQoS, int8(qos))
+		set(topic.QoSHeader, int8(qos))
 	}
 	if pk.FixedHeader.Retain {
 		set(hdrRetain, true)
@@ -66,7 +66,7 @@ func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message
 	if props.ResponseTopic != "" {
 		// In routing-key form, as RabbitMQ writes it, so that an AMQP
 		// replier can publish to it directly.
-		set(hdrReplyToTopic, RoutingKey(props.ResponseTopic))
+		set(hdrReplyToTopic, topic.RoutingKey(props.ResponseTopic))
 	}
 	if props.PayloadFormatFlag {
 		set(hdrPayloadFormat, props.PayloadFormat)
@@ -88,18 +88,6 @@ func toMessage(exchange string, pk *packets.Packet, origin uint64) *core.Message
 		p.Headers = h
 	}
 	return msg
-}
-
-// MessageQoS is the MQTT QoS a message was published with: its
-// x-mqtt-publish-qos, else 1 if persistent and 0 if not.
-func MessageQoS(m *core.Message) byte {
-	if v, ok := core.IntArg(m.Properties.Headers[hdrPublishQoS]); ok && v >= 0 && v <= 2 {
-		return byte(v)
-	}
-	if m.Properties.Persistent() {
-		return 1
-	}
-	return 0
 }
 
 // isRetained reports whether the publisher asked for the message to be
@@ -136,7 +124,7 @@ func fillPublish(pk *packets.Packet, m *core.Message, now time.Time) {
 	}
 	for k, v := range p.Headers {
 		switch k {
-		case hdrPublishQoS, hdrRetain, hdrUserProperties:
+		case topic.QoSHeader, hdrRetain, hdrUserProperties:
 		case hdrCorrelationID:
 			switch x := v.(type) {
 			case []byte:
@@ -146,7 +134,7 @@ func fillPublish(pk *packets.Packet, m *core.Message, now time.Time) {
 			}
 		case hdrReplyToTopic:
 			if s, ok := v.(string); ok {
-				props.ResponseTopic = TopicName(s)
+				props.ResponseTopic = topic.Name(s)
 			}
 		case hdrPayloadFormat:
 			if b, ok := core.IntArg(v); ok {

@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // RetainStore keeps retained messages across restarts. persistence.Store
@@ -61,8 +62,8 @@ func (r *retainedIndex) matching(vhost, filter string) []*core.Message {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var out []*core.Message
-	for topic, msg := range r.vhosts[vhost] {
-		if MatchFilter(filter, topic) {
+	for name, msg := range r.vhosts[vhost] {
+		if topic.Match(filter, name) {
 			out = append(out, msg)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // Config configures a Server. Zero values take the defaults in brackets.
@@ -214,7 +215,7 @@ func (s *Server) retainFromAMQP(vhost string, msg *core.Message) bool {
 	if msg.Origin != 0 || msg.Exchange != s.cfg.Exchange || !isRetained(msg) {
 		return true
 	}
-	if err := s.retain(vhost, TopicName(msg.RoutingKey), msg); err != nil {
+	if err := s.retain(vhost, topic.Name(msg.RoutingKey), msg); err != nil {
 		s.log.Error("mqtt: retained message from AMQP not stored", "routing_key", msg.RoutingKey, "err", err)
 	}
 	return true

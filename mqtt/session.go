@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // Output limits, as in the AMQP connection: past highWater deliveries are
@@ -132,7 +133,7 @@ func (s *session) queueName(qos byte) string {
 }
 
 func sharedQueueName(group, filter string) string {
-	return "mqtt-shared-" + group + "-" + BindingKey(filter)
+	return "mqtt-shared-" + group + "-" + topic.BindingKey(filter)
 }
 
 // directGap is how long a session must have written nothing before a
@@ -298,10 +299,10 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		return false
 	}
 	m := d.Msg
-	topic := TopicName(m.RoutingKey)
+	name := topic.Name(m.RoutingKey)
 	subQoS, ids, noLocal, rap, matched := k.qos, []int(nil), false, false, false
 	for _, sub := range s.subs[k.queue] {
-		if !MatchFilter(sub.filter, topic) {
+		if !topic.Match(sub.filter, name) {
 			continue
 		}
 		if !matched || sub.qos > subQoS {
@@ -326,10 +327,10 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		}
 		return true
 	}
-	qos := min(subQoS, MessageQoS(m))
+	qos := min(subQoS, topic.MessageQoS(m))
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
-		TopicName:   topic,
+		TopicName:   name,
 		Payload:     m.Body,
 	}
 	// A retained message replayed to a new subscription always has RETAIN
@@ -367,7 +368,7 @@ func (k *sink) Deliver(d core.Delivery) bool {
 	if err := s.appendLocked(&pk); err != nil {
 		// Too large for the client or unencodable: dropped, as the spec
 		// says for the former [MQTT-3.1.2-25].
-		s.srv.log.Debug("mqtt: delivery dropped", "client", s.clientID, "topic", topic, "err", err)
+		s.srv.log.Debug("mqtt: delivery dropped", "client", s.clientID, "topic", name, "err", err)
 		if qos > 0 {
 			delete(s.flight, pk.PacketID)
 		}

@@ -6,6 +6,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // subscribe makes each filter a binding of a core queue: the session's
@@ -46,10 +47,10 @@ func (s *session) failure(code packets.Code) byte {
 }
 
 func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
-	if !validFilter(f.Filter) {
+	if !topic.ValidFilter(f.Filter) {
 		return s.failure(packets.ErrTopicFilterInvalid), nil, nil
 	}
-	group, filter, shared := sharedFilter(f.Filter)
+	group, filter, shared := topic.Shared(f.Filter)
 	if shared && f.NoLocal {
 		return s.failure(packets.ErrProtocolViolationInvalidSharedNoLocal), nil, nil // [MQTT-3.8.3-4]
 	}
@@ -74,7 +75,7 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	if f.Identifier > 0 {
 		args[argSubID] = int32(f.Identifier)
 	}
-	if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, BindingKey(filter), args, 0); err != nil {
+	if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args, 0); err != nil {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
 	}
 	s.mu.Lock()
@@ -112,7 +113,7 @@ func (s *session) ensureQueue(name string, durable, shared bool) error {
 // reports whether there was one.
 func (s *session) unbind(full string) bool {
 	queues := []string{s.queueName(0), s.queueName(1)}
-	if group, filter, shared := sharedFilter(full); shared {
+	if group, filter, shared := topic.Shared(full); shared {
 		queues = []string{sharedQueueName(group, filter)}
 	}
 	found := false
@@ -146,7 +147,7 @@ func (s *session) unsubscribe(filters packets.Subscriptions) []byte {
 		if !s.unbind(f.Filter) {
 			codes[i] = packets.CodeNoSubscriptionExisted.Code
 		}
-		if group, filter, shared := sharedFilter(f.Filter); shared {
+		if group, filter, shared := topic.Shared(f.Filter); shared {
 			// Leaving a group: stop competing for its queue.
 			queue := sharedQueueName(group, filter)
 			s.mu.Lock()
@@ -168,7 +169,7 @@ func (s *session) unsubscribe(filters packets.Subscriptions) []byte {
 // subscriptionFrom reads a subscription back from its binding arguments.
 func subscriptionFrom(args core.Table) subscription {
 	full, _ := args[argFilter].(string)
-	_, filter, _ := sharedFilter(full)
+	_, filter, _ := topic.Shared(full)
 	qos, _ := core.IntArg(args[argQoS])
 	id, _ := core.IntArg(args[argSubID])
 	noLocal, _ := args[argNoLocal].(bool)

@@ -1,4 +1,4 @@
-package mqtt
+package topic
 
 import "strings"
 
@@ -25,10 +25,10 @@ func swapSeparators(s string) string {
 }
 
 // RoutingKey returns the AMQP routing key of an MQTT topic name.
-func RoutingKey(topic string) string { return swapSeparators(topic) }
+func RoutingKey(name string) string { return swapSeparators(name) }
 
-// TopicName returns the MQTT topic name of an AMQP routing key.
-func TopicName(routingKey string) string { return swapSeparators(routingKey) }
+// Name returns the MQTT topic name of an AMQP routing key.
+func Name(routingKey string) string { return swapSeparators(routingKey) }
 
 // BindingKey returns the amq.topic binding key of an MQTT topic filter
 // (without any $share/<group>/ prefix).
@@ -46,10 +46,10 @@ func BindingKey(filter string) string {
 	return strings.Join(levels, ".")
 }
 
-// MatchFilter reports whether an MQTT topic name matches a topic filter.
+// Match reports whether an MQTT topic name matches a topic filter.
 // Topics starting with "$" are not matched by a filter starting with a
 // wildcard [MQTT-4.7.2-1].
-func MatchFilter(filter, topic string) bool {
+func Match(filter, topic string) bool {
 	if topic != "" && topic[0] == '$' && filter != "" && (filter[0] == '+' || filter[0] == '#') {
 		return false
 	}
@@ -70,9 +70,9 @@ func MatchFilter(filter, topic string) bool {
 	}
 }
 
-// sharedFilter splits "$share/<group>/<filter>"; ok is false for an
-// ordinary filter.
-func sharedFilter(filter string) (group, f string, ok bool) {
+// Shared splits a shared subscription's "$share/<group>/<filter>"; ok is
+// false for an ordinary filter.
+func Shared(filter string) (group, f string, ok bool) {
 	rest, isShared := strings.CutPrefix(filter, "$share/")
 	if !isShared {
 		return "", filter, false
@@ -81,14 +81,14 @@ func sharedFilter(filter string) (group, f string, ok bool) {
 	return group, f, ok
 }
 
-// validFilter checks a topic filter's wildcards [MQTT-4.7.1]: "#" only as
+// ValidFilter checks a topic filter's wildcards [MQTT-4.7.1]: "#" only as
 // the last level, "+" only as a whole level, and a shared subscription's
 // group name without wildcards.
-func validFilter(filter string) bool {
+func ValidFilter(filter string) bool {
 	if filter == "" {
 		return false
 	}
-	if group, f, shared := sharedFilter(filter); shared || strings.HasPrefix(filter, "$share/") {
+	if group, f, shared := Shared(filter); shared || strings.HasPrefix(filter, "$share/") {
 		if !shared || group == "" || strings.ContainsAny(group, "+#") || f == "" {
 			return false
 		}
