@@ -76,7 +76,7 @@ func (c *conn) serve() {
 	}
 	log.Debug("amqp: connection open", "user", c.user.Name, "vhost", c.vhost.Name())
 	go c.out.writeLoop(c.heartbeat)
-	if ch, reason := c.srv.blockedState(); ch != nil {
+	if ch, reason := c.srv.broker.Blocked(); ch != nil {
 		c.notifyBlocked(reason)
 	}
 	err := c.readLoop()
@@ -431,7 +431,7 @@ func (c *conn) handleConnectionMethod(payload []byte) (done bool, err error) {
 }
 
 // notifyBlocked and notifyUnblocked tell a client that announced the
-// capability about a resource alarm (Server.Block).
+// capability about a resource alarm (core.Broker.Block).
 func (c *conn) notifyBlocked(reason string) {
 	if c.capBlocked {
 		c.out.writeMethod(0, &wire.ConnectionBlocked{Reason: reason})
@@ -447,7 +447,7 @@ func (c *conn) notifyUnblocked() {
 // waitUnblocked holds the reader while the server is blocked (it is about
 // to route a publish). It returns false if the connection is being closed.
 func (c *conn) waitUnblocked() bool {
-	ch, _ := c.srv.blockedState()
+	ch, _ := c.srv.broker.Blocked()
 	if ch == nil {
 		return true
 	}

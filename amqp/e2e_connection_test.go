@@ -378,7 +378,7 @@ func TestE2EHandshakeTimeout(t *testing.T) {
 
 func TestE2EConnectionBlocked(t *testing.T) {
 	t.Parallel()
-	url, srv, _ := startServer(t, amqp.Config{})
+	url, _, broker := startServer(t, amqp.Config{})
 	conn := dial(t, url)
 	blocked := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	observer := openChannel(t, dial(t, url))
@@ -396,7 +396,7 @@ func TestE2EConnectionBlocked(t *testing.T) {
 		}
 	}
 
-	srv.Block("low disk")
+	broker.Block(core.AlarmDisk, "low disk")
 	waitBlocking(amqp091.Blocking{Active: true, Reason: "low disk"})
 
 	ch, confirms, _ := confirmChannel(t, conn, 1)
@@ -412,7 +412,7 @@ func TestE2EConnectionBlocked(t *testing.T) {
 		t.Fatalf("queue has %d messages while publishing is blocked, want 0", n)
 	}
 
-	srv.Unblock()
+	broker.Unblock(core.AlarmDisk)
 	waitBlocking(amqp091.Blocking{Active: false})
 	if c := waitConfirm(t, confirms); !c.Ack || c.DeliveryTag != 1 {
 		t.Fatalf("confirm %+v, want ack of 1", c)

@@ -87,17 +87,15 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closed    bool
-	// blocked is non-nil while publishing is blocked (a resource alarm); it
-	// is closed by Unblock. blockReason goes in connection.blocked.
-	blocked     chan struct{}
-	blockReason string
-	shutdown    chan struct{} // closed by Shutdown
+	shutdown  chan struct{} // closed by Shutdown
+
+	stopAlarms func() // ends the broker's alarm notifications, at Shutdown
 }
 
 // NewServer returns a Server for b.
 func NewServer(b *core.Broker, cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{
+	s := &Server{
 		broker:    b,
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -105,6 +103,8 @@ func NewServer(b *core.Broker, cfg Config) *Server {
 		conns:     make(map[*conn]struct{}),
 		shutdown:  make(chan struct{}),
 	}
+	s.stopAlarms = b.WatchAlarms(s.alarmChanged)
+	return s
 }
 
 // Serve accepts connections on ln until Shutdown; it always returns a non-nil
@@ -180,6 +180,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if !s.closed {
 		s.closed = true
 		close(s.shutdown)
+		s.stopAlarms()
 	}
 	for ln := range s.listeners {
 		ln.Close()
@@ -205,46 +206,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Block stops reading publishes from every connection, as a RabbitMQ
-// resource alarm does, and sends connection.blocked with reason to the
-// clients that announced the connection.blocked capability. Connections
-// that only consume keep working.
-func (s *Server) Block(reason string) {
+// alarmChanged is the broker's alarm watcher: while a resource alarm
+// (core.Broker.Block) is in effect, readers stop at the next publish
+// (conn.waitUnblocked), and the clients that announced the
+// connection.blocked capability are told, as RabbitMQ tells them.
+// Connections that only consume keep working.
+func (s *Server) alarmChanged(blocked bool, reason string) {
 	s.mu.Lock()
-	if s.blocked == nil {
-		s.blocked = make(chan struct{})
-	}
-	s.blockReason = reason
 	conns := s.connList()
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.notifyBlocked(reason)
+		if blocked {
+			c.notifyBlocked(reason)
+		} else {
+			c.notifyUnblocked()
+		}
 	}
-}
-
-// Unblock ends Block: blocked connections resume reading and clients get
-// connection.unblocked.
-func (s *Server) Unblock() {
-	s.mu.Lock()
-	if s.blocked == nil {
-		s.mu.Unlock()
-		return
-	}
-	close(s.blocked)
-	s.blocked = nil
-	conns := s.connList()
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.notifyUnblocked()
-	}
-}
-
-// blockedState returns the channel to wait on while publishing is blocked
-// (nil when it is not) and the reason.
-func (s *Server) blockedState() (chan struct{}, string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.blocked, s.blockReason
 }
 
 // connList returns the tracked connections; s.mu is held.

@@ -22,11 +22,12 @@ type Options struct {
 
 // Broker is the set of virtual hosts of one server. It is safe for concurrent use.
 type Broker struct {
-	clock Clock
-	log   *slog.Logger
-	store Store
-	mem   memBudget
-	hooks atomic.Pointer[[]PublishHook] // copy on write
+	clock  Clock
+	log    *slog.Logger
+	store  Store
+	mem    memBudget
+	hooks  atomic.Pointer[[]PublishHook] // copy on write
+	alarms alarms
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost // guarded by mu

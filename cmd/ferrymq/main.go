@@ -84,24 +84,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		logger.Error("cannot create data directory", "dir", cfg.DataDir, "err", err)
 		return exitFailure
 	}
-	// The server is made after the store, but the store's error hook must
-	// reach it: a failing disk blocks publishers until writes succeed again.
-	var server atomic.Pointer[amqp.Server]
+	// The broker is made after the store, but the store's error hook must
+	// reach it: a failing disk (or one under --disk-free-limit) raises the
+	// disk alarm, which blocks AMQP and MQTT publishers until writes
+	// succeed again.
+	var alarms atomic.Pointer[core.Broker]
 	store, err := persistence.Open(cfg.DataDir, persistence.Options{
 		Logger:        logger,
 		DiskFreeLimit: cfg.DiskFreeLimit,
 		OnError: func(err error) {
-			srv := server.Load()
-			if srv == nil {
+			b := alarms.Load()
+			if b == nil {
 				return
 			}
 			if err != nil {
 				logger.Error("store write failed: blocking publishers", "err", err)
-				srv.Block("ferrymq store: " + err.Error())
+				b.Block(core.AlarmDisk, "ferrymq store: "+err.Error())
 				return
 			}
 			logger.Info("store writes succeed again: unblocking publishers")
-			srv.Unblock()
+			b.Unblock(core.AlarmDisk)
 		},
 	})
 	if err != nil {
@@ -119,6 +121,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		users.Put(u.Name, u.Password, u.LoopbackOnly, u.Tags...)
 	}
 	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget()})
+	alarms.Store(broker)
 	start := time.Now()
 	if err := broker.Recover(store); err != nil {
 		logger.Error("cannot recover stored state", "dir", cfg.DataDir, "err", err)
@@ -134,7 +137,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		MaxMessageSize: cfg.MaxMessageSize,
 		Logger:         logger,
 	})
-	server.Store(srv)
 
 	// Bridges before listeners: their queues must be bound before the
 	// first publish can arrive, or it would be routed nowhere.
