@@ -314,7 +314,12 @@ func decodeQueue(key, val []byte) (r core.QueueRecord, err error) {
 	return r, nil
 }
 
-// Binding value: version, args.
+// Binding value: version, args. The arguments' encoding is also hashed
+// into the key (see bindingKey), so the key is built from the value.
+func encodeBinding(b []byte, r *core.BindingRecord) ([]byte, error) {
+	return appendArgs(append(b, recordVersion), r.Arguments)
+}
+
 func decodeBinding(key, val []byte) (vhost string, r core.BindingRecord, err error) {
 	vhost, r, ok := parseBindingKey(key)
 	if !ok || len(val) < 1 || val[0] != recordVersion {
@@ -325,6 +330,19 @@ func decodeBinding(key, val []byte) (vhost string, r core.BindingRecord, err err
 		return "", r, corrupt(fmt.Sprintf("binding arguments: %v", err), key)
 	}
 	return vhost, r, nil
+}
+
+// Delivered mark value: the queue's highest delivered seq (8 BE), with no
+// version byte.
+func encodeDelivered(b []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+func decodeDelivered(val []byte) (seq uint64, ok bool) {
+	if len(val) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(val), true
 }
 
 // ref is the value of an r/ key: what recovery needs to rebuild a queue

@@ -51,11 +51,12 @@ func (s *Store) load() error {
 	var orphanDelivered, orphanRefs, orphanBodies, refsWithoutBody int
 	err = s.scan(kindPrefix(kindDelivered), w.lastTs, true, func(key, val []byte) error {
 		vhost, name, ok := parseEntityKey(key)
-		if !ok || len(val) != 8 {
+		seq, ok2 := decodeDelivered(val)
+		if !ok || !ok2 {
 			return corrupt("delivered mark", key)
 		}
 		if qs := w.queues[qkey{vhost, name}]; qs != nil {
-			qs.delivered = binary.BigEndian.Uint64(val)
+			qs.delivered = seq
 		} else {
 			w.ov.del(key)
 			orphanDelivered++
@@ -194,8 +195,11 @@ func (s *Store) checkFormat() error {
 	if err != nil {
 		return fmt.Errorf("read %s: %w", formatKey, err)
 	}
-	if len(v) != 1 || v[0] != formatVersion {
-		return fmt.Errorf("store format %v, this ferrymq reads format %d", v, formatVersion)
+	switch {
+	case len(v) != 1:
+		return fmt.Errorf("%s is %x, not a format version: not a ferrymq store", formatKey, v)
+	case v[0] != formatVersion:
+		return fmt.Errorf("written in store format %d; this ferrymq reads format %d only", v[0], formatVersion)
 	}
 	return nil
 }
@@ -289,8 +293,8 @@ func (s *Store) Messages(vhost, queue string, fn func(m core.StoredMessage) erro
 	var delivered uint64
 	dkey := entityKey(nil, kindDelivered, vhost, queue)
 	err := s.read(dkey, true, func(key, val []byte) error {
-		if len(key) == len(dkey) && len(val) == 8 {
-			delivered = binary.BigEndian.Uint64(val)
+		if seq, ok := decodeDelivered(val); ok && len(key) == len(dkey) {
+			delivered = seq
 		}
 		return nil
 	})

@@ -823,6 +823,25 @@ func TestOpenRefuses(t *testing.T) {
 			}
 			return dir
 		}, "not a ferrymq store"},
+		{"store of a later format", func(t *testing.T) string {
+			dir := t.TempDir()
+			closeStore(t, open(t, dir, Options{NoSync: true}))
+			db, err := badger.OpenManaged(badger.DefaultOptions(dir).WithLogger(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wb := db.NewWriteBatchAt(db.MaxVersion() + 1)
+			if err := wb.Set(formatKey, []byte{formatVersion + 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := wb.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, fmt.Sprintf("store format %d; this ferrymq reads format %d", formatVersion+1, formatVersion)},
 		{"locked by another Store", func(t *testing.T) string {
 			dir := t.TempDir()
 			s := open(t, dir, Options{NoSync: true})

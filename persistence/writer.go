@@ -2,7 +2,6 @@ package persistence
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
@@ -505,7 +504,7 @@ func (s *Store) apply(o *op) error {
 
 	case opPutBinding, opDeleteBinding:
 		b := o.rec.(*core.BindingRecord)
-		val, err := appendArgs(append(w.val[:0], recordVersion), b.Arguments)
+		val, err := encodeBinding(w.val[:0], b)
 		if err != nil {
 			return fmt.Errorf("binding of '%s' to '%s' in vhost '%s': %w", b.Source, b.Destination, o.vhost, err)
 		}
@@ -621,8 +620,7 @@ func (s *Store) flushDelivered() {
 		qs.dirty = false
 		w.key = entityKey(w.key[:0], kindDelivered, qs.key.vhost, qs.key.name)
 		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], qs.delivered)
-		w.ov.set(w.key, v[:], false)
+		w.ov.set(w.key, encodeDelivered(v[:0], qs.delivered), false)
 	}
 	w.dirty = w.dirty[:0]
 }
