@@ -27,6 +27,13 @@ func newTestServer(b testing.TB, cfg Config) (*Server, string) {
 	b.Helper()
 	br := core.NewBroker(core.Options{})
 	b.Cleanup(br.Close)
+	return serveMQTT(b, br, cfg)
+}
+
+// serveMQTT serves MQTT with cfg for br on a free port until the test
+// ends.
+func serveMQTT(b testing.TB, br *core.Broker, cfg Config) (*Server, string) {
+	b.Helper()
 	s, err := NewServer(br, cfg)
 	if err != nil {
 		b.Fatal(err)
