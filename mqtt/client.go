@@ -56,6 +56,10 @@ type client struct {
 	// waking poller and a closer finishes a parked client.
 	readState atomic.Int32
 	closing   atomic.Bool
+	done      chan struct{} // closed with closing, for waits that must end with the connection
+	// held is set while the reader waits out a resource alarm: its
+	// silence is ours, not the client's, so Keep Alive does not count it.
+	held atomic.Bool
 
 	mu    sync.Mutex
 	cause error           // why it closed, first reason wins
@@ -79,6 +83,10 @@ func (c *client) checkAlive() {
 	if connected {
 		limit = c.keepalive
 		if limit == 0 {
+			return
+		}
+		if c.held.Load() {
+			c.timer.Reset(limit)
 			return
 		}
 	}
@@ -289,6 +297,9 @@ func (c *client) close(err error) {
 	}
 	first := !c.closing.Load()
 	c.closing.Store(true)
+	if first {
+		close(c.done)
+	}
 	sess := c.sess
 	var code packets.Code
 	send := first && c.version == 5 && sess != nil && errors.As(err, &code) && code.Code >= 0x80

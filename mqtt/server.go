@@ -148,7 +148,7 @@ func (s *Server) addListener(l io.Closer) bool {
 
 // accept starts serving a new connection.
 func (s *Server) accept(conn net.Conn) *client {
-	c := &client{srv: s, conn: conn}
+	c := &client{srv: s, conn: conn, done: make(chan struct{})}
 	if sc, ok := conn.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}

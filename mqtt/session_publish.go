@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"strings"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -66,6 +67,9 @@ func (s *session) publish(pk *packets.Packet) error {
 			}
 			s.acknowledge(pk.PacketID, typ, rc, 0)
 		}
+		return nil
+	}
+	if !s.cl.waitUnblocked() {
 		return nil
 	}
 	msg := toMessage(s.srv.cfg.Exchange, pk, s.origin)
@@ -217,5 +221,29 @@ func (s *session) resendPubrels() {
 	defer s.mu.Unlock()
 	for id := range s.st.pubrel {
 		s.writeRelLocked(id, 0)
+	}
+}
+
+// waitUnblocked holds the reader while a resource alarm is in effect
+// (core.Broker.Block), before it routes a publish: the client's PUBACK or
+// PUBREC waits, and so does everything it sends after, as RabbitMQ stops
+// reading from a publishing connection under an alarm. Keep Alive is
+// suspended meanwhile. It returns false if the connection closed instead.
+func (c *client) waitUnblocked() bool {
+	gate, reason := c.srv.broker.Blocked()
+	if gate == nil {
+		return true
+	}
+	c.srv.log.Debug("mqtt: publisher held by a resource alarm", "client", c.id, "reason", reason)
+	c.held.Store(true)
+	defer func() {
+		c.lastRead.Store(time.Now().UnixNano())
+		c.held.Store(false)
+	}()
+	select {
+	case <-gate:
+		return true
+	case <-c.done:
+		return false
 	}
 }
