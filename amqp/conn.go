@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -70,6 +71,9 @@ func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	defer c.nc.Close()
 	log := c.srv.log.With("peer", c.name)
+	if tc, ok := c.nc.(*tls.Conn); ok && c.tlsHandshake(tc) != nil {
+		return
+	}
 	if err := c.handshake(); err != nil {
 		log.Debug("amqp: handshake failed", "err", err)
 		return
@@ -142,11 +146,16 @@ func (c *conn) handshake() error {
 		c.nc.Write([]byte(wire.ProtocolHeader))
 		return errors.New("bad protocol header " + strconv.Quote(string(h[:])))
 	}
+	mechs := mechanisms
+	cert := c.peerCertificate()
+	if cert != nil {
+		mechs += " " + external
+	}
 	if err := c.writeNow(&wire.ConnectionStart{
 		VersionMajor:     0,
 		VersionMinor:     9,
 		ServerProperties: serverProperties(),
-		Mechanisms:       mechanisms,
+		Mechanisms:       mechs,
 		Locales:          "en_US",
 	}); err != nil {
 		return err
@@ -159,9 +168,14 @@ func (c *conn) handshake() error {
 	if caps, ok := startOk.ClientProperties["capabilities"].(core.Table); ok {
 		c.capBlocked, _ = caps["connection.blocked"].(bool)
 	}
-	name, pass, err := credentials(startOk.Mechanism, startOk.Response)
-	if err == nil {
-		c.user, err = cfg.Users.Authenticate(name, pass, isLoopback(c.nc.RemoteAddr()))
+	if startOk.Mechanism == external && cert != nil {
+		c.user, err = c.loginExternal(cert)
+	} else {
+		var name, pass string
+		name, pass, err = credentials(startOk.Mechanism, startOk.Response)
+		if err == nil {
+			c.user, err = cfg.Users.Authenticate(name, pass, isLoopback(c.nc.RemoteAddr()))
+		}
 	}
 	if err != nil {
 		return c.refuse(asAMQPError(err, &startOk))

@@ -13,6 +13,7 @@ package amqp
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -30,8 +31,11 @@ type Config struct {
 	ChannelMax       uint16        // [2047]
 	Heartbeat        time.Duration // [60s] proposed in connection.tune; negative proposes 0 (off), as RabbitMQ's heartbeat = 0
 	MaxMessageSize   int           // [16 MiB] body larger -> channel error 406 PRECONDITION_FAILED as RabbitMQ
-	HandshakeTimeout time.Duration // [10s] protocol header + start-ok + tune-ok + open must finish within it
+	HandshakeTimeout time.Duration // [10s] protocol header + start-ok + tune-ok + open must finish within it, and a TLS handshake before them
 	Logger           *slog.Logger  // [slog.Default()]
+	// CertUser names the user of a verified TLS client certificate, for
+	// SASL EXTERNAL [CommonName].
+	CertUser func(*x509.Certificate) (string, error)
 }
 
 // Defaults, as RabbitMQ's.
@@ -71,6 +75,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.CertUser == nil {
+		c.CertUser = CommonName
+	}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -108,7 +115,9 @@ func NewServer(b *core.Broker, cfg Config) *Server {
 }
 
 // Serve accepts connections on ln until Shutdown; it always returns a non-nil
-// error, ErrServerClosed after Shutdown.
+// error, ErrServerClosed after Shutdown. ln may be a TLS listener
+// (tls.NewListener, amqps): a client whose certificate was verified may
+// then log in with SASL EXTERNAL.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.closed {

@@ -72,3 +72,21 @@ func (u *Users) Authenticate(name, password string, loopback bool) (*User, error
 	}
 	return user, nil
 }
+
+// AuthenticateExternal logs in a user whose identity was established
+// outside the broker, by a verified TLS client certificate (SASL EXTERNAL,
+// MQTT use_identity_as_username): no password is checked, but the user
+// must exist, and a loopback-only one must connect from loopback, as
+// RabbitMQ's rabbitmq_auth_mechanism_ssl requires.
+func (u *Users) AuthenticateExternal(name string, loopback bool) (*User, error) {
+	u.mu.RLock()
+	user := u.users[name]
+	u.mu.RUnlock()
+	if user == nil {
+		return nil, Errorf(CodeAccessRefused, "Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.")
+	}
+	if user.LoopbackOnly && !loopback {
+		return nil, Errorf(CodeAccessRefused, "user '%s' can only connect via localhost", name)
+	}
+	return user, nil
+}

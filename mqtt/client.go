@@ -27,7 +27,9 @@ const (
 type client struct {
 	srv  *Server
 	conn net.Conn
-	raw  syscall.RawConn // conn's socket, where it has one of its own
+	raw  syscall.RawConn // conn's socket, where writes may go to it directly
+	sock syscall.RawConn // the TCP socket under conn, TLS or not: what parks
+	tls  bool            // conn is TLS
 	key  uint64          // the poller's name for it
 
 	// Set by CONNECT, read-only once sess is set.

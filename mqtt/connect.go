@@ -104,7 +104,9 @@ func (c *client) refuse(code packets.Code) {
 
 // login checks the same users as AMQP. A username "vhost:user" selects a
 // vhost; no username at all is RabbitMQ's anonymous default, guest
-// (loopback only).
+// (loopback only). With UseIdentityAsUsername, a client with a verified
+// certificate and no password is the user its certificate names, in the
+// vhost its username selects, if any.
 func (c *client) login(pk *packets.Packet) (*core.VHost, bool) {
 	user, pass := "guest", "guest"
 	vhost := "/"
@@ -112,7 +114,14 @@ func (c *client) login(pk *packets.Packet) (*core.VHost, bool) {
 		vhost, user = vhostUser(string(pk.Connect.Username))
 		pass = string(pk.Connect.Password)
 	}
-	if _, err := c.srv.cfg.Users.Authenticate(user, pass, c.remoteIsLoopback()); err != nil {
+	var err error
+	if name, ok := c.identity(pk); ok {
+		user = name
+		_, err = c.srv.cfg.Users.AuthenticateExternal(user, c.remoteIsLoopback())
+	} else {
+		_, err = c.srv.cfg.Users.Authenticate(user, pass, c.remoteIsLoopback())
+	}
+	if err != nil {
 		c.srv.log.Debug("mqtt: login refused", "client", c.id, "user", user, "err", err)
 		return nil, false
 	}

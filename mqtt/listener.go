@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -13,13 +14,13 @@ import (
 )
 
 // ServeWebSocket serves MQTT over WebSocket (binary messages, subprotocol
-// "mqtt" or "mqttv3.1") on ln, at path. It returns at once.
+// "mqtt" or "mqttv3.1") on ln, at path. It returns at once. ln may be a
+// TLS listener (tls.NewListener), for wss. Upgrades from browser pages of
+// origins not in Config.AllowedOrigins are refused with 403.
 func (s *Server) ServeWebSocket(ln net.Listener, path string) error {
 	up := websocket.Upgrader{
 		Subprotocols: []string{"mqtt", "mqttv3.1"},
-		// Browsers send an Origin; MQTT over WebSocket is not a cookie
-		// session, so cross-origin clients are accepted as brokers do.
-		CheckOrigin: func(*http.Request) bool { return true },
+		CheckOrigin:  s.originAllowed,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
@@ -31,7 +32,10 @@ func (s *Server) ServeWebSocket(ln net.Listener, path string) error {
 			cl.serve()
 		}
 	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// net/http runs the TLS handshake of a wss connection within
+	// ReadHeaderTimeout and reports a failed one to ErrorLog.
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: HandshakeTimeout,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	if !s.addListener(wsCloser{hs}) {
 		return net.ErrClosed
 	}

@@ -52,13 +52,9 @@ func newPoller(log *slog.Logger) (*poller, error) {
 
 // watch parks c until its socket is readable (or closed).
 func (p *poller) watch(c *client) error {
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
+	rc := c.sock
+	if rc == nil {
 		return errCannotPark
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return err
 	}
 	p.mu.Lock()
 	op := unix.EPOLL_CTL_MOD
@@ -79,7 +75,7 @@ func (p *poller) watch(c *client) error {
 	var cerr error
 	// Control holds the descriptor open: a socket closed meanwhile fails
 	// here instead of touching a number the kernel gave to another.
-	err = rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		cerr = unix.EpollCtl(p.epfd, op, int(fd), &ev)
 	})
 	if err == nil {

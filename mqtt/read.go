@@ -89,7 +89,9 @@ func (c *client) readPackets() (err error) {
 		if c.closing.Load() {
 			return nil
 		}
-		if c.rd.handled == 1 && len(c.rd.in) == 0 && c.parkable {
+		// Not a TLS client: crypto/tls may hold the next packet decrypted,
+		// where the socket's readiness would not show it.
+		if c.rd.handled == 1 && len(c.rd.in) == 0 && c.parkable && !c.tls {
 			// Connected and nothing more to say yet, as most devices: park
 			// now, not after a linger. The goroutine that set the session
 			// up has a deep stack; a burst of connecting devices would

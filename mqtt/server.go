@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +38,18 @@ type Config struct {
 	// TopicAliasMaximum is how many topic aliases an MQTT 5 client may
 	// set [64].
 	TopicAliasMaximum uint16
+	// UseIdentityAsUsername lets a client with a verified TLS client
+	// certificate and no password log in as the user its certificate
+	// names (Mosquitto's use_identity_as_username).
+	UseIdentityAsUsername bool
+	// CertUser names the user of a verified client certificate
+	// [CommonName].
+	CertUser func(*x509.Certificate) (string, error)
+	// AllowedOrigins are the browser origins (scheme://host[:port], "*"
+	// for any) whose pages may open a WebSocket; requests without an
+	// Origin header, from clients that are not browsers, are always
+	// allowed [none].
+	AllowedOrigins []string
 }
 
 func (c *Config) setDefaults() {
@@ -59,6 +73,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TopicAliasMaximum == 0 {
 		c.TopicAliasMaximum = 64
+	}
+	if c.CertUser == nil {
+		c.CertUser = CommonName
 	}
 }
 
@@ -110,8 +127,10 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve serves MQTT on ln (plain TCP) until Close. It returns at once;
-// connections are handled on their own goroutines.
+// Serve serves MQTT on ln until Close. It returns at once; connections
+// are handled on their own goroutines. ln may be a TLS listener
+// (tls.NewListener): each connection's handshake then runs on its own
+// goroutine within HandshakeTimeout.
 func (s *Server) Serve(ln net.Listener) error {
 	if !s.addListener(ln) {
 		return net.ErrClosed
@@ -125,6 +144,18 @@ func (s *Server) Serve(ln net.Listener) error {
 					s.log.Warn("mqtt: accept failed", "addr", ln.Addr().String(), "err", err)
 				}
 				return
+			}
+			if tc, ok := c.(*tls.Conn); ok {
+				go func() {
+					if s.handshake(tc, "mqtts") != nil {
+						tc.Close()
+						return
+					}
+					if cl := s.accept(tc); cl != nil {
+						cl.serve()
+					}
+				}()
+				continue
 			}
 			if cl := s.accept(c); cl != nil {
 				go cl.serve()
@@ -149,10 +180,17 @@ func (s *Server) addListener(l io.Closer) bool {
 // accept starts serving a new connection.
 func (s *Server) accept(conn net.Conn) *client {
 	c := &client{srv: s, conn: conn, done: make(chan struct{})}
-	if sc, ok := conn.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
+	sock, isTLS := socketOf(conn)
+	if sc, ok := sock.(syscall.Conn); ok {
+		c.sock, _ = sc.SyscallConn()
 	}
-	c.parkable = s.poller != nil && c.raw != nil
+	if !isTLS {
+		c.raw = c.sock // a TLS connection's bytes must go through its encryption
+	}
+	// A TLS connection parks on its socket too: it is parked only after a
+	// read timed out, when crypto/tls holds no complete record unread.
+	c.parkable = s.poller != nil && c.sock != nil
+	c.tls = isTLS
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
