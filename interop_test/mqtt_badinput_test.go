@@ -14,6 +14,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // publish0 is a QoS 0 PUBLISH of payload to topic for protocol level v.
@@ -43,8 +45,8 @@ func TestMQTTBadInput(t *testing.T) {
 	)
 	b := StartBroker(t)
 	// A client that stays connected throughout and must keep working.
-	control := connectV5(t, b, v5Options{ClientID: "bad-input-control"})
-	control.subscribe(t, 1, "bad/control")
+	control := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "bad-input-control"})
+	control.SubscribeAt(t, 1, "bad/control")
 	var maxPacket uint32 // announced in CONNACK; 0: none
 	if p := control.Connack.Properties; p != nil && p.MaximumPacketSize != nil {
 		maxPacket = *p.MaximumPacketSize
@@ -115,7 +117,7 @@ func TestMQTTBadInput(t *testing.T) {
 				code, err := readUntilClosed(conn, r)
 				switch {
 				case errors.Is(err, os.ErrDeadlineExceeded):
-					t.Errorf("connection still open %v after the bad packet", mqttWait)
+					t.Errorf("connection still open %v after the bad packet", mqtttest.Wait)
 				case v == 5 && code >= 0 && tc.code != notChecked && code != tc.code:
 					t.Errorf("DISCONNECT reason %#x, want %#x", code, tc.code)
 				case v == 5 && code < 0:
@@ -129,8 +131,8 @@ func TestMQTTBadInput(t *testing.T) {
 				}
 				round++
 				payload := "still here " + string(rune('A'+round%26))
-				control.send(t, "bad/control", 1, payload)
-				if m := control.next(t, "control round trip"); string(m.Payload) != payload {
+				control.Send(t, "bad/control", 1, payload)
+				if m := control.Next(t, "control round trip"); string(m.Payload) != payload {
 					t.Fatalf("control client got %q, want %q", m.Payload, payload)
 				}
 				rawConnect(t, b.MQTTAddr, v, "bad-after-"+tc.name)
@@ -140,7 +142,7 @@ func TestMQTTBadInput(t *testing.T) {
 
 	// A packet before CONNECT [MQTT-3.1.0-1]: closed, whatever the version.
 	t.Run("publish-before-connect", func(t *testing.T) {
-		conn, err := net.DialTimeout("tcp", b.MQTTAddr, mqttWait)
+		conn, err := net.DialTimeout("tcp", b.MQTTAddr, mqtttest.Wait)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,16 +151,16 @@ func TestMQTTBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := readUntilClosed(conn, bufio.NewReader(conn)); errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("connection still open %v after a PUBLISH before CONNECT", mqttWait)
+			t.Fatalf("connection still open %v after a PUBLISH before CONNECT", mqtttest.Wait)
 		}
 	})
 }
 
-// readUntilClosed reads packets until the connection fails or mqttWait
+// readUntilClosed reads packets until the connection fails or mqtttest.Wait
 // passes. It returns the reason code of a DISCONNECT received (-1: none)
 // and the read error, os.ErrDeadlineExceeded if the connection stayed open.
 func readUntilClosed(conn net.Conn, r *bufio.Reader) (int, error) {
-	conn.SetReadDeadline(time.Now().Add(mqttWait))
+	conn.SetReadDeadline(time.Now().Add(mqtttest.Wait))
 	code := -1
 	for {
 		first, body, err := readMQTTPacket(r)

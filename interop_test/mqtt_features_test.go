@@ -34,6 +34,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // ---- a raw MQTT client ----
@@ -205,7 +207,7 @@ func (o rawOpts) connectPacket() []byte {
 // CONNACK accepts it. The connection is closed when the test ends.
 func dialRaw(t testing.TB, addr string, o rawOpts) *rawClient {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, mqttWait)
+	conn, err := net.DialTimeout("tcp", addr, mqtttest.Wait)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +268,7 @@ func (c *rawClient) readLoop(r *bufio.Reader) {
 func (c *rawClient) writeErr(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.conn.SetWriteDeadline(time.Now().Add(mqttWait))
+	c.conn.SetWriteDeadline(time.Now().Add(mqtttest.Wait))
 	_, err := c.conn.Write(b)
 	return err
 }
@@ -309,7 +311,7 @@ func (c *rawClient) awaitOrClose(t testing.TB, typ byte, id int, what string) (r
 			return p, true
 		}
 	}
-	timer := time.NewTimer(mqttWait)
+	timer := time.NewTimer(mqtttest.Wait)
 	defer timer.Stop()
 	for {
 		select {
@@ -331,7 +333,7 @@ func (c *rawClient) awaitOrClose(t testing.TB, typ byte, id int, what string) (r
 				}
 			}
 		case <-timer.C:
-			t.Fatalf("%s: no packet of type %d within %v; other packets read: %v", what, typ, mqttWait, c.stash)
+			t.Fatalf("%s: no packet of type %d within %v; other packets read: %v", what, typ, mqtttest.Wait, c.stash)
 		}
 	}
 }
@@ -344,7 +346,7 @@ func (c *rawClient) nextPub(t testing.TB, what string) rawPublish {
 		return p
 	default:
 	}
-	timer := time.NewTimer(mqttWait)
+	timer := time.NewTimer(mqtttest.Wait)
 	defer timer.Stop()
 	select {
 	case p := <-c.pubs:
@@ -357,7 +359,7 @@ func (c *rawClient) nextPub(t testing.TB, what string) rawPublish {
 		}
 		t.Fatalf("%s: connection closed (%v); control packets read: %v", what, c.err, c.stash)
 	case <-timer.C:
-		t.Fatalf("%s: no PUBLISH within %v", what, mqttWait)
+		t.Fatalf("%s: no PUBLISH within %v", what, mqtttest.Wait)
 	}
 	return rawPublish{}
 }
@@ -609,9 +611,9 @@ func decodePublish(version, first byte, body []byte) (rawPublish, error) {
 
 // subscribeV5 subscribes with full subscription options and fails the
 // test unless every filter is granted; it returns the SUBACK codes.
-func subscribeV5(t testing.TB, c *v5Client, props *paho.SubscribeProperties, subs ...paho.SubscribeOptions) []byte {
+func subscribeV5(t testing.TB, c *mqtttest.V5Client, props *paho.SubscribeProperties, subs ...paho.SubscribeOptions) []byte {
 	t.Helper()
-	sa, err := c.Subscribe(testCtx(t), &paho.Subscribe{Properties: props, Subscriptions: subs})
+	sa, err := c.Subscribe(mqtttest.Ctx(t), &paho.Subscribe{Properties: props, Subscriptions: subs})
 	if err != nil {
 		t.Fatalf("subscribe %+v: %v", subs, err)
 	}
@@ -624,9 +626,9 @@ func subscribeV5(t testing.TB, c *v5Client, props *paho.SubscribeProperties, sub
 // [MQTT-3.10.4-5]. The broker sends a new subscription's retained
 // messages after its SUBACK, so a test that publishes after a SUBSCRIBE
 // calls barrier first to keep its sentinel behind them.
-func barrier(t testing.TB, c *v5Client) {
+func barrier(t testing.TB, c *mqtttest.V5Client) {
 	t.Helper()
-	if _, err := c.Unsubscribe(testCtx(t), &paho.Unsubscribe{Topics: []string{"barrier/none"}}); err != nil {
+	if _, err := c.Unsubscribe(mqtttest.Ctx(t), &paho.Unsubscribe{Topics: []string{"barrier/none"}}); err != nil {
 		t.Fatalf("barrier: %v", err)
 	}
 }
@@ -637,7 +639,7 @@ type queueWatch struct{ conn *amqp.Connection }
 
 func newQueueWatch(t testing.TB, b *Broker) queueWatch {
 	t.Helper()
-	conn, err := amqp.DialConfig(b.URL, amqp.Config{Dial: amqp.DefaultDial(mqttWait)})
+	conn, err := amqp.DialConfig(b.URL, amqp.Config{Dial: amqp.DefaultDial(mqtttest.Wait)})
 	if err != nil {
 		t.Fatalf("dial %s: %v", b.URL, err)
 	}
@@ -661,10 +663,10 @@ func (w queueWatch) ready(t testing.TB, queue string) int {
 
 // waitReady polls queue until it holds want ready messages, failing the
 // test at once if it holds fewer (the callers' counts only fall) or if it
-// still holds more after mqttWait.
+// still holds more after mqtttest.Wait.
 func (w queueWatch) waitReady(t testing.TB, queue string, want int, what string) {
 	t.Helper()
-	deadline := time.NewTimer(mqttWait)
+	deadline := time.NewTimer(mqtttest.Wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -679,16 +681,16 @@ func (w queueWatch) waitReady(t testing.TB, queue string, want int, what string)
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			t.Fatalf("%s: %s still holds %d ready messages after %v, want %d", what, queue, n, mqttWait, want)
+			t.Fatalf("%s: %s still holds %d ready messages after %v, want %d", what, queue, n, mqtttest.Wait, want)
 		}
 	}
 }
 
 // waitGone polls until queue no longer exists (queue.declare passive
-// fails with 404), failing the test after mqttWait.
+// fails with 404), failing the test after mqtttest.Wait.
 func (w queueWatch) waitGone(t testing.TB, queue, what string) {
 	t.Helper()
-	deadline := time.NewTimer(mqttWait)
+	deadline := time.NewTimer(mqtttest.Wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -709,7 +711,7 @@ func (w queueWatch) waitGone(t testing.TB, queue, what string) {
 		select {
 		case <-tick.C:
 		case <-deadline.C:
-			t.Fatalf("%s: %s still exists after %v", what, queue, mqttWait)
+			t.Fatalf("%s: %s still exists after %v", what, queue, mqtttest.Wait)
 		}
 	}
 }
@@ -735,8 +737,8 @@ func TestMQTTKeepalive(t *testing.T) {
 	const keepalive = 1 // seconds
 	const slack = time.Second
 	b := StartBroker(t)
-	watcher := connectV5(t, b, v5Options{ClientID: "ka-watcher"})
-	watcher.subscribe(t, 1, "ka/#")
+	watcher := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ka-watcher"})
+	watcher.SubscribeAt(t, 1, "ka/#")
 	for _, v := range []byte{4, 5} {
 		t.Run(versionName(int(v)), func(t *testing.T) {
 			topic := "ka/" + versionName(int(v)) + "/gone"
@@ -752,7 +754,7 @@ func TestMQTTKeepalive(t *testing.T) {
 				}
 				ka = time.Duration(sk) * time.Second
 			}
-			code := c.waitClosed(t, mqttWait)
+			code := c.waitClosed(t, mqtttest.Wait)
 			silent, sinceConnack := c.closedAt.Sub(c.ConnectSent), c.closedAt.Sub(c.ConnackAt)
 			t.Logf("closed %v after the CONNECT, %v after the CONNACK", silent, sinceConnack)
 			if limit := ka*3/2 + slack; sinceConnack > limit {
@@ -771,7 +773,7 @@ func TestMQTTKeepalive(t *testing.T) {
 			case v == 5 && code >= 0 && code != 0x8D:
 				t.Errorf("DISCONNECT reason %#x, want 0x8D Keep Alive timeout if any (Table 3.10)", code)
 			}
-			if m := watcher.next(t, "the will of the silent client"); m.Topic != topic || string(m.Payload) != "bye" {
+			if m := watcher.Next(t, "the will of the silent client"); m.Topic != topic || string(m.Payload) != "bye" {
 				t.Errorf("watcher got %q %q, want the will %q \"bye\"", m.Topic, m.Payload, topic)
 			}
 		})
@@ -790,7 +792,7 @@ func TestMQTTKeepalive(t *testing.T) {
 func TestMQTTSessionTakeover(t *testing.T) {
 	const unacked = 4
 	b := StartBroker(t)
-	pub := connectV5(t, b, v5Options{ClientID: "to-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "to-pub"})
 	for _, v := range []byte{4, 5} {
 		t.Run(versionName(int(v)), func(t *testing.T) {
 			id := "to-" + versionName(int(v))
@@ -807,13 +809,13 @@ func TestMQTTSessionTakeover(t *testing.T) {
 			}
 			// One message acknowledged (the PINGRESP shows the PUBACK was
 			// processed), so that the identifiers of the rest do not start at 1.
-			pub.send(t, topic, 1, "acked")
+			pub.Send(t, topic, 1, "acked")
 			m := a.nextPub(t, "the acknowledged message")
 			a.ack(t, 0x40, m.ID)
 			a.ping(t)
 			var sent []rawPublish
 			for i := range unacked {
-				pub.send(t, topic, 1, fmt.Sprint(i))
+				pub.Send(t, topic, 1, fmt.Sprint(i))
 				m := a.nextPub(t, fmt.Sprintf("unacknowledged message %d", i))
 				if m.Payload != fmt.Sprint(i) || m.QoS != 1 || m.Dup {
 					t.Fatalf("first connection got %+v, want payload %d at QoS 1 without DUP", m, i)
@@ -824,21 +826,21 @@ func TestMQTTSessionTakeover(t *testing.T) {
 			var next func(what string) (payload string, qos byte, dup bool, pid uint16)
 			var present bool
 			if v == 5 {
-				c := connectV5(t, b, v5Options{ClientID: id, Resume: true, SessionExpiry: 300})
+				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: true, SessionExpiry: 300})
 				present = c.Connack.SessionPresent
 				next = func(what string) (string, byte, bool, uint16) {
-					p := c.next(t, what)
+					p := c.Next(t, what)
 					return string(p.Payload), p.QoS, p.Duplicate(), p.PacketID
 				}
 			} else {
-				c := connectV3(t, b, v3Options{ClientID: id, Persistent: true})
+				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
 				present = c.SessionPresent
 				next = func(what string) (string, byte, bool, uint16) {
-					m := c.next(t, what)
+					m := c.Next(t, what)
 					return string(m.Payload()), m.Qos(), m.Duplicate(), m.MessageID()
 				}
 			}
-			code := a.waitClosed(t, mqttWait)
+			code := a.waitClosed(t, mqtttest.Wait)
 			switch {
 			case v == 5 && code != 0x8E:
 				t.Errorf("first connection: DISCONNECT reason %d, want 0x8E Session taken over [MQTT-3.1.4-3] (-1: none)", code)
@@ -860,7 +862,7 @@ func TestMQTTSessionTakeover(t *testing.T) {
 					t.Errorf("redelivery of %q: packet identifier %d, want the original %d [MQTT-4.4.0-1]", payload, pid, orig.ID)
 				}
 			}
-			pub.send(t, topic, 1, "sentinel")
+			pub.Send(t, topic, 1, "sentinel")
 			if payload, _, _, _ := next("sentinel"); payload != "sentinel" {
 				t.Errorf("after the redeliveries got %q, want the sentinel (the acknowledged message must not come again)", payload)
 			}
@@ -880,7 +882,7 @@ func TestMQTTSessionTakeover(t *testing.T) {
 func TestMQTTTopicAlias(t *testing.T) {
 	b := StartBroker(t)
 	_, ch := dialBroker(t, b)
-	pub := connectV5(t, b, v5Options{ClientID: "alias-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "alias-pub"})
 	p := pub.Connack.Properties
 	if p == nil || p.TopicAliasMaximum == nil || *p.TopicAliasMaximum < 2 {
 		// Without it a client may send no alias at all [MQTT-3.2.2-18];
@@ -891,9 +893,9 @@ func TestMQTTTopicAlias(t *testing.T) {
 		}
 		t.Errorf("CONNACK Topic Alias Maximum %v, want >= 2: absent or 0 forbids the client any alias [MQTT-3.2.2-18]", got)
 	}
-	sub := connectV5(t, b, v5Options{ClientID: "alias-sub"})
-	sub.subscribe(t, 1, "alias/#")
-	_, d := amqpSubscribe(t, ch, "alias.#")
+	sub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "alias-sub"})
+	sub.SubscribeAt(t, 1, "alias/#")
+	_, d := mqtttest.AMQPSubscribe(t, ch, "alias.#")
 
 	steps := []struct {
 		topic string // sent with the alias; "" sends the alias alone
@@ -915,15 +917,15 @@ func TestMQTTTopicAlias(t *testing.T) {
 		if st.alias > 0 {
 			pk.Properties = &paho.PublishProperties{TopicAlias: ptr(st.alias)}
 		}
-		pub.publish(t, pk)
-		m := sub.next(t, fmt.Sprintf("publish %d (%q alias %d)", i, st.topic, st.alias))
+		pub.PublishAcked(t, pk)
+		m := sub.Next(t, fmt.Sprintf("publish %d (%q alias %d)", i, st.topic, st.alias))
 		if m.Topic != st.want || string(m.Payload) != fmt.Sprint(i) {
 			t.Errorf("publish %d (%q alias %d): delivered %q %q, want %q", i, st.topic, st.alias, m.Topic, m.Payload, st.want)
 		}
 		if m.Properties != nil && m.Properties.TopicAlias != nil {
 			t.Errorf("publish %d: delivered with Topic Alias %d to a client whose Topic Alias Maximum is 0 [MQTT-3.3.2-11]", i, *m.Properties.TopicAlias)
 		}
-		a := waitFor(t, d, mqttWait, fmt.Sprintf("AMQP delivery of publish %d", i))
+		a := mqtttest.WaitFor(t, d, mqtttest.Wait, fmt.Sprintf("AMQP delivery of publish %d", i))
 		if a.RoutingKey != mqtttopic.RoutingKey(st.want) || string(a.Body) != fmt.Sprint(i) {
 			t.Errorf("publish %d: AMQP got key %q body %q, want %q", i, a.RoutingKey, a.Body, mqtttopic.RoutingKey(st.want))
 		}
@@ -931,7 +933,7 @@ func TestMQTTTopicAlias(t *testing.T) {
 
 	t.Run("not-carried-to-a-new-connection", func(t *testing.T) {
 		// Everything routed in the vhost from here on reaches this queue.
-		_, all := amqpSubscribe(t, ch, "#")
+		_, all := mqtttest.AMQPSubscribe(t, ch, "#")
 		fresh := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: "alias-pub-2"})
 		fresh.publish(t, "", 1, "stale alias", append([]byte{propTopicAlias}, u16(1)...))
 		// Handled (acknowledged or refused) before the sentinel is sent.
@@ -940,11 +942,11 @@ func TestMQTTTopicAlias(t *testing.T) {
 		} else {
 			t.Logf("the connection was closed (DISCONNECT %d; -1: none)", fresh.waitClosed(t, 0))
 		}
-		pub.send(t, "alias/sentinel", 1, "sentinel")
-		if m := sub.next(t, "sentinel"); string(m.Payload) != "sentinel" {
+		pub.Send(t, "alias/sentinel", 1, "sentinel")
+		if m := sub.Next(t, "sentinel"); string(m.Payload) != "sentinel" {
 			t.Errorf("MQTT subscriber got %q %q: a Topic Alias mapping of another connection was used [MQTT-3.3.2-7]", m.Topic, m.Payload)
 		}
-		for _, m := range amqpUntil(t, all, "sentinel") {
+		for _, m := range mqtttest.AMQPUntil(t, all, "sentinel") {
 			t.Errorf("routed %q with routing key %q: an alias with no mapping names no topic [MQTT-3.3.2-7], and a topic name is at least one character [MQTT-4.7.3-1]", m.Body, m.RoutingKey)
 		}
 	})
@@ -1013,7 +1015,7 @@ func checkSubIDs(t *testing.T, what string, pubQoS byte, subs []subRef, copies [
 // identifier; a re-subscription replaces the identifier [MQTT-3.8.4-3].
 func TestMQTTSubscriptionIdentifiers(t *testing.T) {
 	b := StartBroker(t)
-	pub := connectV5(t, b, v5Options{ClientID: "sid-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "sid-pub"})
 	cases := []struct {
 		name string
 		a, b subRef // "<name>/a/+" and "<name>/+/x"; both match <name>/a/x
@@ -1031,13 +1033,13 @@ func TestMQTTSubscriptionIdentifiers(t *testing.T) {
 			// One SUBSCRIBE each: the identifier is per SUBSCRIBE packet.
 			c.subscribe(t, tc.a.id, rawSub{tc.name + "/a/+", tc.a.qos})
 			c.subscribe(t, tc.b.id, rawSub{tc.name + "/+/x", tc.b.qos})
-			pub.send(t, tc.name+"/a/x", 1, "both")
-			pub.send(t, tc.name+"/a/y", 1, "a only")
-			pub.send(t, tc.name+"/c/x", 1, "b only")
+			pub.Send(t, tc.name+"/a/x", 1, "both")
+			pub.Send(t, tc.name+"/a/y", 1, "a only")
+			pub.Send(t, tc.name+"/c/x", 1, "b only")
 			// A sentinel for each subscription, which may be delivered
 			// on paths of their own.
-			pub.send(t, tc.name+"/a/s", 1, "sentinel a")
-			pub.send(t, tc.name+"/s/x", 1, "sentinel b")
+			pub.Send(t, tc.name+"/a/s", 1, "sentinel a")
+			pub.Send(t, tc.name+"/s/x", 1, "sentinel b")
 			got, sentinels := c.until(t, "sentinel a", "sentinel b")
 			by := map[string][]rawPublish{}
 			for _, m := range got {
@@ -1060,7 +1062,7 @@ func TestMQTTSubscriptionIdentifiers(t *testing.T) {
 		c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: "sid-replace", AutoAck: true})
 		for i, id := range []int{7, 11, 0} {
 			c.subscribe(t, id, rawSub{"sid-replace/t", 1})
-			pub.send(t, "sid-replace/t", 1, fmt.Sprint(i))
+			pub.Send(t, "sid-replace/t", 1, fmt.Sprint(i))
 			m := c.nextPub(t, fmt.Sprintf("message after subscribing with identifier %d", id))
 			var want []int
 			if id > 0 {
@@ -1082,23 +1084,23 @@ func TestMQTTSubscriptionIdentifiers(t *testing.T) {
 // own.
 func TestMQTTNoLocal(t *testing.T) {
 	b := StartBroker(t)
-	amqpPub := newAMQPPublisher(t, b)
-	other := connectV5(t, b, v5Options{ClientID: "nl-other"})
+	amqpPub := mqtttest.NewAMQPPublisher(t, b.URL)
+	other := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "nl-other"})
 
 	t.Run("own-publishes-held-back", func(t *testing.T) {
-		a := connectV5(t, b, v5Options{ClientID: "nl-a"})
+		a := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "nl-a"})
 		subscribeV5(t, a, nil, paho.SubscribeOptions{Topic: "nl/t", QoS: 1, NoLocal: true})
-		plain := connectV5(t, b, v5Options{ClientID: "nl-plain"})
+		plain := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "nl-plain"})
 		subscribeV5(t, plain, nil, paho.SubscribeOptions{Topic: "nl/t", QoS: 1})
-		plain.send(t, "nl/t", 1, "plain's own")
-		a.send(t, "nl/t", 1, "a's own")
-		other.send(t, "nl/t", 1, "other's")
-		amqpPub.send(t, "nl.t", true, "from amqp")
-		other.send(t, "nl/t", 1, "sentinel")
-		if got, want := v5Payloads(a.until(t, "sentinel")), []string{"plain's own", "other's", "from amqp"}; !slices.Equal(got, want) {
+		plain.Send(t, "nl/t", 1, "plain's own")
+		a.Send(t, "nl/t", 1, "a's own")
+		other.Send(t, "nl/t", 1, "other's")
+		amqpPub.Send(t, "nl.t", true, "from amqp")
+		other.Send(t, "nl/t", 1, "sentinel")
+		if got, want := v5Payloads(a.Until(t, "sentinel")), []string{"plain's own", "other's", "from amqp"}; !slices.Equal(got, want) {
 			t.Errorf("No Local subscriber got %q, want %q [MQTT-3.8.3-3]", got, want)
 		}
-		if got, want := v5Payloads(plain.until(t, "sentinel")), []string{"plain's own", "a's own", "other's", "from amqp"}; !slices.Equal(got, want) {
+		if got, want := v5Payloads(plain.Until(t, "sentinel")), []string{"plain's own", "a's own", "other's", "from amqp"}; !slices.Equal(got, want) {
 			t.Errorf("subscriber without No Local got %q, want %q", got, want)
 		}
 	})
@@ -1106,12 +1108,12 @@ func TestMQTTNoLocal(t *testing.T) {
 	t.Run("overlapping-subscription-without-it", func(t *testing.T) {
 		// The option is per subscription: a second matching subscription
 		// without No Local still forwards the client's own message, once.
-		a := connectV5(t, b, v5Options{ClientID: "nl-overlap"})
+		a := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "nl-overlap"})
 		subscribeV5(t, a, nil, paho.SubscribeOptions{Topic: "nl2/t", QoS: 1, NoLocal: true})
 		subscribeV5(t, a, nil, paho.SubscribeOptions{Topic: "nl2/#", QoS: 1})
-		a.send(t, "nl2/t", 1, "own")
-		other.send(t, "nl2/t", 1, "sentinel")
-		if got := v5Payloads(a.until(t, "sentinel")); !slices.Equal(got, []string{"own"}) {
+		a.Send(t, "nl2/t", 1, "own")
+		other.Send(t, "nl2/t", 1, "sentinel")
+		if got := v5Payloads(a.Until(t, "sentinel")); !slices.Equal(got, []string{"own"}) {
 			t.Errorf("got %q, want [\"own\"] once, through the subscription without No Local", got)
 		}
 	})
@@ -1124,7 +1126,7 @@ func TestMQTTNoLocal(t *testing.T) {
 		qw := newQueueWatch(t, b)
 		a := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: id, SessionExpiry: 300, ReceiveMaximum: 1})
 		a.subscribe(t, 0, rawSub{"nl3/t", 1 | optNoLocal})
-		other.send(t, "nl3/t", 1, "first")
+		other.Send(t, "nl3/t", 1, "first")
 		first := a.nextPub(t, "first") // not acknowledged: the Receive Maximum of 1 is used up
 		if first.Payload != "first" {
 			t.Fatalf("got %q, want \"first\"", first.Payload)
@@ -1138,7 +1140,7 @@ func TestMQTTNoLocal(t *testing.T) {
 		if !a2.SessionPresent {
 			t.Fatalf("CONNACK session present 0 on resuming, want 1 [MQTT-3.2.2-3]")
 		}
-		other.send(t, "nl3/t", 1, "sentinel")
+		other.Send(t, "nl3/t", 1, "sentinel")
 		got, _ := a2.until(t, "sentinel")
 		if ps := payloads(got); !slices.Equal(ps, []string{"first"}) {
 			t.Errorf("resumed No Local subscriber got %q, want [\"first\"] (resent [MQTT-4.4.0-1]) and not its own message [MQTT-3.8.3-3]", ps)
@@ -1164,7 +1166,7 @@ func v5Payloads(ms []*paho.Publish) []string {
 // [MQTT-3.3.1-8]).
 func TestMQTTRetainAsPublished(t *testing.T) {
 	b := StartBroker(t)
-	pub := connectV5(t, b, v5Options{ClientID: "rap-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "rap-pub"})
 	cases := []struct {
 		name string
 		v    int
@@ -1177,33 +1179,33 @@ func TestMQTTRetainAsPublished(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			topic := "rap/" + tc.name
-			subscribe := func(id string) mqttEndpoint {
+			subscribe := func(id string) mqtttest.Endpoint {
 				if tc.v == 4 {
-					c := connectV3(t, b, v3Options{ClientID: id})
-					c.subscribe(t, 1, topic)
+					c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id})
+					c.SubscribeAt(t, 1, topic)
 					return c
 				}
-				c := connectV5(t, b, v5Options{ClientID: id})
+				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id})
 				subscribeV5(t, c, nil, paho.SubscribeOptions{Topic: topic, QoS: 1, RetainAsPublished: tc.rap})
 				barrier(t, c)
 				return c
 			}
 			live := subscribe("rap-live-" + tc.name)
-			pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte("retained")})
-			pub.send(t, topic, 1, "plain")
-			if m := live.nextMsg(t, "live retained publish"); m.Payload != "retained" || m.Retain != tc.rap {
+			pub.PublishAcked(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte("retained")})
+			pub.Send(t, topic, 1, "plain")
+			if m := live.NextMsg(t, "live retained publish"); m.Payload != "retained" || m.Retain != tc.rap {
 				t.Errorf("live retained publish: got %+v, want RETAIN %v", m, tc.rap)
 			}
-			if m := live.nextMsg(t, "live plain publish"); m.Payload != "plain" || m.Retain {
+			if m := live.NextMsg(t, "live plain publish"); m.Payload != "plain" || m.Retain {
 				t.Errorf("live non-retained publish: got %+v, want RETAIN false", m)
 			}
 
 			late := subscribe("rap-late-" + tc.name)
-			if m := late.nextMsg(t, "retained message for a new subscription"); m.Payload != "retained" || !m.Retain {
+			if m := late.NextMsg(t, "retained message for a new subscription"); m.Payload != "retained" || !m.Retain {
 				t.Errorf("retained message sent for a new subscription: got %+v, want RETAIN true", m)
 			}
-			pub.send(t, topic, 1, "after")
-			if m := late.nextMsg(t, "live publish after the replay"); m.Payload != "after" || m.Retain {
+			pub.Send(t, topic, 1, "after")
+			if m := late.NextMsg(t, "live publish after the replay"); m.Payload != "after" || m.Retain {
 				t.Errorf("after the replay: got %+v, want \"after\" with RETAIN false", m)
 			}
 		})
@@ -1220,9 +1222,9 @@ func TestMQTTRetainAsPublished(t *testing.T) {
 func TestMQTTRetainHandling(t *testing.T) {
 	const id = "rh-sub"
 	b := StartBroker(t)
-	pub := connectV5(t, b, v5Options{ClientID: "rh-pub"})
-	pub.publish(t, &paho.Publish{Topic: "rh/t", QoS: 1, Retain: true, Payload: []byte("kept")})
-	c := connectV5(t, b, v5Options{ClientID: id, SessionExpiry: 300})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "rh-pub"})
+	pub.PublishAcked(t, &paho.Publish{Topic: "rh/t", QoS: 1, Retain: true, Payload: []byte("kept")})
+	c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, SessionExpiry: 300})
 	steps := []struct {
 		name      string
 		filter    string
@@ -1245,7 +1247,7 @@ func TestMQTTRetainHandling(t *testing.T) {
 				if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
 					t.Fatalf("disconnect: %v", err)
 				}
-				c = connectV5(parent, b, v5Options{ClientID: id, Resume: true, SessionExpiry: 300})
+				c = mqtttest.ConnectV5(parent, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: true, SessionExpiry: 300})
 				if !c.Connack.SessionPresent {
 					t.Fatalf("CONNACK session present 0 on resuming, want 1 [MQTT-3.2.2-3]")
 				}
@@ -1253,9 +1255,9 @@ func TestMQTTRetainHandling(t *testing.T) {
 			subscribeV5(t, c, nil, paho.SubscribeOptions{Topic: st.filter, QoS: 1, RetainHandling: st.handling})
 			barrier(t, c)
 			sentinel := fmt.Sprintf("sentinel %d", i)
-			pub.send(t, "rh/t", 1, sentinel)
+			pub.Send(t, "rh/t", 1, sentinel)
 			var got []*paho.Publish
-			for _, m := range c.until(t, sentinel) {
+			for _, m := range c.Until(t, sentinel) {
 				// A resumed session resends what was not acknowledged
 				// before the disconnect [MQTT-4.4.0-1]: paho acknowledges
 				// after handing a message over, so an earlier sentinel
@@ -1267,9 +1269,9 @@ func TestMQTTRetainHandling(t *testing.T) {
 			}
 			switch {
 			case st.replay && (len(got) != 1 || string(got[0].Payload) != "kept" || !got[0].Retain):
-				t.Errorf("Retain Handling %d on %q: got %s, want the retained message once, RETAIN 1", st.handling, st.filter, v5Topics(got))
+				t.Errorf("Retain Handling %d on %q: got %s, want the retained message once, RETAIN 1", st.handling, st.filter, mqtttest.V5Topics(got))
 			case !st.replay && len(got) > 0:
-				t.Errorf("Retain Handling %d on %q: got %s, want no retained message", st.handling, st.filter, v5Topics(got))
+				t.Errorf("Retain Handling %d on %q: got %s, want no retained message", st.handling, st.filter, mqtttest.V5Topics(got))
 			}
 		})
 	}
@@ -1286,7 +1288,7 @@ func TestMQTTRetainHandling(t *testing.T) {
 func TestMQTTReceiveMaximum(t *testing.T) {
 	b := StartBroker(t)
 	qw := newQueueWatch(t, b)
-	apub := newAMQPPublisher(t, b)
+	apub := mqtttest.NewAMQPPublisher(t, b.URL)
 
 	t.Run("qos1", func(t *testing.T) {
 		const rm, n = 5, 20
@@ -1294,7 +1296,7 @@ func TestMQTTReceiveMaximum(t *testing.T) {
 		c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: id, ReceiveMaximum: rm})
 		c.subscribe(t, 0, rawSub{"rm/qos1", 1})
 		for i := range n {
-			apub.send(t, "rm.qos1", true, fmt.Sprint(i))
+			apub.Send(t, "rm.qos1", true, fmt.Sprint(i))
 		}
 		var inflight []uint16
 		got := 0
@@ -1337,9 +1339,9 @@ func TestMQTTReceiveMaximum(t *testing.T) {
 		const id = "rm-qos2"
 		c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: id, ReceiveMaximum: rm})
 		c.subscribe(t, 0, rawSub{"rm/qos2", 2})
-		pub := connectV5(t, b, v5Options{ClientID: "rm-qos2-pub"})
+		pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "rm-qos2-pub"})
 		for i := range n {
-			pub.send(t, "rm/qos2", 2, fmt.Sprint(i))
+			pub.Send(t, "rm/qos2", 2, fmt.Sprint(i))
 		}
 		seen := map[string]int{}
 		var first []rawPublish
@@ -1385,10 +1387,10 @@ func TestMQTTReceiveMaximum(t *testing.T) {
 		c.subscribe(t, 0, rawSub{"rm/plain", 1})
 		c.subscribe(t, 0, rawSub{"$share/rmg/rm/shared", 1})
 		for i := range rm {
-			apub.send(t, "rm.plain", true, fmt.Sprint("plain ", i))
+			apub.Send(t, "rm.plain", true, fmt.Sprint("plain ", i))
 		}
 		for i := range rm {
-			apub.send(t, "rm.shared", true, fmt.Sprint("shared ", i))
+			apub.Send(t, "rm.shared", true, fmt.Sprint("shared ", i))
 		}
 		seen := map[string]int{}
 		var ids []uint16
@@ -1435,7 +1437,7 @@ func TestMQTTReceiveMaximum(t *testing.T) {
 func TestMQTTConnack(t *testing.T) {
 	b := StartBroker(t)
 	qw := newQueueWatch(t, b)
-	pub := connectV5(t, b, v5Options{ClientID: "ca-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ca-pub"})
 	type step struct {
 		clean     bool
 		present   bool
@@ -1468,11 +1470,11 @@ func TestMQTTConnack(t *testing.T) {
 			topic := "ca/" + versionName(tc.v)
 			for i, st := range tc.steps {
 				var present bool
-				var ep mqttEndpoint
+				var ep mqtttest.Endpoint
 				var disconnect func()
 				var sync func()
 				if tc.v == 5 {
-					c := connectV5(t, b, v5Options{ClientID: id, Resume: !st.clean, SessionExpiry: 300})
+					c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: !st.clean, SessionExpiry: 300})
 					present, ep = c.Connack.SessionPresent, c
 					disconnect = func() { c.Disconnect(&paho.Disconnect{ReasonCode: 0}) }
 					sync = func() { barrier(t, c) }
@@ -1484,7 +1486,7 @@ func TestMQTTConnack(t *testing.T) {
 						}
 					}
 				} else {
-					c := connectV3(t, b, v3Options{ClientID: id, Persistent: !st.clean})
+					c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: !st.clean})
 					present, ep = c.SessionPresent, c
 					disconnect = func() { c.Disconnect(250) }
 					sync = func() {}
@@ -1493,14 +1495,14 @@ func TestMQTTConnack(t *testing.T) {
 					t.Errorf("step %d (clean %v): CONNACK session present %v, want %v", i, st.clean, present, st.present)
 				}
 				if st.subscribe {
-					ep.subscribe(t, 1, topic+"/t")
+					ep.SubscribeAt(t, 1, topic+"/t")
 				}
 				if st.gone {
-					ep.subscribe(t, 1, topic+"/s")
+					ep.SubscribeAt(t, 1, topic+"/s")
 					sync()
-					pub.send(t, topic+"/t", 1, "for the old subscription")
-					pub.send(t, topic+"/s", 1, "sentinel")
-					if got := untilMsg(t, ep, "sentinel"); len(got) > 0 {
+					pub.Send(t, topic+"/t", 1, "for the old subscription")
+					pub.Send(t, topic+"/s", 1, "sentinel")
+					if got := mqtttest.UntilMsg(t, ep, "sentinel"); len(got) > 0 {
 						t.Errorf("step %d: after a clean start the old subscription still delivers %v", i, got)
 					}
 				}
@@ -1520,16 +1522,16 @@ func TestMQTTConnack(t *testing.T) {
 		// subsequent Session" (3.1.1 [MQTT-3.1.2-6]), a session that takes
 		// over its live connection included.
 		const id = "ca-takeover"
-		a := connectV3(t, b, v3Options{ClientID: id})
-		a.subscribe(t, 1, "ca/tk/t")
-		c := connectV3(t, b, v3Options{ClientID: id, Persistent: true})
+		a := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id})
+		a.SubscribeAt(t, 1, "ca/tk/t")
+		c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
 		if c.SessionPresent {
 			t.Errorf("CONNACK session present 1 on taking over a clean session, want 0 (3.1.1 [MQTT-3.2.2-3])")
 		}
-		c.subscribe(t, 1, "ca/tk/s")
-		pub.send(t, "ca/tk/t", 1, "for the clean session's subscription")
-		pub.send(t, "ca/tk/s", 1, "sentinel")
-		if got := untilMsg(t, c, "sentinel"); len(got) > 0 {
+		c.SubscribeAt(t, 1, "ca/tk/s")
+		pub.Send(t, "ca/tk/t", 1, "for the clean session's subscription")
+		pub.Send(t, "ca/tk/s", 1, "sentinel")
+		if got := mqtttest.UntilMsg(t, c, "sentinel"); len(got) > 0 {
 			t.Errorf("the clean session's subscription was carried over: got %v (3.1.1 [MQTT-3.1.2-6])", got)
 		}
 	})
@@ -1548,24 +1550,24 @@ func TestMQTTMessageExpiry(t *testing.T) {
 	const id = "me-sub"
 	b := StartBroker(t)
 	qw := newQueueWatch(t, b)
-	c := connectV5(t, b, v5Options{ClientID: id, SessionExpiry: 300})
-	c.subscribe(t, 1, "me/t")
+	c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, SessionExpiry: 300})
+	c.SubscribeAt(t, 1, "me/t")
 	if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
 		t.Fatalf("disconnect: %v", err)
 	}
-	pub := connectV5(t, b, v5Options{ClientID: "me-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "me-pub"})
 	sent := time.Now()
-	pub.publish(t, &paho.Publish{Topic: "me/t", QoS: 1, Payload: []byte("short"),
+	pub.PublishAcked(t, &paho.Publish{Topic: "me/t", QoS: 1, Payload: []byte("short"),
 		Properties: &paho.PublishProperties{MessageExpiry: ptr(uint32(1))}})
 	if n := qw.ready(t, sessionQueue(id)); n != 1 && time.Since(sent) < time.Second {
 		t.Fatalf("%s holds %d messages right after the publish, want 1", sessionQueue(id), n)
 	}
 	qw.waitReady(t, sessionQueue(id), 0, "the message expiring")
-	pub.publish(t, &paho.Publish{Topic: "me/t", QoS: 1, Payload: []byte("long"),
+	pub.PublishAcked(t, &paho.Publish{Topic: "me/t", QoS: 1, Payload: []byte("long"),
 		Properties: &paho.PublishProperties{MessageExpiry: ptr(uint32(3600))}})
 
-	c = connectV5(t, b, v5Options{ClientID: id, Resume: true, SessionExpiry: 300})
-	m := c.next(t, "the unexpired message")
+	c = mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: true, SessionExpiry: 300})
+	m := c.Next(t, "the unexpired message")
 	if string(m.Payload) != "long" {
 		t.Fatalf("first message after reconnecting: %q, want \"long\" (\"short\" expired) [MQTT-3.3.2-5]", m.Payload)
 	}
@@ -1583,19 +1585,19 @@ func TestMQTTMessageExpiry(t *testing.T) {
 // [MQTT-3.10.4-2], while the other subscriptions go on.
 func TestMQTTUnsubscribe(t *testing.T) {
 	b := StartBroker(t)
-	pub := connectV5(t, b, v5Options{ClientID: "us-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "us-pub"})
 
 	t.Run("mqtt5", func(t *testing.T) {
-		c := connectV5(t, b, v5Options{ClientID: "us-mqtt5"})
-		c.subscribe(t, 1, "us5/a", "us5/b/+", "us5/keep", "$share/usg/us5/s")
-		ua, err := c.Unsubscribe(testCtx(t), &paho.Unsubscribe{Topics: []string{"us5/a", "us5/none", "us5/b/+", "us5/b/x", "$share/usg/us5/s"}})
+		c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "us-mqtt5"})
+		c.SubscribeAt(t, 1, "us5/a", "us5/b/+", "us5/keep", "$share/usg/us5/s")
+		ua, err := c.Unsubscribe(mqtttest.Ctx(t), &paho.Unsubscribe{Topics: []string{"us5/a", "us5/none", "us5/b/+", "us5/b/x", "$share/usg/us5/s"}})
 		if err != nil {
 			t.Fatalf("unsubscribe: %v", err)
 		}
 		if want := []byte{0x00, 0x11, 0x00, 0x11, 0x00}; !slices.Equal(ua.Reasons, want) {
 			t.Errorf("UNSUBACK reasons % x, want % x [MQTT-3.11.3-1, -2]", ua.Reasons, want)
 		}
-		ua, err = c.Unsubscribe(testCtx(t), &paho.Unsubscribe{Topics: []string{"us5/a"}})
+		ua, err = c.Unsubscribe(mqtttest.Ctx(t), &paho.Unsubscribe{Topics: []string{"us5/a"}})
 		if err != nil {
 			t.Fatalf("second unsubscribe: %v", err)
 		}
@@ -1603,21 +1605,21 @@ func TestMQTTUnsubscribe(t *testing.T) {
 			t.Errorf("unsubscribing again: reasons % x, want 11", ua.Reasons)
 		}
 		for _, topic := range []string{"us5/a", "us5/b/x", "us5/s"} {
-			pub.send(t, topic, 1, "to "+topic)
+			pub.Send(t, topic, 1, "to "+topic)
 		}
-		pub.send(t, "us5/keep", 1, "sentinel")
-		if got := c.until(t, "sentinel"); len(got) > 0 {
-			t.Errorf("after unsubscribing got %s [MQTT-3.10.4-2]", v5Topics(got))
+		pub.Send(t, "us5/keep", 1, "sentinel")
+		if got := c.Until(t, "sentinel"); len(got) > 0 {
+			t.Errorf("after unsubscribing got %s [MQTT-3.10.4-2]", mqtttest.V5Topics(got))
 		}
 	})
 
 	t.Run("mqtt311", func(t *testing.T) {
-		c := connectV3(t, b, v3Options{ClientID: "us-mqtt311"})
-		c.subscribe(t, 1, "us3/a", "us3/keep")
-		waitToken(t, c.Unsubscribe("us3/a", "us3/none"), "unsubscribe") // an UNSUBACK even where nothing was deleted (3.1.1 [MQTT-3.10.4-5])
-		pub.send(t, "us3/a", 1, "to us3/a")
-		pub.send(t, "us3/keep", 1, "sentinel")
-		if got := untilMsg(t, c, "sentinel"); len(got) > 0 {
+		c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "us-mqtt311"})
+		c.SubscribeAt(t, 1, "us3/a", "us3/keep")
+		mqtttest.WaitToken(t, c.Unsubscribe("us3/a", "us3/none"), "unsubscribe") // an UNSUBACK even where nothing was deleted (3.1.1 [MQTT-3.10.4-5])
+		pub.Send(t, "us3/a", 1, "to us3/a")
+		pub.Send(t, "us3/keep", 1, "sentinel")
+		if got := mqtttest.UntilMsg(t, c, "sentinel"); len(got) > 0 {
 			t.Errorf("after unsubscribing got %v (3.1.1 [MQTT-3.10.4-2])", got)
 		}
 	})

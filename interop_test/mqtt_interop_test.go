@@ -25,6 +25,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 func TestMQTTHarnessReadyLine(t *testing.T) {
@@ -64,11 +66,11 @@ func TestMQTTToAMQP(t *testing.T) {
 			name := fmt.Sprintf("%s-qos%d", versionName(v), qos)
 			t.Run(name, func(t *testing.T) {
 				topic, key := "m2a/"+name+"/temp", "m2a."+name+".temp"
-				_, d := amqpSubscribe(t, ch, key)
-				c := connectMQTT(t, b, v, "m2a-"+name)
-				c.sendMsg(t, topic, qos, false, "hello "+name)
+				_, d := mqtttest.AMQPSubscribe(t, ch, key)
+				c := mqtttest.Connect(t, b.MQTTAddr, v, "m2a-"+name)
+				c.SendMsg(t, topic, qos, false, "hello "+name)
 
-				m := waitFor(t, d, mqttWait, "AMQP delivery of the MQTT publish")
+				m := mqtttest.WaitFor(t, d, mqtttest.Wait, "AMQP delivery of the MQTT publish")
 				if string(m.Body) != "hello "+name || m.Exchange != "amq.topic" || m.RoutingKey != key {
 					t.Fatalf("got body %q exchange %q key %q; want %q, amq.topic, %q", m.Body, m.Exchange, m.RoutingKey, "hello "+name, key)
 				}
@@ -96,7 +98,7 @@ func TestMQTTToAMQP(t *testing.T) {
 // both versions at QoS min(subscription QoS, 1 if persistent else 0).
 func TestMQTTFromAMQP(t *testing.T) {
 	b := StartBroker(t)
-	pub := newAMQPPublisher(t, b)
+	pub := mqtttest.NewAMQPPublisher(t, b.URL)
 	for _, v := range []int{4, 5} {
 		for sub := byte(0); sub <= 2; sub++ {
 			for _, persistent := range []bool{false, true} {
@@ -108,10 +110,10 @@ func TestMQTTFromAMQP(t *testing.T) {
 				name := fmt.Sprintf("%s-sub%d-%s", versionName(v), sub, mode)
 				t.Run(name, func(t *testing.T) {
 					topic := "a2m/" + name
-					c := connectMQTT(t, b, v, "a2m-"+name)
-					c.subscribe(t, sub, topic)
-					pub.send(t, mqtttopic.RoutingKey(topic), persistent, "from amqp "+name)
-					m := c.nextMsg(t, "MQTT delivery of the AMQP publish")
+					c := mqtttest.Connect(t, b.MQTTAddr, v, "a2m-"+name)
+					c.SubscribeAt(t, sub, topic)
+					pub.Send(t, mqtttopic.RoutingKey(topic), persistent, "from amqp "+name)
+					m := c.NextMsg(t, "MQTT delivery of the AMQP publish")
 					if m.Topic != topic || m.Payload != "from amqp "+name || m.QoS != want || m.Retain {
 						t.Fatalf("got %+v; want topic %q payload %q QoS %d, not retained", m, topic, "from amqp "+name, want)
 					}
@@ -129,14 +131,14 @@ func TestMQTTQoS(t *testing.T) {
 		for _, sv := range []int{4, 5} {
 			pair := versionName(pv) + "-to-" + versionName(sv)
 			t.Run(pair, func(t *testing.T) {
-				pub := connectMQTT(t, b, pv, "qos-pub-"+pair)
-				sub := connectMQTT(t, b, sv, "qos-sub-"+pair)
+				pub := mqtttest.Connect(t, b.MQTTAddr, pv, "qos-pub-"+pair)
+				sub := mqtttest.Connect(t, b.MQTTAddr, sv, "qos-sub-"+pair)
 				for pq := byte(0); pq <= 2; pq++ {
 					for sq := byte(0); sq <= 2; sq++ {
 						topic := fmt.Sprintf("qos/%s/pub%d/sub%d", pair, pq, sq)
-						sub.subscribe(t, sq, topic)
-						pub.sendMsg(t, topic, pq, false, topic)
-						m := sub.nextMsg(t, topic)
+						sub.SubscribeAt(t, sq, topic)
+						pub.SendMsg(t, topic, pq, false, topic)
+						m := sub.NextMsg(t, topic)
 						if m.Topic != topic || m.Payload != topic || m.QoS != min(pq, sq) {
 							t.Errorf("published at QoS %d, subscribed at %d: got %+v, want QoS %d", pq, sq, m, min(pq, sq))
 						}
@@ -157,15 +159,15 @@ func TestMQTTQoS2ExactlyOnce(t *testing.T) {
 		for _, sv := range []int{4, 5} {
 			pair := versionName(pv) + "-to-" + versionName(sv)
 			t.Run(pair, func(t *testing.T) {
-				pub := connectMQTT(t, b, pv, "eo-pub-"+pair)
-				sub := connectMQTT(t, b, sv, "eo-sub-"+pair)
+				pub := mqtttest.Connect(t, b.MQTTAddr, pv, "eo-pub-"+pair)
+				sub := mqtttest.Connect(t, b.MQTTAddr, sv, "eo-sub-"+pair)
 				topic := "eo/" + pair
-				sub.subscribe(t, 2, topic)
+				sub.SubscribeAt(t, 2, topic)
 				for i := range n {
-					pub.sendMsg(t, topic, 2, false, fmt.Sprint(i))
+					pub.SendMsg(t, topic, 2, false, fmt.Sprint(i))
 				}
-				pub.sendMsg(t, topic, 2, false, "end")
-				got := untilMsg(t, sub, "end")
+				pub.SendMsg(t, topic, 2, false, "end")
+				got := mqtttest.UntilMsg(t, sub, "end")
 				if len(got) != n {
 					t.Errorf("received %d messages before the sentinel, want %d", len(got), n)
 				}
@@ -193,14 +195,14 @@ func startSender(t *testing.T, b *Broker, kind, id string) func(name, payload st
 	t.Helper()
 	switch kind {
 	case kindAMQP:
-		p := newAMQPPublisher(t, b)
-		return func(key, payload string) { p.send(t, key, true, payload) }
+		p := mqtttest.NewAMQPPublisher(t, b.URL)
+		return func(key, payload string) { p.Send(t, key, true, payload) }
 	case kindMQTT5:
-		c := connectV5(t, b, v5Options{ClientID: id})
-		return func(topic, payload string) { c.send(t, topic, 1, payload) }
+		c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id})
+		return func(topic, payload string) { c.Send(t, topic, 1, payload) }
 	default:
-		c := connectV3(t, b, v3Options{ClientID: id})
-		return func(topic, payload string) { c.send(t, topic, 1, false, payload) }
+		c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id})
+		return func(topic, payload string) { c.Send(t, topic, 1, false, payload) }
 	}
 }
 
@@ -212,10 +214,10 @@ func startReceiver(t *testing.T, b *Broker, kind, id, filter string) func(sentin
 	switch kind {
 	case kindAMQP:
 		_, ch := dialBroker(t, b)
-		_, d := amqpSubscribe(t, ch, filter)
+		_, d := mqtttest.AMQPSubscribe(t, ch, filter)
 		return func(sentinel string) []string {
 			var names []string
-			for _, m := range amqpUntil(t, d, sentinel) {
+			for _, m := range mqtttest.AMQPUntil(t, d, sentinel) {
 				names = append(names, m.RoutingKey)
 			}
 			return names
@@ -225,11 +227,11 @@ func startReceiver(t *testing.T, b *Broker, kind, id, filter string) func(sentin
 		if kind == kindMQTT311 {
 			v = 4
 		}
-		c := connectMQTT(t, b, v, id)
-		c.subscribe(t, 1, filter)
+		c := mqtttest.Connect(t, b.MQTTAddr, v, id)
+		c.SubscribeAt(t, 1, filter)
 		return func(sentinel string) []string {
 			var names []string
-			for _, m := range untilMsg(t, c, sentinel) {
+			for _, m := range mqtttest.UntilMsg(t, c, sentinel) {
 				names = append(names, m.Topic)
 			}
 			return names
@@ -334,10 +336,10 @@ func ptr[T any](v T) *T { return &v }
 func TestMQTTProperties(t *testing.T) {
 	b := StartBroker(t)
 	_, ch := dialBroker(t, b)
-	v5 := connectV5(t, b, v5Options{ClientID: "props-pub"})
+	v5 := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "props-pub"})
 
 	t.Run("mqtt5-to-amqp", func(t *testing.T) {
-		_, d := amqpSubscribe(t, ch, "props.m2a.#")
+		_, d := mqtttest.AMQPSubscribe(t, ch, "props.m2a.#")
 		long := strings.Repeat("c", 300)
 		for _, tc := range []struct {
 			name  string
@@ -372,8 +374,8 @@ func TestMQTTProperties(t *testing.T) {
 			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				v5.publish(t, &paho.Publish{Topic: "props/m2a/" + tc.name, QoS: 1, Payload: []byte(`{"t":21.5}`), Properties: tc.props})
-				m := waitFor(t, d, mqttWait, "AMQP delivery")
+				v5.PublishAcked(t, &paho.Publish{Topic: "props/m2a/" + tc.name, QoS: 1, Payload: []byte(`{"t":21.5}`), Properties: tc.props})
+				m := mqtttest.WaitFor(t, d, mqtttest.Wait, "AMQP delivery")
 				if m.RoutingKey != "props.m2a."+tc.name {
 					t.Fatalf("routing key %q, want %q", m.RoutingKey, "props.m2a."+tc.name)
 				}
@@ -383,9 +385,9 @@ func TestMQTTProperties(t *testing.T) {
 	})
 
 	t.Run("amqp-to-mqtt5", func(t *testing.T) {
-		sub := connectV5(t, b, v5Options{ClientID: "props-a2m"})
-		sub.subscribe(t, 1, "props/a2m/#")
-		pub := newAMQPPublisher(t, b)
+		sub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "props-a2m"})
+		sub.SubscribeAt(t, 1, "props/a2m/#")
+		pub := mqtttest.NewAMQPPublisher(t, b.URL)
 		for _, tc := range []struct {
 			name  string
 			msg   amqp.Publishing
@@ -430,8 +432,8 @@ func TestMQTTProperties(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				tc.msg.DeliveryMode = amqp.Persistent
 				tc.msg.Body = []byte("body " + tc.name)
-				pub.publish(t, "props.a2m."+tc.name, tc.msg)
-				m := sub.next(t, "MQTT delivery")
+				pub.PublishAcked(t, "props.a2m."+tc.name, tc.msg)
+				m := sub.Next(t, "MQTT delivery")
 				if m.Topic != "props/a2m/"+tc.name || string(m.Payload) != "body "+tc.name {
 					t.Fatalf("got topic %q payload %q", m.Topic, m.Payload)
 				}
@@ -444,8 +446,8 @@ func TestMQTTProperties(t *testing.T) {
 	})
 
 	t.Run("mqtt5-to-mqtt5", func(t *testing.T) {
-		sub := connectV5(t, b, v5Options{ClientID: "props-m2m"})
-		sub.subscribe(t, 1, "props/m2m/#")
+		sub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "props-m2m"})
+		sub.SubscribeAt(t, 1, "props/m2m/#")
 		corr := []byte{0, 1, 2, 0xff}
 		for _, tc := range []struct {
 			name  string
@@ -463,8 +465,8 @@ func TestMQTTProperties(t *testing.T) {
 			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				v5.publish(t, &paho.Publish{Topic: "props/m2m/" + tc.name, QoS: 1, Payload: []byte("héllo"), Properties: tc.props})
-				m := sub.next(t, "MQTT delivery")
+				v5.PublishAcked(t, &paho.Publish{Topic: "props/m2m/" + tc.name, QoS: 1, Payload: []byte("héllo"), Properties: tc.props})
+				m := sub.Next(t, "MQTT delivery")
 				p, w := m.Properties, tc.props
 				if p == nil {
 					t.Fatal("no properties")
@@ -525,11 +527,11 @@ func TestMQTTAuth(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var code int
 			var err error
-			var c mqttEndpoint
+			var c mqtttest.Endpoint
 			if tc.v == 5 {
-				var v5c *v5Client
+				var v5c *mqtttest.V5Client
 				var ca *paho.Connack
-				v5c, ca, err = dialV5(t, b.MQTTAddr, v5Options{ClientID: "auth-" + name, Username: tc.user, Password: tc.pass})
+				v5c, ca, err = mqtttest.DialV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "auth-" + name, Username: tc.user, Password: tc.pass})
 				if ca != nil {
 					code = int(ca.ReasonCode)
 				} else if err != nil {
@@ -537,9 +539,9 @@ func TestMQTTAuth(t *testing.T) {
 				}
 				c = v5c
 			} else {
-				var v3c *v3Client
+				var v3c *mqtttest.V3Client
 				var rc byte
-				v3c, rc, err = dialV3(t, b, v3Options{ClientID: "auth-" + name, Username: tc.user, Password: tc.pass})
+				v3c, rc, err = mqtttest.DialV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "auth-" + name, Username: tc.user, Password: tc.pass})
 				code = int(rc)
 				c = v3c
 			}
@@ -548,9 +550,9 @@ func TestMQTTAuth(t *testing.T) {
 				t.Fatalf("connect as %q: %v (code %#x), want success", tc.user, err, code)
 			case tc.want == 0:
 				// Logged in to vhost "/": the publish reaches its amq.topic.
-				_, d := amqpSubscribe(t, ch, "auth."+name)
-				c.sendMsg(t, "auth/"+name, 1, false, "in vhost /")
-				if m := waitFor(t, d, mqttWait, "AMQP delivery in vhost /"); string(m.Body) != "in vhost /" {
+				_, d := mqtttest.AMQPSubscribe(t, ch, "auth."+name)
+				c.SendMsg(t, "auth/"+name, 1, false, "in vhost /")
+				if m := mqtttest.WaitFor(t, d, mqtttest.Wait, "AMQP delivery in vhost /"); string(m.Body) != "in vhost /" {
 					t.Fatalf("body %q", m.Body)
 				}
 			case err == nil:
@@ -573,10 +575,10 @@ func TestMQTTAuth(t *testing.T) {
 // named as RabbitMQ names them, visible to AMQP with queue.declare passive.
 func TestMQTTSubscriptionQueues(t *testing.T) {
 	b := StartBroker(t)
-	c := connectV5(t, b, v5Options{ClientID: "visible"})
-	c.subscribe(t, 0, "vis/zero")
-	c.subscribe(t, 1, "vis/one")
-	c.subscribe(t, 2, "vis/two") // QoS 2 shares the qos1 queue
+	c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "visible"})
+	c.SubscribeAt(t, 0, "vis/zero")
+	c.SubscribeAt(t, 1, "vis/one")
+	c.SubscribeAt(t, 2, "vis/two") // QoS 2 shares the qos1 queue
 	for _, q := range []string{"mqtt-subscription-visibleqos0", "mqtt-subscription-visibleqos1"} {
 		_, ch := dialBroker(t, b) // a failed passive declare closes the channel
 		got, err := ch.QueueDeclarePassive(q, false, false, false, false, nil)
@@ -588,10 +590,10 @@ func TestMQTTSubscriptionQueues(t *testing.T) {
 	}
 	// The bindings are the mapped filters: an AMQP publish to each topic
 	// reaches the client once, through its queue.
-	pub := newAMQPPublisher(t, b)
+	pub := mqtttest.NewAMQPPublisher(t, b.URL)
 	for _, topic := range []string{"vis/zero", "vis/one", "vis/two"} {
-		pub.send(t, mqtttopic.RoutingKey(topic), true, topic)
-		if m := c.next(t, topic); m.Topic != topic || string(m.Payload) != topic {
+		pub.Send(t, mqtttopic.RoutingKey(topic), true, topic)
+		if m := c.Next(t, topic); m.Topic != topic || string(m.Payload) != topic {
 			t.Fatalf("got %q %q, want %q", m.Topic, m.Payload, topic)
 		}
 	}
@@ -603,35 +605,35 @@ func TestMQTTSubscriptionQueues(t *testing.T) {
 func TestMQTTWebSocket(t *testing.T) {
 	b := StartBroker(t)
 	_, ch := dialBroker(t, b)
-	pub := newAMQPPublisher(t, b)
+	pub := mqtttest.NewAMQPPublisher(t, b.URL)
 	big := strings.Repeat("0123456789abcdef", 8<<10) // 128 KiB: many frames
 	for _, tc := range []struct {
 		name    string
-		connect func(t *testing.T) mqttEndpoint
+		connect func(t *testing.T) mqtttest.Endpoint
 	}{
-		{"paho.mqtt.golang", func(t *testing.T) mqttEndpoint {
-			return connectV3(t, b, v3Options{ClientID: "ws-v3", URL: "ws://" + b.MQTTWSAddr + "/mqtt"})
+		{"paho.mqtt.golang", func(t *testing.T) mqtttest.Endpoint {
+			return mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "ws-v3", URL: "ws://" + b.MQTTWSAddr + "/mqtt"})
 		}},
-		{"paho.golang", func(t *testing.T) mqttEndpoint {
-			return connectV5(t, b, v5Options{ClientID: "ws-v5", Conn: dialWS(t, b.MQTTWSAddr)})
+		{"paho.golang", func(t *testing.T) mqtttest.Endpoint {
+			return mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ws-v5", Conn: dialWS(t, b.MQTTWSAddr)})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			topic := "ws/" + strings.ReplaceAll(tc.name, ".", "-")
-			_, d := amqpSubscribe(t, ch, mqtttopic.RoutingKey(topic))
+			_, d := mqtttest.AMQPSubscribe(t, ch, mqtttopic.RoutingKey(topic))
 			c := tc.connect(t)
-			c.subscribe(t, 1, topic)
+			c.SubscribeAt(t, 1, topic)
 			for _, payload := range []string{"small", big} {
-				c.sendMsg(t, topic, 1, false, payload)
-				if m := c.nextMsg(t, "own message over WebSocket"); m.Topic != topic || m.Payload != payload {
+				c.SendMsg(t, topic, 1, false, payload)
+				if m := c.NextMsg(t, "own message over WebSocket"); m.Topic != topic || m.Payload != payload {
 					t.Fatalf("got topic %q and %d bytes, want %q and %d bytes", m.Topic, len(m.Payload), topic, len(payload))
 				}
-				if m := waitFor(t, d, mqttWait, "AMQP delivery"); string(m.Body) != payload {
+				if m := mqtttest.WaitFor(t, d, mqtttest.Wait, "AMQP delivery"); string(m.Body) != payload {
 					t.Fatalf("AMQP got %d bytes, want %d", len(m.Body), len(payload))
 				}
 			}
-			pub.send(t, mqtttopic.RoutingKey(topic), true, "from amqp")
-			if m := c.nextMsg(t, "AMQP publish over WebSocket"); m.Topic != topic || m.Payload != "from amqp" || m.QoS != 1 {
+			pub.Send(t, mqtttopic.RoutingKey(topic), true, "from amqp")
+			if m := c.NextMsg(t, "AMQP publish over WebSocket"); m.Topic != topic || m.Payload != "from amqp" || m.QoS != 1 {
 				t.Fatalf("got %+v", m)
 			}
 		})

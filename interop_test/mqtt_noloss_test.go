@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // noLossTimeout bounds each no-loss test's traffic, start to finish.
@@ -48,9 +50,9 @@ func TestMQTTNoLossMQTTToAMQP(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pubs := make([]*v5Client, clients)
+	pubs := make([]*mqtttest.V5Client, clients)
 	for i := range pubs {
-		pubs[i] = connectV5(t, b, v5Options{ClientID: fmt.Sprintf("sensor-%03d", i)})
+		pubs[i] = mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("sensor-%03d", i)})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), noLossTimeout)
 	defer cancel()
@@ -123,9 +125,9 @@ func TestMQTTNoLossMQTTToAMQP(t *testing.T) {
 		total, clients, elapsed, float64(total)/elapsed.Seconds())
 
 	// A late duplicate would sit ahead of a sentinel sent now.
-	pubs[0].send(t, "sensors/sentinel", 1, "sentinel")
+	pubs[0].Send(t, "sensors/sentinel", 1, "sentinel")
 	for {
-		d := waitFor(t, deliveries, mqttWait, "sentinel")
+		d := mqtttest.WaitFor(t, deliveries, mqtttest.Wait, "sentinel")
 		if err := d.Ack(false); err != nil {
 			t.Fatal(err)
 		}
@@ -156,10 +158,10 @@ func TestMQTTNoLossAMQPToMQTT(t *testing.T) {
 	}
 	const subscribers, n = 100, 1000
 	b := StartBroker(t)
-	subs := make([]*v5Client, subscribers)
+	subs := make([]*mqtttest.V5Client, subscribers)
 	for i := range subs {
-		subs[i] = connectV5(t, b, v5Options{ClientID: fmt.Sprintf("cmd-sub-%03d", i), Buffer: n + 1})
-		subs[i].subscribe(t, 1, "cmds/#")
+		subs[i] = mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("cmd-sub-%03d", i), Buffer: n + 1})
+		subs[i].SubscribeAt(t, 1, "cmds/#")
 	}
 
 	start := time.Now()
@@ -207,7 +209,7 @@ func TestMQTTNoLossAMQPToMQTT(t *testing.T) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(mqttWait) {
+		if !p.await(mqtttest.Wait) {
 			t.Fatalf("confirm missing (%d confirmed)", len(p.confirmed))
 		}
 	}

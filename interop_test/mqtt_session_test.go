@@ -13,6 +13,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // retainedFor subscribes a new client of version v to filter at QoS 1 and
@@ -21,11 +23,11 @@ import (
 // for a new subscription have RETAIN 1) or comes twice.
 func retainedFor(t *testing.T, b *Broker, v int, id, filter string, n int) map[string]string {
 	t.Helper()
-	c := connectMQTT(t, b, v, id)
-	c.subscribe(t, 1, filter)
+	c := mqtttest.Connect(t, b.MQTTAddr, v, id)
+	c.SubscribeAt(t, 1, filter)
 	got := make(map[string]string, n)
 	for range n {
-		m := c.nextMsg(t, fmt.Sprintf("retained message %d of %d for %q (have %v)", len(got)+1, n, filter, got))
+		m := c.NextMsg(t, fmt.Sprintf("retained message %d of %d for %q (have %v)", len(got)+1, n, filter, got))
 		if !m.Retain {
 			t.Errorf("%q: message %+v not flagged retained", filter, m)
 		}
@@ -42,12 +44,12 @@ func retainedFor(t *testing.T, b *Broker, v int, id, filter string, n int) map[s
 // message, so no retained one came [MQTT-3.3.1-6] (5.0) / [MQTT-3.3.1-10]
 // (3.1.1). The retained messages of a subscription are sent as it is made,
 // before the SUBACK returns here, and the sentinel is published after.
-func checkCleared(t *testing.T, b *Broker, pub *v5Client, id, topic string) {
+func checkCleared(t *testing.T, b *Broker, pub *mqtttest.V5Client, id, topic string) {
 	t.Helper()
-	c := connectV5(t, b, v5Options{ClientID: id})
-	c.subscribe(t, 1, topic)
-	pub.send(t, topic, 1, "sentinel")
-	if m := c.next(t, "sentinel"); string(m.Payload) != "sentinel" || m.Retain {
+	c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id})
+	c.SubscribeAt(t, 1, topic)
+	pub.Send(t, topic, 1, "sentinel")
+	if m := c.Next(t, "sentinel"); string(m.Payload) != "sentinel" || m.Retain {
 		t.Fatalf("first message for cleared %q: %q retain=%v, want the non-retained sentinel", topic, m.Payload, m.Retain)
 	}
 }
@@ -58,11 +60,11 @@ func checkCleared(t *testing.T, b *Broker, pub *v5Client, id, topic string) {
 // restart.
 func TestMQTTRetained(t *testing.T) {
 	b := StartBroker(t)
-	pub := connectV5(t, b, v5Options{ClientID: "ret-pub"})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ret-pub"})
 	for topic, payload := range map[string]string{"ret/a/temp": "21", "ret/b/temp": "22", "ret/a/hum": "50"} {
-		pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)})
+		pub.PublishAcked(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)})
 	}
-	newAMQPPublisher(t, b).publish(t, "ret.c.temp", amqp.Publishing{
+	mqtttest.NewAMQPPublisher(t, b.URL).PublishAcked(t, "ret.c.temp", amqp.Publishing{
 		DeliveryMode: amqp.Persistent, Headers: amqp.Table{"x-mqtt-retain": true}, Body: []byte("23"),
 	})
 
@@ -91,11 +93,11 @@ func TestMQTTRetained(t *testing.T) {
 	})
 
 	// An empty retained payload clears the topic's retained message.
-	pub.publish(t, &paho.Publish{Topic: "ret/b/temp", QoS: 1, Retain: true})
+	pub.PublishAcked(t, &paho.Publish{Topic: "ret/b/temp", QoS: 1, Retain: true})
 	checkCleared(t, b, pub, "ret-cleared", "ret/b/temp")
 
 	b = restart(t, b)
-	pub = connectV5(t, b, v5Options{ClientID: "ret-pub2"})
+	pub = mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ret-pub2"})
 	check(t, b, "restarted", []retainedCase{
 		{"ret/c/temp", map[string]string{"ret/c/temp": "23"}},
 		{"ret/+/temp", map[string]string{"ret/a/temp": "21", "ret/c/temp": "23"}},
@@ -110,24 +112,24 @@ func TestMQTTRetained(t *testing.T) {
 func TestMQTTWill(t *testing.T) {
 	b := StartBroker(t)
 	_, ch := dialBroker(t, b)
-	watcher := connectV5(t, b, v5Options{ClientID: "will-watcher"})
-	watcher.subscribe(t, 1, "will/#")
-	_, d := amqpSubscribe(t, ch, "will.#")
+	watcher := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "will-watcher"})
+	watcher.SubscribeAt(t, 1, "will/#")
+	_, d := mqtttest.AMQPSubscribe(t, ch, "will.#")
 	for _, v := range []int{4, 5} {
 		t.Run(versionName(v), func(t *testing.T) {
 			topic, payload := "will/"+versionName(v)+"/gone", "bye from "+versionName(v)
 			id := "willer-" + versionName(v)
 			if v == 5 {
-				c := connectV5(t, b, v5Options{ClientID: id, Will: &paho.WillMessage{Topic: topic, QoS: 1, Payload: []byte(payload)}})
+				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Will: &paho.WillMessage{Topic: topic, QoS: 1, Payload: []byte(payload)}})
 				c.Conn.Close()
 			} else {
-				c := connectV3(t, b, v3Options{ClientID: id, Will: &v3Will{Topic: topic, QoS: 1, Payload: payload}})
-				c.killConn(t)
+				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Will: &mqtttest.V3Will{Topic: topic, QoS: 1, Payload: payload}})
+				c.KillConn(t)
 			}
-			if m := watcher.next(t, "will at the MQTT subscriber"); m.Topic != topic || string(m.Payload) != payload {
+			if m := watcher.Next(t, "will at the MQTT subscriber"); m.Topic != topic || string(m.Payload) != payload {
 				t.Errorf("MQTT subscriber got %q %q, want will %q %q", m.Topic, m.Payload, topic, payload)
 			}
-			m := waitFor(t, d, mqttWait, "will at the AMQP queue")
+			m := mqtttest.WaitFor(t, d, mqtttest.Wait, "will at the AMQP queue")
 			if m.RoutingKey != mqtttopic.RoutingKey(topic) || string(m.Body) != payload || m.DeliveryMode != amqp.Persistent {
 				t.Errorf("AMQP got key %q body %q mode %d, want %q %q persistent (QoS 1 will)", m.RoutingKey, m.Body, m.DeliveryMode, mqtttopic.RoutingKey(topic), payload)
 			}
@@ -142,28 +144,28 @@ func TestMQTTWill(t *testing.T) {
 func TestMQTTSharedSubscriptions(t *testing.T) {
 	const n = 300 // half from MQTT, half from AMQP
 	b := StartBroker(t)
-	var members []*v5Client
+	var members []*mqtttest.V5Client
 	for i := range 3 {
-		c := connectV5(t, b, v5Options{ClientID: fmt.Sprintf("share-member-%d", i), Buffer: n + 10})
-		c.subscribe(t, 1, "$share/grp/shared/#")
+		c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("share-member-%d", i), Buffer: n + 10})
+		c.SubscribeAt(t, 1, "$share/grp/shared/#")
 		members = append(members, c)
 	}
-	plain := connectV5(t, b, v5Options{ClientID: "share-plain", Buffer: n + 10})
-	plain.subscribe(t, 1, "shared/#")
+	plain := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "share-plain", Buffer: n + 10})
+	plain.SubscribeAt(t, 1, "shared/#")
 
-	mpub := connectV5(t, b, v5Options{ClientID: "share-pub"})
-	apub := newAMQPPublisher(t, b)
+	mpub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "share-pub"})
+	apub := mqtttest.NewAMQPPublisher(t, b.URL)
 	for i := range n {
 		if i%2 == 0 {
-			mpub.send(t, "shared/t", 1, fmt.Sprint(i))
+			mpub.Send(t, "shared/t", 1, fmt.Sprint(i))
 		} else {
-			apub.send(t, "shared.t", true, fmt.Sprint(i))
+			apub.Send(t, "shared.t", true, fmt.Sprint(i))
 		}
 	}
 
 	seen := make(map[string]int, n) // payload -> member
 	perMember := make([]int, len(members))
-	deadline := time.NewTimer(3 * mqttWait)
+	deadline := time.NewTimer(3 * mqtttest.Wait)
 	defer deadline.Stop()
 	for len(seen) < n {
 		var m *paho.Publish
@@ -193,7 +195,7 @@ func TestMQTTSharedSubscriptions(t *testing.T) {
 	}
 	got := make(map[string]bool, n)
 	for len(got) < n {
-		m := plain.next(t, fmt.Sprintf("message %d of %d at the ordinary subscriber", len(got)+1, n))
+		m := plain.Next(t, fmt.Sprintf("message %d of %d at the ordinary subscriber", len(got)+1, n))
 		if got[string(m.Payload)] {
 			t.Fatalf("ordinary subscriber got %q twice", m.Payload)
 		}
@@ -215,20 +217,20 @@ func TestMQTTPersistentSession(t *testing.T) {
 			id := "persist-" + versionName(v)
 			topic := "persist/" + versionName(v) + "/cmd"
 			if v == 5 {
-				c := connectV5(t, b, v5Options{ClientID: id, SessionExpiry: 3600})
-				c.subscribe(t, 1, "persist/"+versionName(v)+"/#")
+				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, SessionExpiry: 3600})
+				c.SubscribeAt(t, 1, "persist/"+versionName(v)+"/#")
 				if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
 					t.Fatalf("disconnect: %v", err)
 				}
 			} else {
-				c := connectV3(t, b, v3Options{ClientID: id, Persistent: true})
-				c.subscribe(t, 1, "persist/"+versionName(v)+"/#")
+				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
+				c.SubscribeAt(t, 1, "persist/"+versionName(v)+"/#")
 				c.Disconnect(250)
 			}
 
-			pub := connectV5(t, b, v5Options{ClientID: id + "-pub"})
+			pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
 			for i := range n {
-				pub.send(t, topic, 1, fmt.Sprint(i))
+				pub.Send(t, topic, 1, fmt.Sprint(i))
 			}
 			_, ch := dialBroker(t, b)
 			queue := "mqtt-subscription-" + id + "qos1"
@@ -242,16 +244,16 @@ func TestMQTTPersistentSession(t *testing.T) {
 
 			b = restart(t, b)
 
-			var next func(what string) mqttMsg
+			var next func(what string) mqtttest.Msg
 			var present bool
 			if v == 5 {
-				c := connectV5(t, b, v5Options{ClientID: id, Resume: true, SessionExpiry: 3600})
+				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: true, SessionExpiry: 3600})
 				present = c.Connack.SessionPresent
-				next = func(what string) mqttMsg { return fromV5(c.next(t, what)) }
+				next = func(what string) mqtttest.Msg { return mqtttest.FromV5(c.Next(t, what)) }
 			} else {
-				c := connectV3(t, b, v3Options{ClientID: id, Persistent: true})
+				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
 				present = c.SessionPresent
-				next = func(what string) mqttMsg { return fromV3(c.next(t, what)) }
+				next = func(what string) mqtttest.Msg { return mqtttest.FromV3(c.Next(t, what)) }
 			}
 			if !present {
 				t.Errorf("CONNACK session present = 0 after the restart, want 1 [MQTT-3.2.2-2]")
@@ -263,7 +265,7 @@ func TestMQTTPersistentSession(t *testing.T) {
 				}
 			}
 			// The subscription itself survived, and nothing comes twice.
-			connectV5(t, b, v5Options{ClientID: id + "-pub2"}).send(t, topic, 1, "sentinel")
+			mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub2"}).Send(t, topic, 1, "sentinel")
 			if m := next("sentinel after the queued messages"); m.Payload != "sentinel" {
 				t.Fatalf("after the %d queued messages got %+v, want the sentinel", n, m)
 			}

@@ -19,10 +19,12 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // realWait bounds each wait for bridged messages; RabbitMQ and a link's
-// reconnect backoff (up to 30 s) make it longer than mqttWait.
+// reconnect backoff (up to 30 s) make it longer than mqtttest.Wait.
 const realWait = 90 * time.Second
 
 // probe is the payload of the messages sent to learn that a link's
@@ -131,9 +133,9 @@ func consumeQueue(t *testing.T, ch *amqp.Channel, queue string) <-chan amqp.Deli
 func publishSeqs(t *testing.T, addr, clientID, topic string, first, n uint64, size int) {
 	t.Helper()
 	o := mqtt3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).
-		SetUsername("guest").SetPassword("guest").SetAutoReconnect(false).SetConnectTimeout(mqttWait)
+		SetUsername("guest").SetPassword("guest").SetAutoReconnect(false).SetConnectTimeout(mqtttest.Wait)
 	c := mqtt3.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(mqttWait) || tok.Error() != nil {
+	if tok := c.Connect(); !tok.WaitTimeout(mqtttest.Wait) || tok.Error() != nil {
 		t.Fatalf("connect %s to %s: %v", clientID, addr, tok.Error())
 	}
 	defer c.Disconnect(100)
@@ -163,7 +165,7 @@ func publishRabbit(t *testing.T, r *RabbitMQ, key string, first, n uint64) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(mqttWait) {
+		if !p.await(mqtttest.Wait) {
 			t.Fatal("RabbitMQ confirm missing")
 		}
 	}
@@ -196,9 +198,9 @@ func waitInbound[T any](t *testing.T, what string, ch <-chan T, isProbe func(T) 
 }
 
 // mosquittoV5 connects an MQTT 5 client to Mosquitto.
-func mosquittoV5(t *testing.T, m *Mosquitto, o v5Options) *v5Client {
+func mosquittoV5(t *testing.T, m *Mosquitto, o mqtttest.V5Options) *mqtttest.V5Client {
 	t.Helper()
-	c, ca, err := dialV5(t, m.Addr, o)
+	c, ca, err := mqtttest.DialV5(t, m.Addr, o)
 	if err != nil {
 		t.Fatalf("MQTT 5 connect of %q to Mosquitto: %v (CONNACK %v)", o.ClientID, err, ca)
 	}
@@ -206,10 +208,9 @@ func mosquittoV5(t *testing.T, m *Mosquitto, o v5Options) *v5Client {
 }
 
 // mosquittoV3 connects an MQTT 3.1.1 client to Mosquitto.
-func mosquittoV3(t *testing.T, m *Mosquitto, o v3Options) *v3Client {
+func mosquittoV3(t *testing.T, m *Mosquitto, o mqtttest.V3Options) *mqtttest.V3Client {
 	t.Helper()
-	o.URL = "tcp://" + m.Addr
-	c, rc, err := dialV3(t, nil, o)
+	c, rc, err := mqtttest.DialV3(t, m.Addr, o)
 	if err != nil {
 		t.Fatalf("MQTT 3.1.1 connect of %q to Mosquitto: %v (return code %d)", o.ClientID, err, rc)
 	}
@@ -256,7 +257,7 @@ func TestRealMQTTToRabbitMQ(t *testing.T) {
 				// The hop marker travels as an AMQP header, for a
 				// RabbitMQ consumer to see where a message came from.
 				publishSeqs(t, edge.MQTTAddr, "sensor-2", "sensors/hall/temp", n, 1, 16)
-				d := waitFor(t, ds, realWait, "message with the via header")
+				d := mqtttest.WaitFor(t, ds, realWait, "message with the via header")
 				if v := d.Headers["x-ferrymq-via"]; v != "edge" || d.RoutingKey != "sensors.hall.temp" {
 					t.Fatalf("RabbitMQ got key %q, via header %v; want sensors.hall.temp and edge", d.RoutingKey, v)
 				}
@@ -285,8 +286,8 @@ func TestRealRabbitMQToMQTT(t *testing.T) {
 			}
 			edge := StartBroker(t, "--node-name", "edge", "--bridge-url", tc.scheme+"://guest:guest@"+addr+"/",
 				"--bridge-direction", "in", "--bridge-topic", "commands/#")
-			sub := connectV5(t, edge, v5Options{ClientID: "actuator", Buffer: n + 100})
-			sub.subscribe(t, 1, "commands/#")
+			sub := mqtttest.ConnectV5(t, edge.MQTTAddr, mqtttest.V5Options{ClientID: "actuator", Buffer: n + 100})
+			sub.SubscribeAt(t, 1, "commands/#")
 			r.WaitConsumers(t, tc.queue, 1)
 			publishRabbit(t, r, "commands.valve.7", 0, n)
 			got := receiveSeqs(t, "ferrymq MQTT subscriber", sub.Msgs, v5Seq, n, realWait)
@@ -319,18 +320,18 @@ bridges:
 			edge := StartBroker(t, "--config", cfg)
 
 			// out: ferrymq sensors/# -> Mosquitto edge1/sensors/#
-			cloud := mosquittoV5(t, m, v5Options{ClientID: "cloud", Buffer: n + 100})
-			cloud.subscribe(t, 1, "edge1/sensors/#")
+			cloud := mosquittoV5(t, m, mqtttest.V5Options{ClientID: "cloud", Buffer: n + 100})
+			cloud.SubscribeAt(t, 1, "edge1/sensors/#")
 			publishSeqs(t, edge.MQTTAddr, "sensor", "sensors/hall/temp", 0, n, 16)
 			got := receiveSeqs(t, "Mosquitto subscriber", cloud.Msgs, topicSeq(t, "edge1/sensors/hall/temp"), n, realWait)
 			logDups(t, scheme+" out", checkOnceInOrder(t, got, 0, n))
 
 			// in: Mosquitto edge1/commands/# -> ferrymq commands/#
-			local := connectV5(t, edge, v5Options{ClientID: "actuator", Buffer: n + 100})
-			local.subscribe(t, 1, "commands/#")
-			cmd := mosquittoV5(t, m, v5Options{ClientID: "controller"})
+			local := mqtttest.ConnectV5(t, edge.MQTTAddr, mqtttest.V5Options{ClientID: "actuator", Buffer: n + 100})
+			local.SubscribeAt(t, 1, "commands/#")
+			cmd := mosquittoV5(t, m, mqtttest.V5Options{ClientID: "controller"})
 			waitInbound(t, "Mosquitto -> ferrymq", local.Msgs, func(p *paho.Publish) bool { return string(p.Payload) == probe },
-				func() { cmd.send(t, "edge1/commands/probe", 1, probe) })
+				func() { cmd.Send(t, "edge1/commands/probe", 1, probe) })
 			publishSeqs(t, m.Addr, "controller-2", "edge1/commands/valve/7", 0, n, 16)
 			got = receiveSeqs(t, "ferrymq subscriber", local.Msgs, topicSeq(t, "commands/valve/7"), n, realWait)
 			logDups(t, scheme+" in", checkOnceInOrder(t, got, 0, n))
@@ -347,31 +348,31 @@ func TestRealMosquittoLoopBothWays(t *testing.T) {
 	m := StartMosquitto(t)
 	edge := StartBroker(t, "--node-name", "edge", "--bridge-url", "mqtt://"+m.Addr,
 		"--bridge-direction", "both", "--bridge-topic", "room/#")
-	subF := connectV5(t, edge, v5Options{ClientID: "sub-ferrymq"})
-	subF.subscribe(t, 1, "room/#")
-	subM := mosquittoV5(t, m, v5Options{ClientID: "sub-mosquitto"})
-	subM.subscribe(t, 1, "room/#")
-	pubF := connectV5(t, edge, v5Options{ClientID: "pub-ferrymq"})
-	pubM := mosquittoV5(t, m, v5Options{ClientID: "pub-mosquitto"})
+	subF := mqtttest.ConnectV5(t, edge.MQTTAddr, mqtttest.V5Options{ClientID: "sub-ferrymq"})
+	subF.SubscribeAt(t, 1, "room/#")
+	subM := mosquittoV5(t, m, mqtttest.V5Options{ClientID: "sub-mosquitto"})
+	subM.SubscribeAt(t, 1, "room/#")
+	pubF := mqtttest.ConnectV5(t, edge.MQTTAddr, mqtttest.V5Options{ClientID: "pub-ferrymq"})
+	pubM := mosquittoV5(t, m, mqtttest.V5Options{ClientID: "pub-mosquitto"})
 	// Mosquitto -> ferrymq needs the link's subscription; ferrymq ->
 	// Mosquitto is buffered until the link is up.
 	isProbe := func(p *paho.Publish) bool { return string(p.Payload) == probe }
-	waitInbound(t, "Mosquitto -> ferrymq", subF.Msgs, isProbe, func() { pubM.send(t, "room/probe", 1, probe) })
+	waitInbound(t, "Mosquitto -> ferrymq", subF.Msgs, isProbe, func() { pubM.Send(t, "room/probe", 1, probe) })
 
 	for i := range n {
-		pubF.send(t, "room/1", 1, fmt.Sprintf("f-%d", i))
-		pubM.send(t, "room/1", 1, fmt.Sprintf("m-%d", i))
+		pubF.Send(t, "room/1", 1, fmt.Sprintf("f-%d", i))
+		pubM.Send(t, "room/1", 1, fmt.Sprintf("m-%d", i))
 	}
 	counts := map[string]map[string]int{"ferrymq": {}, "mosquitto": {}}
 	// read collects on each side until both of the round's end markers
 	// arrived. An echo of an earlier message would have to cross the same
 	// ordered links as the second round's markers, so it would be counted.
 	read := func(round string) {
-		pubF.send(t, "room/1", 1, round+"-f")
-		pubM.send(t, "room/1", 1, round+"-m")
-		for side, c := range map[string]*v5Client{"ferrymq": subF, "mosquitto": subM} {
+		pubF.Send(t, "room/1", 1, round+"-f")
+		pubM.Send(t, "room/1", 1, round+"-m")
+		for side, c := range map[string]*mqtttest.V5Client{"ferrymq": subF, "mosquitto": subM} {
 			for counts[side][round+"-f"] == 0 || counts[side][round+"-m"] == 0 {
-				p := c.next(t, side+" subscriber, "+round)
+				p := c.Next(t, side+" subscriber, "+round)
 				if !isProbe(p) {
 					counts[side][string(p.Payload)]++
 				}
@@ -404,8 +405,8 @@ func TestRealSeveralLinks(t *testing.T) {
 	m := StartMosquitto(t)
 	ch := r.Queue(t, "landing", "sensors.#")
 	ds := consumeQueue(t, ch, "landing")
-	site := mosquittoV5(t, m, v5Options{ClientID: "site", Buffer: n + 100})
-	site.subscribe(t, 1, "sensors/#")
+	site := mosquittoV5(t, m, mqtttest.V5Options{ClientID: "site", Buffer: n + 100})
+	site.SubscribeAt(t, 1, "sensors/#")
 	cfg := writeConfig(t, fmt.Sprintf(`node_name: edge
 bridges:
   - name: cloud
@@ -427,11 +428,11 @@ bridges:
 	got = receiveSeqs(t, "Mosquitto", site.Msgs, topicSeq(t, "sensors/hall/temp"), n, realWait)
 	logDups(t, "site out", checkOnceInOrder(t, got, 0, n))
 
-	local := connectV5(t, edge, v5Options{ClientID: "actuator", Buffer: n + 100})
-	local.subscribe(t, 1, "commands/#")
-	ctl := mosquittoV5(t, m, v5Options{ClientID: "controller"})
+	local := mqtttest.ConnectV5(t, edge.MQTTAddr, mqtttest.V5Options{ClientID: "actuator", Buffer: n + 100})
+	local.SubscribeAt(t, 1, "commands/#")
+	ctl := mosquittoV5(t, m, mqtttest.V5Options{ClientID: "controller"})
 	waitInbound(t, "Mosquitto -> ferrymq", local.Msgs, func(p *paho.Publish) bool { return string(p.Payload) == probe },
-		func() { ctl.send(t, "commands/probe", 1, probe) })
+		func() { ctl.Send(t, "commands/probe", 1, probe) })
 	publishSeqs(t, m.Addr, "controller-2", "commands/valve/7", 0, n, 16)
 	got = receiveSeqs(t, "ferrymq", local.Msgs, topicSeq(t, "commands/valve/7"), n, realWait)
 	logDups(t, "site in", checkOnceInOrder(t, got, 0, n))
@@ -513,8 +514,8 @@ func TestRealOutageMosquitto(t *testing.T) {
 	for _, scheme := range []string{"mqtt", "mqtt3"} {
 		t.Run(scheme, func(t *testing.T) {
 			m := StartMosquitto(t)
-			sub := mosquittoV3(t, m, v3Options{ClientID: "landing", Persistent: true})
-			sub.subscribe(t, 1, "sensors/#")
+			sub := mosquittoV3(t, m, mqtttest.V3Options{ClientID: "landing", Persistent: true})
+			sub.SubscribeAt(t, 1, "sensors/#")
 			sub.Disconnect(100)
 			m.Stop()
 			args := []string{"--node-name", "edge", "--bridge-url", scheme + "://" + m.Addr, "--bridge-topic", "sensors/#"}
@@ -523,7 +524,7 @@ func TestRealOutageMosquitto(t *testing.T) {
 			start := time.Now()
 			m.Start()
 			ready := time.Now()
-			sub = mosquittoV3(t, m, v3Options{ClientID: "landing", Persistent: true, Buffer: 2 * outageN})
+			sub = mosquittoV3(t, m, mqtttest.V3Options{ClientID: "landing", Persistent: true, Buffer: 2 * outageN})
 			if !sub.SessionPresent {
 				t.Fatal("Mosquitto lost the subscriber's session")
 			}
@@ -567,8 +568,8 @@ func TestRealThroughput(t *testing.T) {
 	for _, scheme := range []string{"mqtt", "mqtt3"} {
 		t.Run("mosquitto-"+scheme, func(t *testing.T) {
 			m := StartMosquitto(t)
-			sub := mosquittoV3(t, m, v3Options{ClientID: "cloud", Buffer: n + 100})
-			sub.subscribe(t, 1, "sensors/#")
+			sub := mosquittoV3(t, m, mqtttest.V3Options{ClientID: "cloud", Buffer: n + 100})
+			sub.SubscribeAt(t, 1, "sensors/#")
 			edge := StartBroker(t, "--node-name", "edge", "--bridge-url", scheme+"://"+m.Addr, "--bridge-topic", "sensors/#")
 			waitLog(t, edge, "bridge connected")
 			start := time.Now()
