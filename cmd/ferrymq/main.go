@@ -17,6 +17,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -129,6 +130,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	logger.Info("recovered stored state", "dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	var stls *serverTLS // nil: no TLS listener
+	if cfg.tlsWanted() {
+		if stls, err = newServerTLS(cfg.TLS, logger); err != nil {
+			// Loaded once already by loadConfig: the files changed since.
+			logger.Error("cannot load TLS files", "err", err)
+			broker.Close()
+			return exitFailure
+		}
+	}
+	reloadOnSIGHUP(ctx, stls, logger)
+	certUser, _ := cfg.TLS.certUser() // validated by loadConfig
 	srv := amqp.NewServer(broker, amqp.Config{
 		Users:          users,
 		FrameMax:       cfg.FrameMax,
@@ -136,6 +148,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		Heartbeat:      cfg.HeartbeatDuration(),
 		MaxMessageSize: cfg.MaxMessageSize,
 		Logger:         logger,
+		CertUser:       certUser,
 	})
 
 	// Bridges before listeners: their queues must be bound before the
@@ -164,8 +177,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	logger.Info("listener ready", "proto", "amqp", "addr", ln.Addr().String())
+	if cfg.AMQPSListen != "" {
+		tln, err := net.Listen("tcp", cfg.AMQPSListen)
+		if err != nil {
+			logger.Error("cannot listen", "proto", "amqps", "addr", cfg.AMQPSListen, "err", err)
+			bridges.Close()
+			ln.Close()
+			broker.Close()
+			return exitFailure
+		}
+		logger.Info("listener ready", "proto", "amqps", "addr", tln.Addr().String())
+		go func() {
+			// Shutdown closes this listener with the plain one.
+			if err := srv.Serve(tls.NewListener(tln, stls.listenerConfig())); !errors.Is(err, amqp.ErrServerClosed) {
+				logger.Error("amqps server failed", "addr", tln.Addr().String(), "err", err)
+			}
+		}()
+	}
 
-	mq, err := mqtt.NewServer(broker, mqtt.Config{Users: users, Retained: store, Logger: logger})
+	mq, err := mqtt.NewServer(broker, mqtt.Config{Users: users, Retained: store, Logger: logger,
+		UseIdentityAsUsername: cfg.TLS.UseIdentityAsUsername, CertUser: certUser, AllowedOrigins: cfg.WSAllowedOrigins})
 	if err != nil {
 		logger.Error("cannot start MQTT", "err", err)
 		bridges.Close()
@@ -173,16 +204,27 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		broker.Close()
 		return exitFailure
 	}
+	ws := func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }
 	for _, l := range []struct {
 		proto, addr string
+		tls         bool
 		serve       func(net.Listener) error
 	}{
-		{"mqtt", cfg.MQTTListen, mq.Serve},
-		{"mqtt-ws", cfg.MQTTWSListen, func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }},
+		{"mqtt", cfg.MQTTListen, false, mq.Serve},
+		{"mqtt-ws", cfg.MQTTWSListen, false, ws},
+		{"mqtts", cfg.MQTTSListen, true, mq.Serve},
+		{"mqtt-wss", cfg.MQTTWSSListen, true, ws},
 	} {
+		if l.tls && l.addr == "" {
+			continue
+		}
 		mln, err := net.Listen("tcp", l.addr)
 		if err == nil {
-			err = l.serve(mln)
+			if l.tls {
+				err = l.serve(tls.NewListener(mln, stls.listenerConfig()))
+			} else {
+				err = l.serve(mln)
+			}
 		}
 		if err != nil {
 			logger.Error("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
