@@ -172,6 +172,7 @@ func (ch *channel) shutdown() {
 		return
 	}
 	ch.closed = true
+	ch.c.access.CloseChannel()
 	if ch.confirm.q != nil {
 		ch.confirm.q.Close()
 	}
@@ -214,16 +215,25 @@ func (ch *channel) handleMethod(m wire.Method) error {
 	case *wire.ExchangeDeclare:
 		return ch.exchangeDeclare(m)
 	case *wire.ExchangeDelete:
+		if err := ch.checkExchangeDelete(m.Exchange); err != nil {
+			return err
+		}
 		if err := ch.c.vhost.DeleteExchange(m.Exchange, m.IfUnused); err != nil {
 			return err
 		}
 		return ch.reply(m.NoWait, &wire.ExchangeDeleteOk{})
 	case *wire.ExchangeBind:
+		if err := ch.checkBinding(core.KindExchange, m.Destination, m.Source, m.RoutingKey); err != nil {
+			return err
+		}
 		if err := ch.c.vhost.BindExchange(m.Destination, m.Source, m.RoutingKey, m.Arguments); err != nil {
 			return err
 		}
 		return ch.reply(m.NoWait, &wire.ExchangeBindOk{})
 	case *wire.ExchangeUnbind:
+		if err := ch.checkBinding(core.KindExchange, m.Destination, m.Source, m.RoutingKey); err != nil {
+			return err
+		}
 		if err := ch.c.vhost.UnbindExchange(m.Destination, m.Source, m.RoutingKey, m.Arguments); err != nil {
 			return err
 		}
@@ -240,6 +250,9 @@ func (ch *channel) handleMethod(m wire.Method) error {
 		if err != nil {
 			return err
 		}
+		if err := ch.checkQueueUse(name, core.Read); err != nil {
+			return err
+		}
 		n, err := ch.c.vhost.PurgeQueue(name, ch.c.id)
 		if err != nil {
 			return err
@@ -248,6 +261,9 @@ func (ch *channel) handleMethod(m wire.Method) error {
 	case *wire.QueueDelete:
 		name, err := ch.queueName(m.Queue)
 		if err != nil {
+			return err
+		}
+		if err := ch.checkQueueUse(name, core.Configure); err != nil {
 			return err
 		}
 		return ch.deleteQueue(name, m)
@@ -361,6 +377,9 @@ func (ch *channel) queue(name string) (*core.Queue, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := ch.checkQueueUse(name, core.Read); err != nil {
+		return nil, err
+	}
 	q := ch.c.vhost.Queue(name)
 	if q == nil {
 		return nil, newError(wire.NotFound, "no queue '%s' in vhost '%s'", name, ch.c.vhost.Name())
@@ -372,6 +391,9 @@ func (ch *channel) queue(name string) (*core.Queue, error) {
 }
 
 func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
+	if err := ch.checkExchangeDeclare(m); err != nil {
+		return err
+	}
 	err := ch.c.vhost.DeclareExchange(core.ExchangeDecl{
 		Name: m.Exchange, Kind: m.Type,
 		Durable: m.Durable, AutoDelete: m.AutoDelete, Internal: m.Internal, Passive: m.Passive,
@@ -391,9 +413,21 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 			return err
 		}
 	}
+	serverNamed := false
+	if !m.Passive {
+		if name == "" {
+			name, serverNamed = core.ServerQueueName(), true
+		} else if core.IsReservedName(name) {
+			// RabbitMQ's check_name comes before the permission check.
+			return newError(wire.AccessRefused, "queue name '%s' contains reserved prefix 'amq.*'", name)
+		}
+		if err := ch.checkQueueDeclare(name, m.Arguments); err != nil {
+			return err
+		}
+	}
 	info, err := ch.c.vhost.DeclareQueue(core.QueueDecl{
 		Name: name, Durable: m.Durable, Exclusive: m.Exclusive, AutoDelete: m.AutoDelete, Passive: m.Passive,
-		Arguments: m.Arguments, Owner: ch.c.id,
+		Arguments: m.Arguments, Owner: ch.c.id, ServerNamed: serverNamed,
 	})
 	if err != nil {
 		return err
@@ -410,6 +444,9 @@ func (ch *channel) queueBind(queue, exchange, key string, args core.Table, bind,
 	}
 	queue, err := ch.queueName(queue)
 	if err != nil {
+		return err
+	}
+	if err := ch.checkBinding(core.KindQueue, queue, exchange, key); err != nil {
 		return err
 	}
 	v := ch.c.vhost

@@ -51,6 +51,9 @@ func (ch *channel) startPublish(m *wire.BasicPublish) error {
 	if m.Immediate {
 		return newError(wire.NotImplemented, "immediate=true")
 	}
+	if err := ch.checkPublish(m.Exchange, m.RoutingKey); err != nil {
+		return err
+	}
 	ch.content = content{active: true, publish: *m}
 	return nil
 }
@@ -93,8 +96,8 @@ func (ch *channel) handleBody(payload []byte) error {
 func (ch *channel) completePublish() error {
 	c := ch.content
 	ch.content = content{}
-	if uid := c.props.UserID; uid != "" && uid != ch.c.user.Name {
-		return newError(wire.PreconditionFailed, "user_id property set to '%s' but authenticated user was '%s'", uid, ch.c.user.Name)
+	if uid := c.props.UserID; uid != "" && uid != ch.c.access.Principal().Name {
+		return newError(wire.PreconditionFailed, "user_id property set to '%s' but authenticated user was '%s'", uid, ch.c.access.Principal().Name)
 	}
 	msg := &core.Message{
 		Exchange:   c.publish.Exchange,

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -28,8 +29,11 @@ type conn struct {
 	frameMax   uint32
 	channelMax uint16
 	heartbeat  time.Duration
-	user       *core.User
 	vhost      *core.VHost
+	access     *core.Access // the user's standing in vhost: permissions, limits
+	// ctx ends with the connection: auth backend calls made for it stop.
+	ctx        context.Context
+	cancel     context.CancelFunc
 	name       string // for logs: peer address
 	capBlocked bool   // the client handles connection.blocked
 
@@ -61,6 +65,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		done:     make(chan struct{}),
 		name:     nc.RemoteAddr().String(),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.out.init(nc)
 	return c
 }
@@ -68,6 +73,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 // serve runs the connection until it ends.
 func (c *conn) serve() {
 	defer close(c.done)
+	defer c.cancel()
 	defer c.srv.untrack(c)
 	defer c.nc.Close()
 	log := c.srv.log.With("peer", c.name)
@@ -78,7 +84,7 @@ func (c *conn) serve() {
 		log.Debug("amqp: handshake failed", "err", err)
 		return
 	}
-	log.Debug("amqp: connection open", "user", c.user.Name, "vhost", c.vhost.Name())
+	log.Debug("amqp: connection open", "user", c.access.Principal().Name, "vhost", c.vhost.Name())
 	go c.out.writeLoop(c.heartbeat)
 	if ch, reason := c.srv.broker.Blocked(); ch != nil {
 		c.notifyBlocked(reason)
@@ -103,6 +109,9 @@ func (c *conn) teardown() {
 	}
 	if c.vhost != nil {
 		c.vhost.ReleaseOwner(c.id)
+	}
+	if c.access != nil {
+		c.access.Close()
 	}
 }
 
@@ -168,17 +177,9 @@ func (c *conn) handshake() error {
 	if caps, ok := startOk.ClientProperties["capabilities"].(core.Table); ok {
 		c.capBlocked, _ = caps["connection.blocked"].(bool)
 	}
-	if startOk.Mechanism == external && cert != nil {
-		c.user, err = c.loginExternal(cert)
-	} else {
-		var name, pass string
-		name, pass, err = credentials(startOk.Mechanism, startOk.Response)
-		if err == nil {
-			c.user, err = cfg.Users.Authenticate(name, pass, isLoopback(c.nc.RemoteAddr()))
-		}
-	}
+	principal, err := c.login(&startOk, cert)
 	if err != nil {
-		return c.refuse(asAMQPError(err, &startOk))
+		return err
 	}
 
 	if err := c.writeNow(&wire.ConnectionTune{
@@ -205,10 +206,14 @@ func (c *conn) handshake() error {
 	if err := c.expect(&open); err != nil {
 		return err
 	}
-	c.vhost = c.srv.broker.VHost(open.VirtualHost)
-	if c.vhost == nil {
-		return c.refuse(newError(wire.NotAllowed, "vhost %s not found", open.VirtualHost))
+	c.access, err = c.srv.broker.Open(c.ctx, principal, open.VirtualHost, core.ConnInfo{
+		Protocol: "amqp", Peer: c.name, Close: c.forceClose,
+	})
+	if err != nil {
+		c.srv.log.Warn("amqp: connection refused", "peer", c.name, "user", principal.Name, "vhost", open.VirtualHost, "err", err)
+		return c.refuse(asAMQPError(err, &open))
 	}
+	c.vhost = c.access.VHost()
 	return c.writeNow(&wire.ConnectionOpenOk{})
 }
 
@@ -406,6 +411,9 @@ func (c *conn) handleFrame(f wire.Frame) (done bool, err error) {
 		}
 		if _, ok := m.(*wire.ChannelOpen); !ok {
 			return false, &amqpError{code: wire.ChannelError, text: "CHANNEL_ERROR - expected 'channel.open'"}
+		}
+		if err := c.access.OpenChannel(); err != nil {
+			return false, err
 		}
 		c.channels[f.Channel] = newChannel(c, f.Channel)
 		c.out.writeMethod(f.Channel, &wire.ChannelOpenOk{})

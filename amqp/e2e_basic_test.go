@@ -935,8 +935,8 @@ func TestE2EPropertiesRoundTrip(t *testing.T) {
 func TestE2EUserIDValidation(t *testing.T) {
 	t.Parallel()
 	users := core.DefaultUsers()
-	users.Put("alice", "pw", false)
-	url, _, _ := startServer(t, amqp.Config{Users: users})
+	addUser(t, users, "alice", "pw")
+	url, _, _ := startServer(t, amqp.Config{Auth: core.NewAuth(users), LoginFailureDelay: time.Millisecond})
 	for _, tc := range []struct {
 		user, userID string
 		ok           bool

@@ -124,8 +124,8 @@ func TestE2EBadProtocolHeader(t *testing.T) {
 func TestE2EAuthentication(t *testing.T) {
 	t.Parallel()
 	users := core.DefaultUsers()
-	users.Put("alice", "s3cret", false)
-	url, _, _ := startServer(t, amqp.Config{Users: users})
+	addUser(t, users, "alice", "s3cret")
+	url, _, _ := startServer(t, amqp.Config{Auth: core.NewAuth(users), LoginFailureDelay: time.Millisecond})
 	for _, tc := range []struct {
 		name     string
 		user     string
@@ -462,7 +462,7 @@ func TestE2EShutdownClosesConnections(t *testing.T) {
 
 func TestE2EVirtualHosts(t *testing.T) {
 	t.Parallel()
-	url, _, broker := startServer(t, amqp.Config{})
+	url, _, broker := startServer(t, amqp.Config{Auth: guestIn(t, "other")})
 	broker.AddVHost("other")
 	for _, tc := range []struct {
 		name, path string
@@ -499,7 +499,7 @@ func TestE2EVirtualHosts(t *testing.T) {
 // in another.
 func TestE2EVirtualHostIsolation(t *testing.T) {
 	t.Parallel()
-	url, _, broker := startServer(t, amqp.Config{})
+	url, _, broker := startServer(t, amqp.Config{Auth: guestIn(t, "other")})
 	broker.AddVHost("other")
 	def := dial(t, url)
 	other := dial(t, withCreds(t, url, "guest", "guest", "/other"))

@@ -26,7 +26,7 @@ import (
 
 // Config configures a Server. Zero values take the defaults in brackets.
 type Config struct {
-	Users            *core.Users   // [core.DefaultUsers()]
+	Auth             *core.Auth    // [core.NewAuth(core.DefaultUsers())]
 	FrameMax         uint32        // [131072]
 	ChannelMax       uint16        // [2047]
 	Heartbeat        time.Duration // [60s] proposed in connection.tune; negative proposes 0 (off), as RabbitMQ's heartbeat = 0
@@ -36,6 +36,10 @@ type Config struct {
 	// CertUser names the user of a verified TLS client certificate, for
 	// SASL EXTERNAL [CommonName].
 	CertUser func(*x509.Certificate) (string, error)
+	// LoginFailureDelay holds back the refusal of a failed login [1s], so
+	// that guessing passwords one connection after another is slow; other
+	// connections are not held up. Negative: no delay.
+	LoginFailureDelay time.Duration
 }
 
 // Defaults, as RabbitMQ's.
@@ -54,8 +58,11 @@ const (
 )
 
 func (c *Config) setDefaults() {
-	if c.Users == nil {
-		c.Users = core.DefaultUsers()
+	if c.Auth == nil {
+		c.Auth = core.NewAuth(core.DefaultUsers())
+	}
+	if c.LoginFailureDelay == 0 {
+		c.LoginFailureDelay = time.Second
 	}
 	if c.FrameMax == 0 {
 		c.FrameMax = DefaultFrameMax

@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-
-	"github.com/ferrymq/ferrymq/amqp/wire"
-	"github.com/ferrymq/ferrymq/core"
+	"fmt"
 )
 
 // external is SASL EXTERNAL (RFC 4422 appendix A), as RabbitMQ's
@@ -43,14 +41,13 @@ func (c *conn) peerCertificate() *x509.Certificate {
 	return st.PeerCertificates[0]
 }
 
-// loginExternal logs in the user cert names.
-func (c *conn) loginExternal(cert *x509.Certificate) (*core.User, error) {
+// externalUser returns the user cert names (Config.CertUser).
+func (c *conn) externalUser(cert *x509.Certificate) (string, error) {
 	name, err := c.srv.cfg.CertUser(cert)
 	if err != nil {
-		c.srv.log.Warn("amqp: client certificate names no user", "peer", c.name, "err", err)
-		return nil, newError(wire.AccessRefused, "Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.")
+		return "", fmt.Errorf("client certificate names no user: %w", err)
 	}
-	return c.srv.cfg.Users.AuthenticateExternal(name, isLoopback(c.nc.RemoteAddr()))
+	return name, nil
 }
 
 var errNoCommonName = errors.New("certificate subject has no common name (CN)")

@@ -94,7 +94,7 @@ func startTLSServer(t testing.TB, cfg amqp.Config, f *tlsFixture, auth tls.Clien
 func TestTLSLogin(t *testing.T) {
 	f := newTLSFixture(t)
 	users := core.DefaultUsers()
-	users.Put("device-1", "unused-password", false)
+	addUser(t, users, "device-1", "unused-password")
 	tests := []struct {
 		name     string
 		auth     tls.ClientAuthType
@@ -114,7 +114,7 @@ func TestTLSLogin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr := startTLSServer(t, amqp.Config{Users: users}, f, tt.auth)
+			addr := startTLSServer(t, amqp.Config{Auth: core.NewAuth(users), LoginFailureDelay: time.Millisecond}, f, tt.auth)
 			cfg := amqp091.Config{TLSClientConfig: f.client(tt.leaf), Dial: amqp091.DefaultDial(waitTimeout)}
 			url := "amqps://guest:guest@" + addr + "/"
 			if tt.external {

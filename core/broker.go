@@ -18,6 +18,9 @@ type Options struct {
 	// memory before new ones are paged out to the Store; 0 means
 	// DefaultMemoryBudget, negative never pages.
 	MemoryBudget int64
+	// MaxConnections is the node's connection limit (RabbitMQ's
+	// connection_max) over all protocols; 0: none.
+	MaxConnections int
 }
 
 // Broker is the set of virtual hosts of one server. It is safe for concurrent use.
@@ -31,11 +34,21 @@ type Broker struct {
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost // guarded by mu
+
+	// connMu guards the connection registry and the limit counters
+	// (VHost.conns too). It is taken alone.
+	connMu   sync.Mutex
+	conns    map[*Access]struct{}
+	users    map[string]*userConns
+	maxConns int
 }
 
 // NewBroker returns a broker holding the vhost "/".
 func NewBroker(opts Options) *Broker {
-	b := &Broker{clock: opts.Clock, log: opts.Logger, store: opts.Store, vhosts: make(map[string]*VHost)}
+	b := &Broker{
+		clock: opts.Clock, log: opts.Logger, store: opts.Store, vhosts: make(map[string]*VHost),
+		conns: make(map[*Access]struct{}), users: make(map[string]*userConns), maxConns: opts.MaxConnections,
+	}
 	switch {
 	case opts.MemoryBudget == 0:
 		b.mem.limit = DefaultMemoryBudget

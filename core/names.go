@@ -11,6 +11,10 @@ import (
 // server-named.
 const reservedPrefix = "amq."
 
+// IsReservedName reports whether name is in the amq.* namespace only the
+// server creates.
+func IsReservedName(name string) bool { return strings.HasPrefix(name, reservedPrefix) }
+
 // checkName refuses a client-chosen name in the reserved namespace. kind is
 // "queue" or "exchange", as in RabbitMQ's text.
 func checkName(kind, name string) error {
@@ -20,11 +24,11 @@ func checkName(kind, name string) error {
 	return nil
 }
 
-// serverQueueName returns a fresh "amq.gen-" name: 16 random bytes in
+// ServerQueueName returns a fresh "amq.gen-" name: 16 random bytes in
 // unpadded base64url (22 characters), as rabbit_guid:binary does. Random
 // rather than sequential so a client cannot guess another client's reply
 // queue.
-func serverQueueName() string {
+func ServerQueueName() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (it panics instead)
 	return "amq.gen-" + base64.RawURLEncoding.EncodeToString(b[:])

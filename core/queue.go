@@ -14,6 +14,9 @@ type QueueDecl struct {
 	// not modify it afterwards.
 	Arguments Table
 	Owner     uint64 // connection declaring; exclusive queues belong to it
+	// ServerNamed says Name came from ServerQueueName: the caller named
+	// the queue before declaring it, to check permissions on that name.
+	ServerNamed bool
 }
 
 // QueueInfo is the reply to queue.declare.
@@ -132,6 +135,10 @@ func newQueue(v *VHost, d QueueDecl, name string, cfg queueArgs) *Queue {
 }
 
 // Name returns the queue's name.
+// Arguments returns the queue's x-arguments as declared; the caller must
+// not modify them.
+func (q *Queue) Arguments() Table { return q.args }
+
 func (q *Queue) Name() string { return q.name }
 
 // Counts returns the number of ready messages and of consumers.

@@ -1,45 +1,145 @@
 package core
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
 	"sync"
 )
 
-// User is an account shared by the AMQP and MQTT listeners.
-type User struct {
+// UserSpec is an account of the internal backend.
+type UserSpec struct {
 	Name string
-	// LoopbackOnly restricts the user to connections from 127.0.0.0/8 or ::1,
-	// as RabbitMQ does for the default guest account.
+	// PasswordHash is RabbitMQ's rabbit_password_hashing_sha256 form
+	// (HashPassword). Empty: no password is accepted; the user can only
+	// log in with a transport identity (Passwordless).
+	PasswordHash string
+	// LoopbackOnly restricts the user to connections from 127.0.0.0/8 or
+	// ::1, as RabbitMQ does for the default guest account.
 	LoopbackOnly bool
-	// Tags are informational (RabbitMQ's user tags, e.g. "administrator").
-	Tags []string
-
-	hash [sha256.Size]byte
+	Tags         []string
+	// MaxConnections and MaxChannels are RabbitMQ's user limits; 0: none.
+	MaxConnections int
+	MaxChannels    int
 }
 
-// Users is the user database. It is safe for concurrent use.
+// VHostPermissions are a user's configure, write and read regular
+// expressions in one vhost, as rabbitmqctl set_permissions takes them. A
+// pattern matches a name anywhere unless anchored; "" matches nothing.
+type VHostPermissions struct {
+	Configure, Write, Read string
+}
+
+// FullPermissions grants everything in a vhost (".*" ".*" ".*").
+var FullPermissions = VHostPermissions{Configure: ".*", Write: ".*", Read: ".*"}
+
+// TopicPermissions are a user's write and read regular expressions on the
+// routing keys of one topic exchange in one vhost (rabbitmqctl
+// set_topic_permissions). {username}, {vhost} and {client_id} in them are
+// replaced by the connection's values before matching.
+type TopicPermissions struct {
+	Exchange    string
+	Write, Read string
+}
+
+// Users is the internal authentication and authorisation backend:
+// RabbitMQ's rabbit_auth_backend_internal. It is safe for concurrent use.
 type Users struct {
 	mu    sync.RWMutex
-	users map[string]*User
+	users map[string]*userEntry // guarded by mu; entries are replaced, never modified
+}
+
+type userEntry struct {
+	spec         UserSpec
+	salt, digest []byte
+	perms        map[string]*[3]pattern            // by vhost; indexed by Permission
+	topics       map[string]map[string]*[3]pattern // by vhost, exchange; Write and Read used
+}
+
+// pattern is a compiled permission regular expression.
+type pattern struct {
+	src  string
+	all  bool // ".*": no regexp run
+	re   *regexp.Regexp
+	vars bool // has {username}, {vhost} or {client_id}: compiled per expansion
+	// expanded caches the patterns compiled per expansion (topic
+	// permissions only), so a publish does not compile a regexp.
+	expanded *sync.Map // string -> *regexp.Regexp
+}
+
+func compilePattern(src string) (pattern, error) {
+	p := pattern{src: src}
+	switch {
+	case src == ".*" || src == "^.*" || src == "^.*$":
+		p.all = true
+		return p, nil
+	case src == "":
+		src = "^$" // RabbitMQ: an empty pattern matches nothing (but the empty name)
+	case strings.Contains(src, "{"):
+		if strings.Contains(src, "{username}") || strings.Contains(src, "{vhost}") || strings.Contains(src, "{client_id}") {
+			p.vars = true
+			p.expanded = new(sync.Map)
+		}
+	}
+	re, err := regexp.Compile(src)
+	if err != nil && !p.vars {
+		return p, fmt.Errorf("permission pattern %q: %w", p.src, err)
+	}
+	p.re = re
+	return p, nil
+}
+
+// match runs the pattern against name, expanding variables first.
+func (p *pattern) match(name, user, vhost, clientID string) bool {
+	if p.all {
+		return true
+	}
+	if !p.vars {
+		return p.re.MatchString(name)
+	}
+	src := strings.NewReplacer("{username}", regexp.QuoteMeta(user), "{vhost}", regexp.QuoteMeta(vhost),
+		"{client_id}", regexp.QuoteMeta(clientID)).Replace(p.src)
+	if re, ok := p.expanded.Load(src); ok {
+		return re.(*regexp.Regexp).MatchString(name)
+	}
+	re, err := regexp.Compile(src)
+	if err != nil {
+		return false
+	}
+	p.expanded.Store(src, re)
+	return re.MatchString(name)
 }
 
 // NewUsers returns an empty user database.
-func NewUsers() *Users { return &Users{users: make(map[string]*User)} }
+func NewUsers() *Users { return &Users{users: make(map[string]*userEntry)} }
 
 // DefaultUsers returns a database holding RabbitMQ's default account,
-// guest/guest, usable from loopback only.
+// guest/guest: administrator, loopback only, every permission on "/".
 func DefaultUsers() *Users {
 	u := NewUsers()
-	u.Put("guest", "guest", true, "administrator")
+	_ = u.Put(UserSpec{Name: "guest", PasswordHash: HashPassword("guest"), LoopbackOnly: true, Tags: []string{TagAdministrator}})
+	_ = u.SetPermissions("guest", "/", FullPermissions)
 	return u
 }
 
-// Put adds or replaces a user.
-func (u *Users) Put(name, password string, loopbackOnly bool, tags ...string) {
+// Put adds a user or replaces its account; a replaced user keeps its
+// permissions.
+func (u *Users) Put(spec UserSpec) error {
+	e := &userEntry{spec: spec, perms: map[string]*[3]pattern{}, topics: map[string]map[string]*[3]pattern{}}
+	if spec.PasswordHash != "" {
+		var err error
+		if e.salt, e.digest, err = parsePasswordHash(spec.PasswordHash); err != nil {
+			return fmt.Errorf("user %q: %w", spec.Name, err)
+		}
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.users[name] = &User{Name: name, LoopbackOnly: loopbackOnly, Tags: tags, hash: sha256.Sum256([]byte(password))}
+	if old := u.users[spec.Name]; old != nil {
+		e.perms, e.topics = old.perms, old.topics
+	}
+	u.users[spec.Name] = e
+	return nil
 }
 
 // Delete removes a user; it reports whether one existed.
@@ -51,42 +151,139 @@ func (u *Users) Delete(name string) bool {
 	return ok
 }
 
-// Authenticate checks a name and password. loopback says whether the peer
-// connected from a loopback address. Every refusal is a 403 ACCESS_REFUSED
-// with RabbitMQ's wording, so a client cannot tell a wrong name from a wrong
-// password.
-func (u *Users) Authenticate(name, password string, loopback bool) (*User, error) {
-	u.mu.RLock()
-	user := u.users[name]
-	u.mu.RUnlock()
-	refused := Errorf(CodeAccessRefused, "Login was refused using authentication mechanism PLAIN. For details see the broker logfile.")
-	if user == nil {
-		return nil, refused
+// update replaces user name's entry with a modified copy.
+func (u *Users) update(name string, fn func(e *userEntry)) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := u.users[name]
+	if old == nil {
+		return Errorf(CodeNotFound, "no such user '%s'", name)
 	}
-	h := sha256.Sum256([]byte(password))
-	if subtle.ConstantTimeCompare(h[:], user.hash[:]) != 1 {
-		return nil, refused
-	}
-	if user.LoopbackOnly && !loopback {
-		return nil, Errorf(CodeAccessRefused, "user '%s' can only connect via localhost", name)
-	}
-	return user, nil
+	e := *old
+	fn(&e)
+	u.users[name] = &e
+	return nil
 }
 
-// AuthenticateExternal logs in a user whose identity was established
-// outside the broker, by a verified TLS client certificate (SASL EXTERNAL,
-// MQTT use_identity_as_username): no password is checked, but the user
-// must exist, and a loopback-only one must connect from loopback, as
-// RabbitMQ's rabbitmq_auth_mechanism_ssl requires.
-func (u *Users) AuthenticateExternal(name string, loopback bool) (*User, error) {
+// SetPermissions sets a user's permissions in vhost (which need not
+// exist yet). Connections already open may keep using what they checked
+// before, as in RabbitMQ.
+func (u *Users) SetPermissions(user, vhost string, p VHostPermissions) error {
+	var c [3]pattern
+	for i, src := range []string{p.Configure, p.Write, p.Read} {
+		var err error
+		if c[i], err = compilePattern(src); err != nil {
+			return fmt.Errorf("user %q vhost %q: %w", user, vhost, err)
+		}
+	}
+	return u.update(user, func(e *userEntry) {
+		e.perms = cloneMap(e.perms)
+		e.perms[vhost] = &c
+	})
+}
+
+// ClearPermissions removes a user's access to vhost.
+func (u *Users) ClearPermissions(user, vhost string) error {
+	return u.update(user, func(e *userEntry) {
+		e.perms = cloneMap(e.perms)
+		delete(e.perms, vhost)
+	})
+}
+
+// SetTopicPermissions sets a user's topic permissions on one exchange of
+// vhost.
+func (u *Users) SetTopicPermissions(user, vhost string, p TopicPermissions) error {
+	var c [3]pattern
+	for _, x := range []struct {
+		perm Permission
+		src  string
+	}{{Write, p.Write}, {Read, p.Read}} {
+		var err error
+		if c[x.perm], err = compilePattern(x.src); err != nil {
+			return fmt.Errorf("user %q vhost %q exchange %q: %w", user, vhost, p.Exchange, err)
+		}
+	}
+	return u.update(user, func(e *userEntry) {
+		e.topics = cloneMap(e.topics)
+		byX := cloneMap(e.topics[vhost])
+		if byX == nil {
+			byX = map[string]*[3]pattern{}
+		}
+		byX[p.Exchange] = &c
+		e.topics[vhost] = byX
+	})
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func (u *Users) entry(name string) *userEntry {
 	u.mu.RLock()
-	user := u.users[name]
+	e := u.users[name]
 	u.mu.RUnlock()
-	if user == nil {
-		return nil, Errorf(CodeAccessRefused, "Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.")
+	return e
+}
+
+// Authenticate implements Backend. Refusals wrap ErrRefused, except a
+// loopback-only user connecting from afar, which the client is told
+// about (*LoginError, RabbitMQ's text).
+func (u *Users) Authenticate(_ context.Context, req LoginRequest) (*Principal, error) {
+	e := u.entry(req.Username)
+	switch {
+	case e == nil:
+		return nil, fmt.Errorf("internal: user '%s' - no such user: %w", req.Username, ErrRefused)
+	case !req.Passwordless && (e.digest == nil || !passwordMatches(e.salt, e.digest, req.Password)):
+		return nil, fmt.Errorf("internal: user '%s' - invalid credentials: %w", req.Username, ErrRefused)
+	case e.spec.LoopbackOnly && !req.Loopback:
+		return nil, &LoginError{
+			Text:   fmt.Sprintf("user '%s' can only connect via localhost", req.Username),
+			Reason: fmt.Sprintf("internal: user '%s' can only connect via localhost", req.Username),
+		}
 	}
-	if user.LoopbackOnly && !loopback {
-		return nil, Errorf(CodeAccessRefused, "user '%s' can only connect via localhost", name)
+	return &Principal{
+		Name:           e.spec.Name,
+		Tags:           e.spec.Tags,
+		MaxConnections: e.spec.MaxConnections,
+		MaxChannels:    e.spec.MaxChannels,
+		Authz:          u,
+	}, nil
+}
+
+// VHostAccess implements Authorizer: a user may use a vhost it has
+// permissions in.
+func (u *Users) VHostAccess(_ context.Context, p *Principal, vhost, _ string) (bool, error) {
+	e := u.entry(p.Name)
+	return e != nil && e.perms[vhost] != nil, nil
+}
+
+// ResourceAccess implements Authorizer.
+func (u *Users) ResourceAccess(_ context.Context, p *Principal, vhost, _, name string, perm Permission) (bool, error) {
+	e := u.entry(p.Name)
+	if e == nil {
+		return false, nil
 	}
-	return user, nil
+	ps := e.perms[vhost]
+	return ps != nil && ps[perm].match(name, "", "", ""), nil
+}
+
+// TopicAccess implements Authorizer: without topic permissions on the
+// exchange everything is allowed, as in RabbitMQ.
+func (u *Users) TopicAccess(_ context.Context, p *Principal, vhost, exchange, routingKey, clientID string, perm Permission) (bool, error) {
+	e := u.entry(p.Name)
+	if e == nil {
+		return false, nil
+	}
+	ps := e.topics[vhost][exchange]
+	return ps == nil || ps[perm].match(routingKey, p.Name, vhost, clientID), nil
+}
+
+// HasTopicPermissions implements TopicScoper.
+func (u *Users) HasTopicPermissions(p *Principal, vhost string) bool {
+	e := u.entry(p.Name)
+	return e != nil && len(e.topics[vhost]) > 0
 }

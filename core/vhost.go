@@ -1,10 +1,12 @@
 package core
 
 import (
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +32,11 @@ type VHost struct {
 	// topoPos is the store position of the latest topology change; a
 	// declaration waits for it, after unlocking, before it is answered.
 	topoPos uint64 // guarded by mu
+
+	deleted   atomic.Bool // Broker.DeleteVHost: no more topology changes
+	maxConns  atomic.Int64
+	maxQueues atomic.Int64
+	conns     int // open connections; guarded by broker.connMu
 }
 
 // preDeclared are the exchanges every vhost starts with, as in RabbitMQ.
@@ -74,6 +81,36 @@ func (v *VHost) close() {
 	}
 }
 
+// deleteAll removes every queue and every exchange but the pre-declared
+// ones (Broker.DeleteVHost), then stops the vhost's timers.
+func (v *VHost) deleteAll() error {
+	v.mu.RLock()
+	queues := make([]*Queue, 0, len(v.queues))
+	for _, q := range v.queues {
+		queues = append(queues, q)
+	}
+	v.mu.RUnlock()
+	var errs []error
+	for _, q := range queues {
+		if _, err := v.deleteQueue(q, nil); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	v.mu.Lock()
+	for _, x := range v.exchanges {
+		if x.name != "" && !strings.HasPrefix(x.name, reservedPrefix) && v.exchanges[x.name] == x {
+			v.deleteExchangeLocked(x)
+		}
+	}
+	pos := v.topoPos
+	v.mu.Unlock()
+	if err := v.wait(pos); err != nil {
+		errs = append(errs, err)
+	}
+	v.close()
+	return errors.Join(errs...)
+}
+
 // exchange returns the named exchange or nil.
 func (v *VHost) exchange(name string) *exchange {
 	v.mu.RLock()
@@ -81,6 +118,9 @@ func (v *VHost) exchange(name string) *exchange {
 	v.mu.RUnlock()
 	return x
 }
+
+// HasExchange reports whether the named exchange exists.
+func (v *VHost) HasExchange(name string) bool { return v.exchange(name) != nil }
 
 // Queue returns the named queue, or nil if absent. The caller checks
 // exclusivity (CheckAccess) before consuming or getting from it.
@@ -153,6 +193,10 @@ func (v *VHost) DeclareExchange(d ExchangeDecl) error {
 // that publishers are not held up by the fsync.
 func (v *VHost) topology(fn func() error) error {
 	v.mu.Lock()
+	if v.deleted.Load() {
+		v.mu.Unlock()
+		return Errorf(CodeConnectionForced, "vhost '%s' is deleted", v.name)
+	}
 	before := v.topoPos
 	err := fn()
 	pos := v.topoPos
@@ -450,7 +494,7 @@ func (v *VHost) DeclareQueue(d QueueDecl) (QueueInfo, error) {
 		return q.stat(), nil
 	}
 	name := d.Name
-	if name != "" {
+	if name != "" && !d.ServerNamed {
 		if err := checkName("queue", name); err != nil {
 			return QueueInfo{}, err
 		}
@@ -458,7 +502,7 @@ func (v *VHost) DeclareQueue(d QueueDecl) (QueueInfo, error) {
 	var info QueueInfo
 	err := v.topology(func() error {
 		if name == "" {
-			for name = serverQueueName(); v.queues[name] != nil; name = serverQueueName() {
+			for name = ServerQueueName(); v.queues[name] != nil; name = ServerQueueName() {
 			}
 		}
 		if q := v.queues[name]; q != nil {
@@ -471,6 +515,9 @@ func (v *VHost) DeclareQueue(d QueueDecl) (QueueInfo, error) {
 		cfg, err := parseQueueArgs(name, v.name, d.Arguments)
 		if err != nil {
 			return err
+		}
+		if limit := v.maxQueues.Load(); limit > 0 && int64(len(v.queues)) >= limit {
+			return errLimit(CodePreconditionFailed, "cannot declare queue '%s': queue limit in vhost '%s' (%d) is reached", name, v.name, limit)
 		}
 		q := newQueue(v, d, name, cfg)
 		q.mu.Lock()

@@ -34,10 +34,10 @@ func (c *client) connect(pk *packets.Packet) error {
 		c.id = "ferrymq-" + rand.Text()
 		assigned = c.id
 	}
-	vhost, ok := c.login(pk)
-	if !ok {
-		c.refuse(packets.ErrBadUsernameOrPassword)
-		return packets.ErrBadUsernameOrPassword
+	access, code := c.login(pk)
+	if code != packets.CodeSuccess {
+		c.refuse(code)
+		return code
 	}
 	var will *packets.Packet
 	if pk.Connect.WillFlag {
@@ -47,8 +47,19 @@ func (c *client) connect(pk *packets.Packet) error {
 			Payload:     pk.Connect.WillPayload,
 			Properties:  pk.Connect.WillProperties,
 		}
+		if err := checkPublish(c.srv, access, will.TopicName); err != nil {
+			c.srv.log.Warn("mqtt: will refused", "client", c.id, "user", access.Principal().Name, "topic", will.TopicName, "err", err)
+			access.Close()
+			c.refuse(packets.ErrNotAuthorized)
+			return packets.ErrNotAuthorized
+		}
 	}
-	s, present := c.srv.establish(c, pk, vhost)
+	s, present, code := c.srv.establish(c, pk, access)
+	if code != packets.CodeSuccess {
+		access.Close()
+		c.refuse(code)
+		return code
+	}
 	c.mu.Lock()
 	c.sess, c.will = s, will
 	c.mu.Unlock()
@@ -91,8 +102,15 @@ func (c *client) validateConnect(pk *packets.Packet) packets.Code {
 // nearest 3.1.1 return code for an MQTT 3.1.1 client.
 func (c *client) refuse(code packets.Code) {
 	if c.version < 5 {
-		if v3, ok := packets.V5CodesToV3[code]; ok {
-			code = v3
+		switch code.Code {
+		case packets.ErrNotAuthorized.Code:
+			code = packets.Err3NotAuthorized
+		case packets.ErrQuotaExceeded.Code:
+			code = packets.Err3ServerUnavailable
+		default:
+			if v3, ok := packets.V5CodesToV3[code]; ok {
+				code = v3
+			}
 		}
 	}
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: code.Code}
@@ -102,46 +120,17 @@ func (c *client) refuse(code packets.Code) {
 	c.writePacket(&ack)
 }
 
-// login checks the same users as AMQP. A username "vhost:user" selects a
-// vhost; no username at all is RabbitMQ's anonymous default, guest
-// (loopback only). With UseIdentityAsUsername, a client with a verified
-// certificate and no password is the user its certificate names, in the
-// vhost its username selects, if any.
-func (c *client) login(pk *packets.Packet) (*core.VHost, bool) {
-	user, pass := "guest", "guest"
-	vhost := "/"
-	if pk.Connect.UsernameFlag {
-		vhost, user = vhostUser(string(pk.Connect.Username))
-		pass = string(pk.Connect.Password)
-	}
-	var err error
-	if name, ok := c.identity(pk); ok {
-		user = name
-		_, err = c.srv.cfg.Users.AuthenticateExternal(user, c.remoteIsLoopback())
-	} else {
-		_, err = c.srv.cfg.Users.Authenticate(user, pass, c.remoteIsLoopback())
-	}
-	if err != nil {
-		c.srv.log.Debug("mqtt: login refused", "client", c.id, "user", user, "err", err)
-		return nil, false
-	}
-	v := c.srv.broker.VHost(vhost)
-	if v == nil {
-		c.srv.log.Debug("mqtt: login refused: no such vhost", "client", c.id, "vhost", vhost)
-		return nil, false
-	}
-	return v, true
-}
-
 // establish sets up the client's session before CONNACK: a session taken
 // over from another connection stops first (its unacked deliveries go
 // back to its queues) and that connection is closed [MQTT-3.1.4-3]; clean
 // start deletes the old session; otherwise its subscriptions are rebuilt
 // from its queues. It reports whether a session was present.
-func (srv *Server) establish(c *client, pk *packets.Packet, vhost *core.VHost) (*session, bool) {
+func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access) (*session, bool, packets.Code) {
 	props := &pk.Properties
+	vhost := access.VHost()
+	user := access.Principal().Name
 	s := &session{
-		srv: srv, cl: c, clientID: c.id, vhost: vhost,
+		srv: srv, cl: c, clientID: c.id, vhost: vhost, access: access,
 		version:   c.version,
 		maxPacket: props.MaximumPacketSize,
 	}
@@ -161,12 +150,17 @@ func (srv *Server) establish(c *client, pk *packets.Packet, vhost *core.VHost) (
 
 	srv.mu.Lock()
 	st := srv.sessions[s.key]
+	if owner := sessionOwner(st, s); owner != "" && owner != user {
+		srv.mu.Unlock()
+		srv.log.Warn("mqtt: client id belongs to another user", "client", c.id, "user", user, "owner", owner)
+		return nil, false, packets.ErrClientIdentifierNotValid
+	}
 	resumable := st != nil && !pk.Connect.Clean
 	// A 3.1.1 connection does not resume a live clean session it takes
 	// over [MQTT-3.1.2-6].
 	fresh := pk.Connect.Clean || (st != nil && st.live != nil && !st.live.persistent && s.version < 5)
 	if st == nil || fresh {
-		nst := &state{origin: srv.origins.Add(1)}
+		nst := &state{origin: srv.origins.Add(1), owner: user}
 		if st != nil {
 			// The old connection ends later and must not see itself as
 			// the session's last connection.
@@ -211,7 +205,7 @@ func (srv *Server) establish(c *client, pk *packets.Packet, vhost *core.VHost) (
 			srv.log.Warn("mqtt: session queue not consumed", "client", c.id, "err", err)
 		}
 	}
-	return s, present
+	return s, present, packets.CodeSuccess
 }
 
 // endSession ends a connection's session: unacked deliveries go back to
@@ -234,6 +228,7 @@ func (srv *Server) endSession(s *session) {
 	if last && !persistent {
 		s.deleteQueues()
 	}
+	s.access.Close()
 }
 
 // sendWill publishes a will through core, now or after its delay

@@ -3,8 +3,6 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -44,18 +42,10 @@ func serveMQTT(b testing.TB, br *core.Broker, cfg Config) (*Server, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			b.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, ErrServerClosed) {
-			b.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
+	if err := s.Serve(ln); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
 	return s, ln.Addr().String()
 }
 

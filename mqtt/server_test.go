@@ -20,15 +20,15 @@ func startBrokers(t *testing.T) (mqttAddr, amqpURL string) {
 	t.Helper()
 	b := core.NewBroker(core.Options{})
 	t.Cleanup(b.Close)
-	users := core.DefaultUsers()
-	a := amqp.NewServer(b, amqp.Config{Users: users})
+	auth := core.NewAuth(core.DefaultUsers())
+	a := amqp.NewServer(b, amqp.Config{Auth: auth})
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go a.Serve(aln)
 	t.Cleanup(func() { a.Shutdown(context.Background()) })
-	m, err := mqtt.NewServer(b, mqtt.Config{Users: users})
+	m, err := mqtt.NewServer(b, mqtt.Config{Auth: auth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +36,10 @@ func startBrokers(t *testing.T) (mqttAddr, amqpURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go m.Serve(mln)
-	t.Cleanup(func() { m.Shutdown(context.Background()) })
+	if err := m.Serve(mln); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
 	return mln.Addr().String(), "amqp://guest:guest@" + aln.Addr().String() + "/"
 }
 

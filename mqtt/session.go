@@ -44,6 +44,7 @@ type state struct {
 	origin uint64
 	will   *time.Timer
 	live   *session
+	owner  string // the user whose client id this is
 }
 
 // subscription is one topic filter of a session.
@@ -88,6 +89,7 @@ type session struct {
 	key        string
 	clientID   string
 	vhost      *core.VHost
+	access     *core.Access // the connection's permissions and limits
 	origin     uint64
 	version    byte
 	persistent bool

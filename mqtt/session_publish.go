@@ -69,6 +69,9 @@ func (s *session) publish(pk *packets.Packet) error {
 		}
 		return nil
 	}
+	if err := checkPublish(s.srv, s.access, pk.TopicName); err != nil {
+		return s.refusePublish(pk, typ, err)
+	}
 	if !s.cl.waitUnblocked() {
 		return nil
 	}
@@ -246,4 +249,24 @@ func (c *client) waitUnblocked() bool {
 	case <-c.done:
 		return false
 	}
+}
+
+// refusePublish answers a PUBLISH the user may not make: PUBACK or PUBREC
+// 0x87 for MQTT 5 at QoS 1 and 2; otherwise (3.1.1, QoS 0) there is no
+// negative acknowledgement, so the connection is closed (with DISCONNECT
+// 0x87 for MQTT 5) rather than the message silently dropped.
+func (s *session) refusePublish(pk *packets.Packet, typ byte, err error) error {
+	s.srv.log.Warn("mqtt: publish refused", "client", s.clientID, "user", s.access.Principal().Name, "topic", pk.TopicName, "err", err)
+	qos := pk.FixedHeader.Qos
+	if qos == 0 || s.version < 5 {
+		return packets.ErrNotAuthorized
+	}
+	if qos == 2 {
+		// A PUBREC of 0x80 or more ends the exchange: no PUBREL follows.
+		s.mu.Lock()
+		delete(s.st.inbound, pk.PacketID)
+		s.mu.Unlock()
+	}
+	s.acknowledge(pk.PacketID, typ, packets.ErrNotAuthorized.Code, 0)
+	return nil
 }

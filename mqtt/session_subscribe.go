@@ -59,6 +59,10 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	if shared {
 		queue, durable, acks = sharedQueueName(group, filter), false, true
 	}
+	if err := s.checkSubscribe(queue, filter); err != nil {
+		s.srv.log.Warn("mqtt: subscribe refused", "client", s.clientID, "user", s.access.Principal().Name, "filter", f.Filter, "err", err)
+		return s.failure(packets.ErrNotAuthorized), nil, nil
+	}
 	if err := s.ensureQueue(queue, durable, shared); err != nil {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
 	}
@@ -101,9 +105,12 @@ func (s *session) ensureQueue(name string, durable, shared bool) error {
 	if s.vhost.Queue(name) != nil {
 		return nil
 	}
-	var args core.Table
+	args := core.Table{}
+	if !shared {
+		args[argOwner] = s.access.Principal().Name
+	}
 	if durable && s.expiry > 0 && s.expiry < 0xFFFFFFFF {
-		args = core.Table{"x-expires": int64(s.expiry) * 1000}
+		args["x-expires"] = int64(s.expiry) * 1000
 	}
 	_, err := s.vhost.DeclareQueue(core.QueueDecl{Name: name, Durable: durable, AutoDelete: shared, Arguments: args})
 	return err

@@ -53,12 +53,10 @@ func startTestBroker(t testing.TB, o testBrokerOpts) *testBroker {
 	}
 	br := core.NewBroker(opts)
 	t.Cleanup(br.Close)
-	users := o.MQTT.Users
-	if users == nil {
-		users = core.DefaultUsers()
-		o.MQTT.Users = users
+	if o.MQTT.Auth == nil {
+		o.MQTT.Auth = core.NewAuth(core.DefaultUsers())
 	}
-	a := amqp.NewServer(br, amqp.Config{Users: users})
+	a := amqp.NewServer(br, amqp.Config{Auth: o.MQTT.Auth, LoginFailureDelay: o.MQTT.LoginFailureDelay})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

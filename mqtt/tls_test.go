@@ -88,8 +88,8 @@ func newTLSServer(t testing.TB, cfg Config, tc *tls.Config) (*Server, string) {
 	must(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	go s.Serve(tls.NewListener(ln, tc))
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	must(t, s.Serve(tls.NewListener(ln, tc)))
+	t.Cleanup(func() { s.Close() })
 	return s, ln.Addr().String()
 }
 
@@ -168,7 +168,7 @@ func roundTrip(t *testing.T, c pahomqtt.Client, topic string) {
 func TestTLSIdentityAsUsername(t *testing.T) {
 	p := newTestPKI(t)
 	users := core.NewUsers()
-	users.Put("device-1", "device-secret", false)
+	addUser(t, users, "device-1", "device-secret")
 	tests := []struct {
 		name       string
 		identity   bool
@@ -185,7 +185,7 @@ func TestTLSIdentityAsUsername(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, addr := newTLSServer(t, Config{Users: users, UseIdentityAsUsername: tt.identity}, p.serverTLS(tls.RequireAndVerifyClientCert))
+			_, addr := newTLSServer(t, Config{Auth: core.NewAuth(users), LoginFailureDelay: time.Millisecond, UseIdentityAsUsername: tt.identity}, p.serverTLS(tls.RequireAndVerifyClientCert))
 			conn, err := tls.Dial("tcp", addr, p.clientTLS(tt.leaf))
 			must(t, err)
 			c := paho.NewClient(paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn)})
@@ -311,7 +311,7 @@ func TestWebSocketOrigin(t *testing.T) {
 				t.Cleanup(br.Close)
 				s, err := NewServer(br, Config{AllowedOrigins: tt.allowed})
 				must(t, err)
-				t.Cleanup(func() { s.Shutdown(context.Background()) })
+				t.Cleanup(func() { s.Close() })
 				var ln net.Listener
 				ln, err = net.Listen("tcp", "127.0.0.1:0")
 				must(t, err)
@@ -321,7 +321,7 @@ func TestWebSocketOrigin(t *testing.T) {
 					ln = tls.NewListener(ln, p.serverTLS(tls.NoClientCert))
 					d.TLSClientConfig = p.clientTLS(nil)
 				}
-				go s.ServeWebSocket(ln, "/mqtt")
+				must(t, s.ServeWebSocket(ln, "/mqtt"))
 				h := http.Header{}
 				if tt.origin != "" {
 					h.Set("Origin", tt.origin)
@@ -353,10 +353,10 @@ func TestWSSPaho(t *testing.T) {
 	t.Cleanup(br.Close)
 	s, err := NewServer(br, Config{})
 	must(t, err)
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	t.Cleanup(func() { s.Close() })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	go s.ServeWebSocket(tls.NewListener(ln, p.serverTLS(tls.RequireAndVerifyClientCert)), "/mqtt")
+	must(t, s.ServeWebSocket(tls.NewListener(ln, p.serverTLS(tls.RequireAndVerifyClientCert)), "/mqtt"))
 	url := "wss://" + ln.Addr().String() + "/mqtt"
 	for _, tt := range []struct {
 		name string

@@ -33,28 +33,16 @@ type Config struct {
 	MemoryBudget   int64        `yaml:"memory_budget"`    // bytes of stored bodies kept in memory; 0 = never page out
 	DiskFreeLimit  int64        `yaml:"disk_free_limit"`  // bytes; below it persistent publishes block; 0 = the store's default
 	Users          []UserConfig `yaml:"users"`
+	// VHosts are created at startup ("/" always exists).
+	VHosts []VHostConfig `yaml:"vhosts"`
+	// MaxConnections is the node's connection limit over all listeners; 0: none.
+	MaxConnections int `yaml:"max_connections"`
+	// LoginFailureDelay holds back the answer to a failed login.
+	LoginFailureDelay time.Duration `yaml:"login_failure_delay"`
 	// NodeName names this broker to the brokers it bridges to; empty
 	// means the one generated at first start and kept in the data dir.
 	NodeName string        `yaml:"node_name"`
 	Bridges  []bridge.Link `yaml:"bridges"`
-
-	// The TLS listeners, off unless given an address, and what they share.
-	AMQPSListen   string    `yaml:"amqps_listen"`
-	MQTTSListen   string    `yaml:"mqtts_listen"`
-	MQTTWSSListen string    `yaml:"mqtt_wss_listen"` // at /mqtt
-	TLS           TLSConfig `yaml:"tls"`
-	// WSAllowedOrigins are the browser origins whose pages may open an
-	// MQTT WebSocket (ws and wss); clients sending no Origin are let in.
-	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
-}
-
-// UserConfig is one account added to the user database besides the default
-// guest/guest. A user named guest replaces the default one.
-type UserConfig struct {
-	Name         string   `yaml:"name"`
-	Password     string   `yaml:"password"`
-	LoopbackOnly bool     `yaml:"loopback_only"`
-	Tags         []string `yaml:"tags"`
 }
 
 // The limits below follow RabbitMQ: frame_max may not go below the spec's
@@ -78,6 +66,8 @@ func defaultConfig() Config {
 		ChannelMax:     2047,
 		MaxMessageSize: 16 << 20,
 		MemoryBudget:   256 << 20,
+
+		LoginFailureDelay: time.Second,
 	}
 }
 
@@ -154,18 +144,14 @@ func (c *Config) validate() error {
 	if c.MemoryBudget < 0 {
 		return fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget)
 	}
-	if err := c.validateTLS(); err != nil {
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections)
+	}
+	if err := validateUsers(c.Users, c.VHosts); err != nil {
 		return err
 	}
-	for i, u := range c.Users {
-		if u.Name == "" {
-			return fmt.Errorf("users[%d]: name is empty", i)
-		}
-		if u.Password == "" {
-			return fmt.Errorf("user %q: password is empty", u.Name)
-		}
-	}
-	return nil
+	_, err := buildUsers(c) // bad permission patterns
+	return err
 }
 
 // topicFlag collects repeated --bridge-topic flags.
@@ -173,42 +159,6 @@ type topicFlag []string
 
 func (f *topicFlag) String() string     { return strings.Join(*f, ",") }
 func (f *topicFlag) Set(s string) error { *f = append(*f, s); return nil }
-
-// userFlag collects repeated --user name:password flags.
-type userFlag []UserConfig
-
-func (f *userFlag) String() string {
-	names := make([]string, len(*f))
-	for i, u := range *f {
-		names[i] = u.Name
-	}
-	return strings.Join(names, ",")
-}
-
-func (f *userFlag) Set(s string) error {
-	u, err := parseUserFlag(s)
-	if err != nil {
-		return err
-	}
-	*f = append(*f, u)
-	return nil
-}
-
-// parseUserFlag parses name:password. It splits at the first colon, so a
-// password may contain colons and a name may not (as in HTTP basic auth).
-func parseUserFlag(s string) (UserConfig, error) {
-	name, password, ok := strings.Cut(s, ":")
-	if !ok {
-		return UserConfig{}, fmt.Errorf("%q: want name:password", s)
-	}
-	if name == "" {
-		return UserConfig{}, fmt.Errorf("%q: name is empty", s)
-	}
-	if password == "" {
-		return UserConfig{}, fmt.Errorf("%q: password is empty", s)
-	}
-	return UserConfig{Name: name, Password: password}, nil
-}
 
 // loadConfig parses args (without the program name), reads the --config file
 // if one is named, and lets every flag given explicitly in args override the
@@ -233,17 +183,12 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address`")
 	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT 3.1.1/5 listen `address`")
 	fs.StringVar(&f.MQTTWSListen, "mqtt-ws-listen", def.MQTTWSListen, "MQTT over WebSocket listen `address` (path /mqtt)")
-	fs.StringVar(&f.AMQPSListen, "amqps-listen", "", "AMQP 0-9-1 over TLS listen `address`, conventionally :5671 (default off; needs --tls-cert, --tls-key)")
-	fs.StringVar(&f.MQTTSListen, "mqtts-listen", "", "MQTT over TLS listen `address`, conventionally :8883 (default off)")
-	fs.StringVar(&f.MQTTWSSListen, "mqtt-wss-listen", "", "MQTT over WebSocket over TLS listen `address` (path /mqtt), conventionally :8084 (default off)")
-	fs.StringVar(&f.TLS.Cert, "tls-cert", "", "PEM certificate chain `file` of the TLS listeners (reloaded on SIGHUP)")
-	fs.StringVar(&f.TLS.Key, "tls-key", "", "PEM private key `file` of the TLS listeners (reloaded on SIGHUP)")
-	fs.StringVar(&f.TLS.CA, "tls-ca", "", "PEM `file` of the CAs client certificates must chain to")
-	fs.StringVar(&f.TLS.Verify, "tls-verify", "none", "client certificates: `mode` none, peer (verified if given) or peer_required")
 	fs.StringVar(&f.DebugListen, "debug-listen", "", "serve Go's pprof profiles at http://`address`/debug/pprof/ (default off; keep it on loopback)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
-	fs.Var(&users, "user", "add a user as `name:password` (repeatable; not loopback-only; guest/guest stays loopback-only unless replaced)")
+	fs.Var(&users, "user", "add a user as `name:password`, name:@file or name:env:VAR (repeatable; every permission on /; not loopback-only; guest/guest stays loopback-only unless replaced)")
+	fs.IntVar(&f.MaxConnections, "max-connections", 0, "most client connections over all listeners (0 = no limit)")
+	fs.DurationVar(&f.LoginFailureDelay, "login-failure-delay", def.LoginFailureDelay, "how long a failed login waits for its refusal (0 = none)")
 	fs.IntVar(&f.Heartbeat, "heartbeat", def.Heartbeat, "heartbeat interval in `seconds` proposed in connection.tune (0 = off)")
 	frameMax := fs.Uint("frame-max", uint(def.FrameMax), "largest frame in `bytes`")
 	channelMax := fs.Uint("channel-max", uint(def.ChannelMax), "most channels per connection")
@@ -296,20 +241,6 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MQTTListen = f.MQTTListen
 		case "mqtt-ws-listen":
 			cfg.MQTTWSListen = f.MQTTWSListen
-		case "amqps-listen":
-			cfg.AMQPSListen = f.AMQPSListen
-		case "mqtts-listen":
-			cfg.MQTTSListen = f.MQTTSListen
-		case "mqtt-wss-listen":
-			cfg.MQTTWSSListen = f.MQTTWSSListen
-		case "tls-cert":
-			cfg.TLS.Cert = f.TLS.Cert
-		case "tls-key":
-			cfg.TLS.Key = f.TLS.Key
-		case "tls-ca":
-			cfg.TLS.CA = f.TLS.CA
-		case "tls-verify":
-			cfg.TLS.Verify = f.TLS.Verify
 		case "debug-listen":
 			cfg.DebugListen = f.DebugListen
 		case "data-dir":
@@ -330,6 +261,10 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.DiskFreeLimit = f.DiskFreeLimit
 		case "node-name":
 			cfg.NodeName = f.NodeName
+		case "max-connections":
+			cfg.MaxConnections = f.MaxConnections
+		case "login-failure-delay":
+			cfg.LoginFailureDelay = f.LoginFailureDelay
 		case "bridge-url":
 			for _, t := range bridgeTopics {
 				bl.Topics = append(bl.Topics, bridge.Topic{Pattern: t})

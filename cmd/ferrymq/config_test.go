@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -31,7 +32,8 @@ func TestLoadConfig(t *testing.T) {
 			want: Config{
 				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", DataDir: "/tmp/x", LogLevel: "DEBUG",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
-				Users: []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
+				LoginFailureDelay: time.Second,
+				Users:             []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
 			},
 		},
 		{
@@ -48,6 +50,7 @@ users:
 			want: Config{
 				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "./data", LogLevel: "info",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
+				LoginFailureDelay: time.Second,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
 					Tags: []string{"administrator", "monitoring"}}},
 			},
@@ -66,6 +69,7 @@ users:
 			want: Config{
 				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "/var/lib/ferrymq", LogLevel: "info",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
+				LoginFailureDelay: time.Second,
 				// Both are kept; users are applied in order, so the flag wins.
 				Users: []UserConfig{{Name: "alice", Password: "from-file"}, {Name: "alice", Password: "from-flag"}},
 			},
