@@ -2,6 +2,7 @@ package core
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -184,5 +185,57 @@ func TestIsCycle(t *testing.T) {
 		if got := isCycle(tc.queue, tc.deaths); got != tc.want {
 			t.Errorf("isCycle(%s, %v) = %v", tc.queue, tc.deaths, got)
 		}
+	}
+}
+
+// TestDeadLetterHoldsStore: a stored message dead-lettered for any reason
+// leaves its queue and enters its dead-letter queue within one store Hold,
+// so that both changes commit in one batch (persistence/ kills the store in
+// that window); every Hold is released.
+func TestDeadLetterHoldsStore(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args Table
+		do   func(t *testing.T, v *VHost, q *Queue, clk *manualClock)
+	}{
+		{"rejected", nil, func(t *testing.T, v *VHost, q *Queue, _ *manualClock) {
+			d, ok := q.Get(false)
+			if !ok {
+				t.Fatal("get: empty")
+			}
+			q.Settle(nil, []uint64{d.Seq}, Reject)
+		}},
+		{"expired", Table{"x-message-ttl": int32(1000)}, func(t *testing.T, v *VHost, q *Queue, clk *manualClock) {
+			clk.Advance(2 * time.Second)
+		}},
+		{"maxlen", Table{"x-max-length": int32(1)}, func(t *testing.T, v *VHost, q *Queue, _ *manualClock) {
+			publish(t, v, "", "q", "newer", persistent)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newMemStore()
+			clk := newManualClock()
+			v := newStoreBroker(t, s, clk, -1)
+			declareDurable(t, v, "dead", nil)
+			args := Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+			for k, a := range tc.args {
+				args[k] = a
+			}
+			q := declareDurable(t, v, "q", args)
+			publish(t, v, "", "q", "m", persistent)
+			s.mu.Lock()
+			s.log = nil
+			s.mu.Unlock()
+			tc.do(t, v, q, clk)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			i := slices.Index(s.log, "hold")
+			if i < 0 || len(s.log) < i+4 || !slices.Equal(s.log[i:i+4], []string{"hold", "remove q", "enqueue dead", "release"}) {
+				t.Fatalf("store log %q: want hold, remove q, enqueue dead, release", s.log)
+			}
+			if s.holds != 0 {
+				t.Fatalf("%d holds left open", s.holds)
+			}
+		})
 	}
 }

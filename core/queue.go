@@ -103,6 +103,11 @@ type effects struct {
 	dead []deadLetter
 	kick []*Queue
 	pos  uint64 // the last store append made
+	// held is set while the store holds its commits for a stored message
+	// being dead-lettered: from its Remove to its republication, which run
+	// releases (see Store.Hold). hold is the token.
+	held bool
+	hold uint64
 }
 
 func (fx *effects) run(v *VHost) {
@@ -111,6 +116,10 @@ func (fx *effects) run(v *VHost) {
 	}
 	for i := range fx.dead {
 		v.deadLetter(&fx.dead[i])
+	}
+	if fx.held {
+		fx.held = false
+		v.store.Release(fx.hold)
 	}
 }
 
@@ -272,6 +281,9 @@ func (q *Queue) forgetLocked(e *entry, fx *effects) {
 func (q *Queue) dropLocked(fx *effects, e entry, reason string) {
 	if q.cfg.hasDLX {
 		if msg := q.loadLocked(&e); msg != nil {
+			if e.stored && !fx.held {
+				fx.held, fx.hold = true, q.vhost.store.Hold()
+			}
 			q.deadLetterLocked(fx, msg, reason)
 		}
 	}

@@ -42,6 +42,15 @@ type Store interface {
 	// comes back with redelivered set after a restart. It need not be
 	// synced before anything is acknowledged.
 	Delivered(vhost, queue string, seq uint64)
+	// Hold keeps everything appended from now on out of any commit until
+	// Release(token): what is appended in between commits in one batch
+	// with what follows it, or not at all. Core holds while it moves a
+	// message from a queue to its dead-letter targets (the Remove and the
+	// Enqueues), so that no crash leaves the message in neither. A hold
+	// must be short, and its holder must not wait for the store.
+	Hold() (token uint64)
+	// Release ends the Hold that returned token.
+	Release(token uint64)
 	// Load reads a message back by id: one paged out of memory, or
 	// recovered at start-up. It is called with a queue lock held.
 	Load(id uint64) (*Message, error)

@@ -21,6 +21,8 @@ type memStore struct {
 	msgs      map[uint64]*Message
 	refs      map[string]map[uint64]StoredMessage // vhost\x00queue -> seq
 	delivered map[string]uint64
+	holds     int      // open Holds
+	log       []string // holds, releases, enqueues and removes, in order
 }
 
 func newMemStore() *memStore {
@@ -105,6 +107,7 @@ func (s *memStore) Enqueue(vhost, queue string, seq uint64, msg *Message, deadli
 		s.refs[k] = map[uint64]StoredMessage{}
 	}
 	s.refs[k][seq] = StoredMessage{Seq: seq, ID: msg.ID, Size: len(msg.Body), Priority: msg.Properties.Priority, Deadline: deadline}
+	s.log = append(s.log, "enqueue "+queue)
 	return s.next()
 }
 
@@ -116,6 +119,7 @@ func (s *memStore) Remove(vhost, queue string, seq, id uint64) uint64 {
 		delete(s.refs[k], seq)
 		s.unrefLocked(id)
 	}
+	s.log = append(s.log, "remove "+queue)
 	return s.next()
 }
 
@@ -135,6 +139,21 @@ func (s *memStore) Delivered(vhost, queue string, seq uint64) {
 	defer s.mu.Unlock()
 	k := key(vhost, queue)
 	s.delivered[k] = max(s.delivered[k], seq)
+}
+
+func (s *memStore) Hold() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holds++
+	s.log = append(s.log, "hold")
+	return uint64(s.holds)
+}
+
+func (s *memStore) Release(uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holds--
+	s.log = append(s.log, "release")
 }
 
 func (s *memStore) Load(id uint64) (*Message, error) {

@@ -202,6 +202,77 @@ func TestRestartKeepsDurableState(t *testing.T) {
 	}
 }
 
+// TestCrashRedelivers: messages delivered and not acked before a kill -9
+// come back with redelivered set, whether a consumer or basic.get took
+// them. Delivered marks are not synced per delivery (they ride along with
+// group commits), so after a crash the broker, like RabbitMQ's classic
+// queues after an unclean shutdown, reports every message it recovers as
+// redelivered; after a clean stop only the delivered ones are (see
+// TestRestartKeepsDurableState).
+func TestCrashRedelivers(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		take func(t *testing.T, ch *amqp.Channel) // delivers message 0 without acking it
+	}{
+		{"consumer", func(t *testing.T, ch *amqp.Channel) {
+			if err := ch.Qos(1, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			ds, err := ch.Consume("rd", "", false, false, false, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case d := <-ds:
+				if binary.BigEndian.Uint64(d.Body) != 0 || d.Redelivered {
+					t.Fatalf("first delivery: body %x redelivered=%v", d.Body, d.Redelivered)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no delivery")
+			}
+		}},
+		{"basic.get", func(t *testing.T, ch *amqp.Channel) {
+			d, ok, err := ch.Get("rd", false)
+			if err != nil || !ok || binary.BigEndian.Uint64(d.Body) != 0 || d.Redelivered {
+				t.Fatalf("get: ok=%v err=%v", ok, err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := StartBroker(t)
+			_, ch := dialBroker(t, b)
+			if _, err := ch.QueueDeclare("rd", true, false, false, false, nil); err != nil {
+				t.Fatal(err)
+			}
+			p := newPublisher(t, ch, 10)
+			for i := range uint64(3) {
+				if !p.publish("", "rd", i, 16) {
+					t.Fatal("publish failed")
+				}
+			}
+			for p.inflight > 0 {
+				if !p.await(10 * time.Second) {
+					t.Fatal("confirm missing")
+				}
+			}
+			tc.take(t, ch)
+			b.Kill(t)
+
+			b = StartBroker(t, "--data-dir", b.DataDir)
+			_, ch = dialBroker(t, b)
+			seqs, redelivered := drain(t, ch, "rd")
+			if fmt.Sprint(seqs) != "[0 1 2]" {
+				t.Fatalf("after the crash rd holds %v, want [0 1 2]", seqs)
+			}
+			for i, r := range redelivered {
+				if !r {
+					t.Errorf("message %d redelivered=false after a crash", i)
+				}
+			}
+		})
+	}
+}
+
 // TestCrashKeepsConfirmedMessages kills the broker with SIGKILL while a
 // publisher streams persistent messages with confirms, at several points,
 // and checks after each restart that every confirmed message is there

@@ -22,6 +22,7 @@ import (
 //	d/<vhost>\x00<queue>                                  highest seq delivered
 //	t/<vhost>\x00<topic>                                  retained MQTT message of a topic
 //	!format                                               store format version
+//	!running                                              present while a Store has the directory open
 //
 // A deleted exchange, queue, binding or retained message is an empty value
 // (a "marker"), not a Badger tombstone: see markerKind.
@@ -60,6 +61,13 @@ func markerKind(kind byte) bool {
 // store is created, so that a Badger directory written by something else
 // (or by a future, incompatible ferrymq) is refused instead of misread.
 var formatKey = []byte("!format")
+
+// runningKey is written (and synced) when a Store opens and deleted by
+// its clean Close: found at Open, it says the last run crashed (or lost
+// appends at Close), and that deliveries it made may not have reached
+// their delivered marks. Stores written before it existed lack it, which
+// reads as a clean shutdown, as they were then treated. Its value is empty.
+var runningKey = []byte("!running")
 
 // formatVersion is the layout described above.
 const formatVersion = 1

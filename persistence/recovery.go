@@ -31,8 +31,12 @@ func (s *Store) load() error {
 	if err := s.checkFormat(); err != nil {
 		return err
 	}
+	crashed, err := s.has(runningKey)
+	if err != nil {
+		return err
+	}
 
-	err := s.scan(kindPrefix(kindQueue), w.lastTs, true, func(key, val []byte) error {
+	err = s.scan(kindPrefix(kindQueue), w.lastTs, true, func(key, val []byte) error {
 		if len(val) == 0 {
 			return nil // deleted
 		}
@@ -68,8 +72,13 @@ func (s *Store) load() error {
 	}
 
 	var maxID uint64
+	// lastSeq is, after a crash, the newest reference of each queue.
+	var lastSeq map[*queueState]uint64
+	if crashed {
+		lastSeq = make(map[*queueState]uint64)
+	}
 	err = s.scan(kindPrefix(kindRef), w.lastTs, true, func(key, val []byte) error {
-		vhost, name, _, ok := parseRefKey(key)
+		vhost, name, seq, ok := parseRefKey(key)
 		if !ok {
 			return corrupt("message reference key", key)
 		}
@@ -77,10 +86,14 @@ func (s *Store) load() error {
 		if !ok {
 			return corrupt("message reference", key)
 		}
-		if w.queues[qkey{vhost, name}] == nil {
+		qs := w.queues[qkey{vhost, name}]
+		if qs == nil {
 			w.ov.del(key)
 			orphanRefs++
 			return nil
+		}
+		if crashed {
+			lastSeq[qs] = max(lastSeq[qs], seq)
 		}
 		w.refs[r.id]++
 		maxID = max(maxID, r.id)
@@ -158,13 +171,59 @@ func (s *Store) load() error {
 		s.log.Warn("removing records left behind by an interrupted batch",
 			"refs_of_deleted_queues", orphanRefs, "unreferenced_bodies", orphanBodies,
 			"delivered_marks_of_deleted_queues", orphanDelivered, "refs_without_body", refsWithoutBody)
-		if err := s.commit(); err != nil {
-			return fmt.Errorf("remove leftover records: %w", err)
-		}
-		s.readTs.Store(w.lastTs)
-		s.db.SetDiscardTs(w.lastTs)
 	}
+	if crashed {
+		s.markAllDelivered(lastSeq)
+	} else {
+		w.ov.set(runningKey, nil, false)
+	}
+	// Synced before any client is served: a crash from now on is seen at
+	// the next Open.
+	if err := s.commit(); err != nil {
+		return fmt.Errorf("mark the store open: %w", err)
+	}
+	s.readTs.Store(w.lastTs)
+	s.db.SetDiscardTs(w.lastTs)
 	return nil
+}
+
+// markAllDelivered handles the start after a crash. The delivered marks
+// ride along with commits rather than costing one each, so the crash may
+// have lost the latest ones: every message a queue holds (lastSeq, its
+// newest) may have been delivered, and comes back redelivered, as
+// RabbitMQ's classic queues do after an unclean shutdown. The raised marks
+// are written, so that a clean restart before those messages are
+// delivered again still reports them redelivered.
+func (s *Store) markAllDelivered(lastSeq map[*queueState]uint64) {
+	w := &s.w
+	raised := 0
+	for qs, seq := range lastSeq {
+		if seq <= qs.delivered {
+			continue
+		}
+		qs.delivered = seq
+		w.key = entityKey(w.key[:0], kindDelivered, qs.key.vhost, qs.key.name)
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], seq)
+		w.ov.set(w.key, v[:], false)
+		raised++
+	}
+	s.log.Warn("the previous run did not shut down cleanly: the messages it left in queues come back redelivered",
+		"queues", raised)
+}
+
+// has reports whether key is stored, at the last committed version.
+func (s *Store) has(key []byte) (bool, error) {
+	txn := s.db.NewTransactionAt(s.w.lastTs, false)
+	defer txn.Discard()
+	_, err := txn.Get(key)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read %s: %w", key, err)
+	}
+	return true, nil
 }
 
 // checkFormat accepts a store written with this layout, and marks a new,

@@ -1,12 +1,14 @@
 package persistence
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,12 +99,17 @@ type Store struct {
 	spare   []op                  // the writer's previous batch, cleared, reused as ops
 	pending map[uint64]pendingMsg // messages appended and not yet committed, for Load
 	waiters []waiter
-	synced  uint64 // every position up to it is committed
+	// holds are the first positions of the open Holds: the writer takes
+	// the log only up to the position before the oldest of them.
+	holds  []uint64
+	synced uint64 // every position up to it is committed
 	// failures are the latest committed batches in which an op was
 	// skipped, so that a waiter registering after the commit still learns
 	// of it. Bounded: only the most recent maxFailures are kept.
 	failures []failure
 	closing  bool  // Close has begun: the writer's next batch is its last
+	sealed   bool  // the writer has taken its last batch: later appends are lost
+	unclean  bool  // something appended after sealed was lost: keep the crash mark
 	closed   bool  // the writer has stopped: appends are dropped
 	closeErr error // set with closed: what the last waiters were told
 
@@ -132,6 +139,9 @@ type Store struct {
 	// testCommitHook, set by internal tests, runs before each commit; an
 	// error it returns fails that commit.
 	testCommitHook atomic.Pointer[func() error]
+	// testAppendHook, set by internal tests, sees each append before it
+	// takes its position: a failpoint can stop the store there.
+	testAppendHook atomic.Pointer[func(o *op)]
 
 	quit   chan struct{}
 	done   chan struct{}
@@ -294,6 +304,18 @@ func (s *Store) Close() error {
 
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
+	s.mu.Lock()
+	unclean := s.unclean
+	s.mu.Unlock()
+	if unclean && s.w.cleanClose {
+		// An append came after the last batch and is lost: the crash
+		// mark the last batch deleted goes back. Appends after Close has
+		// returned are a caller's bug.
+		s.w.ov.set(runningKey, nil, false)
+		if err := s.commit(); err != nil {
+			s.log.Error("restore the crash mark after appends lost at close", "err", err)
+		}
+	}
 	s.dbClosed = true
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("persistence: close %s: %w", s.dir, err)
@@ -364,17 +386,69 @@ func (s *Store) Remove(vhost, queue string, seq, msgID uint64) uint64 {
 // does not start a commit: the mark rides along with the next one.
 func (s *Store) Delivered(vhost, queue string, seq uint64) {
 	s.mu.Lock()
-	if !s.closed {
+	if s.sealed {
+		s.unclean = true
+	} else {
 		s.ops = append(s.ops, op{kind: opDelivered, pos: s.pos, vhost: vhost, name: queue, seq: seq})
 	}
 	s.mu.Unlock()
 }
 
+// Hold implements core.Store. The token is the first position the hold
+// covers.
+func (s *Store) Hold() uint64 {
+	s.mu.Lock()
+	from := s.pos + 1
+	s.holds = append(s.holds, from)
+	s.mu.Unlock()
+	return from
+}
+
+// Release implements core.Store, and wakes the writer for what the hold
+// kept back.
+func (s *Store) Release(token uint64) {
+	s.mu.Lock()
+	if i := slices.Index(s.holds, token); i >= 0 {
+		s.holds = slices.Delete(s.holds, i, i+1)
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// cutLocked is the last position the writer may take: the last appended,
+// or the one before the oldest open hold. s.mu is held.
+func (s *Store) cutLocked() uint64 {
+	cut := s.pos
+	for _, from := range s.holds {
+		cut = min(cut, from-1)
+	}
+	return cut
+}
+
+// takeLocked removes from the log and returns the ops up to cut; the
+// Delivered marks among them carry the position of the append before them.
+// s.mu is held.
+func (s *Store) takeLocked(cut uint64) []op {
+	ops := s.ops
+	k := len(ops)
+	if cut < s.pos {
+		k, _ = slices.BinarySearchFunc(ops, cut+1, func(o op, pos uint64) int { return cmp.Compare(o.pos, pos) })
+	}
+	s.ops = append(s.spare[:0], ops[k:]...)
+	s.spare = nil
+	s.taken = cut
+	return ops[:k]
+}
+
 func (s *Store) append(o op) uint64 {
+	if hook := s.testAppendHook.Load(); hook != nil {
+		(*hook)(&o)
+	}
 	s.mu.Lock()
 	s.pos++
 	o.pos = s.pos
-	if s.closed {
+	if s.sealed {
+		s.unclean = true
 		s.mu.Unlock()
 		return o.pos
 	}

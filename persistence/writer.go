@@ -80,6 +80,10 @@ type writer struct {
 
 	lastTs uint64 // Badger version of the last commit attempted
 
+	// cleanClose is set when the last batch, at Close, deletes the crash
+	// mark (runningKey).
+	cleanClose bool
+
 	// sweepFrom is where the orphan sweep goes on (nil: not sweeping);
 	// swept counts the bodies it has deleted so far.
 	sweepFrom []byte
@@ -251,26 +255,24 @@ func (s *Store) cycle() (failed bool) {
 		if s.sweepReq.Swap(false) && s.w.sweepFrom == nil {
 			s.w.sweepFrom = kindPrefix(kindMessage)
 		}
-		if s.pos == s.taken && !s.w.failed && s.w.sweepFrom == nil {
+		last := s.cutLocked()
+		if last == s.taken && !s.w.failed && s.w.sweepFrom == nil {
 			// Nothing new to commit (a Delivered alone does not start a
-			// commit); there may be waiters that Notify registered for
-			// positions already committed.
+			// commit, and a Hold keeps back what follows it); there may be
+			// waiters that Notify registered for positions already
+			// committed.
 			ready := s.takeWaitersLocked(s.synced)
 			synced := s.synced
 			s.mu.Unlock()
 			s.tell(ready, synced, nil, nil, 0)
 			return false
 		}
-		ops := s.ops
-		s.ops = s.spare[:0]
-		s.spare = nil
-		last := s.pos
-		s.taken = last
+		ops := s.takeLocked(last)
 		s.mu.Unlock()
 
 		err := s.commitOps(ops, last)
 
-		clear(ops) // drop the messages they point to
+		clear(ops[:cap(ops)]) // drop the messages they point to
 		s.mu.Lock()
 		s.spare = ops[:0]
 		s.mu.Unlock()
@@ -284,18 +286,25 @@ func (s *Store) cycle() (failed bool) {
 // waiter is told and appends are refused.
 func (s *Store) finish() {
 	s.mu.Lock()
-	// Delivered marks alone are worth this commit: after a clean
-	// shutdown, unacknowledged messages must come back redelivered.
-	more := len(s.ops) > 0 || s.pos != s.taken || s.w.failed
-	ops := s.ops
+	// A dead-lettering still under a Hold has appended only part of its
+	// move: that part is left out, so the message stays where it was.
+	last := s.cutLocked()
+	ops := s.takeLocked(last)
+	s.sealed = true
+	// Anything left out, or appended from now on, is lost as in a crash:
+	// the crash mark stays (see markRunning).
+	s.unclean = len(s.ops) > 0 || last < s.pos
 	s.ops = nil
-	last := s.pos
-	s.taken = last
+	unclean := s.unclean
 	s.mu.Unlock()
-	var err error
-	if more {
-		err = s.commitOps(ops, last)
+	s.w.cleanClose = !unclean
+	if s.w.cleanClose {
+		s.w.ov.del(runningKey)
 	}
+	// Delivered marks alone, and the crash mark, are worth this commit:
+	// after a clean shutdown, unacknowledged messages come back
+	// redelivered and the others do not.
+	err := s.commitOps(ops, last)
 	if err == nil {
 		err = ErrClosed
 	}
