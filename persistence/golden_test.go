@@ -211,6 +211,12 @@ func goldenRecords() []goldenRecord {
 		want:   []byte{1},
 	})
 
+	add("crash mark", hx("21 72756e6e696e67"), nil, goldenRecord{
+		encode: func() ([]byte, []byte, error) { return runningKey, nil, nil },
+		decode: func(key, val []byte) (any, error) { return len(val), nil },
+		want:   0,
+	})
+
 	add("exchange with arguments",
 		hx("78 2f", "2f 00", "6c6f6773 00"),
 		hx("01", "05", "05 746f706963", "0000001a 12 616c7465726e6174652d65786368616e6765 53 00000002 6165"),

@@ -203,9 +203,8 @@ func (s *Store) markAllDelivered(lastSeq map[*queueState]uint64) {
 		}
 		qs.delivered = seq
 		w.key = entityKey(w.key[:0], kindDelivered, qs.key.vhost, qs.key.name)
-		var v [8]byte
-		binary.BigEndian.PutUint64(v[:], seq)
-		w.ov.set(w.key, v[:], false)
+		w.val = encodeDelivered(w.val[:0], seq)
+		w.ov.set(w.key, w.val, false)
 		raised++
 	}
 	s.log.Warn("the previous run did not shut down cleanly: the messages it left in queues come back redelivered",
