@@ -14,29 +14,32 @@ import (
 // alarmWait bounds every wait for something that should happen promptly.
 const alarmWait = 10 * time.Second
 
-// dialPaho connects an MQTT 5 client (paho.golang) to addr; its incoming
-// publishes go to the returned channel.
-func dialPaho(t *testing.T, addr, id string) (*paho.Client, <-chan *paho.Publish) {
+// dialPaho connects an MQTT 5 client (paho.golang) to addr with cp; its
+// incoming publishes and the server's DISCONNECT go to the returned
+// channels.
+func dialPaho(t *testing.T, addr string, cp *paho.Connect) (*paho.Client, <-chan *paho.Publish, <-chan *paho.Disconnect) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	msgs := make(chan *paho.Publish, 16)
+	gone := make(chan *paho.Disconnect, 1)
 	c := paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			msgs <- pr.Packet
 			return true, nil
 		}},
+		OnServerDisconnect: func(d *paho.Disconnect) { gone <- d },
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), alarmWait)
 	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true}); err != nil {
-		t.Fatalf("connect %s: %v", id, err)
+	if _, err := c.Connect(ctx, cp); err != nil {
+		t.Fatalf("connect %s: %v", cp.ClientID, err)
 	}
 	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
-	return c, msgs
+	return c, msgs, gone
 }
 
 // TestPublisherHeldByAlarm: while a resource alarm is in effect, an MQTT
@@ -48,8 +51,8 @@ func TestPublisherHeldByAlarm(t *testing.T) {
 		t.Run(map[byte]string{1: "qos1 PUBACK", 2: "qos2 PUBREC"}[qos], func(t *testing.T) {
 			srv, addr := newTestServer(t, Config{})
 			b := srv.broker
-			sub, got := dialPaho(t, addr, "sub")
-			pub, _ := dialPaho(t, addr, "pub")
+			sub, got, _ := dialPaho(t, addr, &paho.Connect{ClientID: "sub", KeepAlive: 30, CleanStart: true})
+			pub, _, _ := dialPaho(t, addr, &paho.Connect{ClientID: "pub", KeepAlive: 30, CleanStart: true})
 			ctx, cancel := context.WithTimeout(context.Background(), alarmWait)
 			defer cancel()
 

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,9 +15,10 @@ import (
 )
 
 // ServeWebSocket serves MQTT over WebSocket (binary messages, subprotocol
-// "mqtt" or "mqttv3.1") on ln, at path. It returns at once. ln may be a
-// TLS listener (tls.NewListener), for wss. Upgrades from browser pages of
-// origins not in Config.AllowedOrigins are refused with 403.
+// "mqtt" or "mqttv3.1") on ln, at path, until Shutdown. ln may be a TLS
+// listener (tls.NewListener), for wss. Upgrades from browser pages of
+// origins not in Config.AllowedOrigins are refused with 403. It always
+// returns a non-nil error, ErrServerClosed after Shutdown.
 func (s *Server) ServeWebSocket(ln net.Listener, path string) error {
 	up := websocket.Upgrader{
 		Subprotocols: []string{"mqtt", "mqttv3.1"},
@@ -37,15 +39,14 @@ func (s *Server) ServeWebSocket(ln net.Listener, path string) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: HandshakeTimeout,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	if !s.addListener(wsCloser{hs}) {
-		return net.ErrClosed
+		ln.Close()
+		return ErrServerClosed
 	}
-	go func() {
-		defer s.accepting.Done()
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Warn("mqtt: websocket listener failed", "addr", ln.Addr().String(), "err", err)
-		}
-	}()
-	return nil
+	defer s.accepting.Done()
+	if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("mqtt: websocket on %s: %w", ln.Addr(), err)
+	}
+	return ErrServerClosed
 }
 
 // wsCloser stops the HTTP server; the WebSocket connections it upgraded

@@ -98,7 +98,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	poller *poller // nil where idle clients cannot park
-	// ctx ends at Close: auth backend calls and login failure delays stop.
+	// ctx ends at Shutdown: auth backend calls and login failure delays stop.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -112,13 +112,14 @@ type Server struct {
 	closed    bool
 	accepting sync.WaitGroup // accept loops
 	live      sync.WaitGroup // clients not finished
+	stopped   chan struct{}  // closed when Shutdown has finished every client
 }
 
 // NewServer returns a Server for b, with the stored retained messages
 // loaded.
 func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	cfg.setDefaults()
-	s := &Server{broker: b, cfg: cfg, log: cfg.Logger, sessions: make(map[string]*state), clients: make(map[*client]struct{})}
+	s := &Server{broker: b, cfg: cfg, log: cfg.Logger, sessions: make(map[string]*state), clients: make(map[*client]struct{}), stopped: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.retained.init()
 	if cfg.Retained != nil {
@@ -139,42 +140,59 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve serves MQTT on ln until Close. It returns at once; connections
-// are handled on their own goroutines. ln may be a TLS listener
-// (tls.NewListener): each connection's handshake then runs on its own
-// goroutine within HandshakeTimeout.
+// ErrServerClosed is returned by Serve and ServeWebSocket after Shutdown.
+var ErrServerClosed = errors.New("mqtt: Server closed")
+
+// Serve accepts MQTT connections on ln until Shutdown; each is served on
+// its own goroutine. ln may be a TLS listener (tls.NewListener): each
+// connection's handshake then runs on its own goroutine within
+// HandshakeTimeout. It always returns a non-nil error, ErrServerClosed
+// after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	if !s.addListener(ln) {
-		return net.ErrClosed
+		return ErrServerClosed
 	}
-	go func() {
-		defer s.accepting.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if !errors.Is(err, net.ErrClosed) {
-					s.log.Warn("mqtt: accept failed", "addr", ln.Addr().String(), "err", err)
-				}
-				return
+	defer s.accepting.Done()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
 			}
-			if tc, ok := c.(*tls.Conn); ok {
-				go func() {
-					if s.handshake(tc, "mqtts") != nil {
-						tc.Close()
-						return
-					}
-					if cl := s.accept(tc); cl != nil {
-						cl.serve()
-					}
-				}()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: back off as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("mqtt: accept failed; retrying", "addr", ln.Addr().String(), "err", err, "in", backoff)
+				time.Sleep(backoff)
 				continue
 			}
-			if cl := s.accept(c); cl != nil {
-				go cl.serve()
-			}
+			return fmt.Errorf("mqtt: accept on %s: %w", ln.Addr(), err)
 		}
-	}()
-	return nil
+		backoff = 0
+		if tc, ok := c.(*tls.Conn); ok {
+			go func() {
+				if s.handshake(tc, "mqtts") != nil {
+					tc.Close()
+					return
+				}
+				if cl := s.accept(tc); cl != nil {
+					cl.serve()
+				}
+			}()
+			continue
+		}
+		if cl := s.accept(c); cl != nil {
+			go cl.serve()
+		}
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *Server) addListener(l io.Closer) bool {
@@ -226,37 +244,47 @@ func (s *Server) forget(c *client) {
 	s.live.Done()
 }
 
-// Close disconnects every client (MQTT 5 ones with 0x8B; their wills go
-// out through core) and closes the listeners. It is safe to call more
-// than once.
-func (s *Server) Close() error {
+// Shutdown closes the listeners, disconnects every client (MQTT 5 ones
+// with 0x8B Server shutting down) and waits until each has finished: its
+// will published through core and its session ended. If ctx ends first,
+// Shutdown returns ctx's error and the clients left finish on their own.
+// It is safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
+	first := !s.closed
 	s.closed = true
 	lns := s.listeners
+	s.listeners = nil
 	s.mu.Unlock()
 	s.cancel()
 	for _, l := range lns {
 		l.Close()
 	}
-	s.accepting.Wait()
-	s.mu.Lock()
-	clients := make([]*client, 0, len(s.clients))
-	for c := range s.clients {
-		clients = append(clients, c)
+	if first {
+		go func() {
+			s.accepting.Wait()
+			s.mu.Lock()
+			clients := make([]*client, 0, len(s.clients))
+			for c := range s.clients {
+				clients = append(clients, c)
+			}
+			s.mu.Unlock()
+			// In parallel: a client that does not read holds its
+			// DISCONNECT for up to finishTimeout.
+			for _, c := range clients {
+				go c.close(packets.ErrServerShuttingDown)
+			}
+			s.live.Wait()
+			s.poller.close()
+			close(s.stopped)
+		}()
 	}
-	s.mu.Unlock()
-	// In parallel: a client that does not read holds its DISCONNECT for
-	// up to finishTimeout.
-	for _, c := range clients {
-		go c.close(packets.ErrServerShuttingDown)
+	select {
+	case <-s.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mqtt: shutdown: %w", ctx.Err())
 	}
-	s.live.Wait()
-	s.poller.close()
-	return nil
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT

@@ -3,6 +3,8 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,10 +44,18 @@ func serveMQTT(b testing.TB, br *core.Broker, cfg Config) (*Server, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := s.Serve(ln); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Close() })
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			b.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			b.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
 	return s, ln.Addr().String()
 }
 

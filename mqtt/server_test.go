@@ -36,10 +36,8 @@ func startBrokers(t *testing.T) (mqttAddr, amqpURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Serve(mln); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
+	go m.Serve(mln)
+	t.Cleanup(func() { m.Shutdown(context.Background()) })
 	return mln.Addr().String(), "amqp://guest:guest@" + aln.Addr().String() + "/"
 }
 

@@ -88,8 +88,8 @@ func newTLSServer(t testing.TB, cfg Config, tc *tls.Config) (*Server, string) {
 	must(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	must(t, s.Serve(tls.NewListener(ln, tc)))
-	t.Cleanup(func() { s.Close() })
+	go s.Serve(tls.NewListener(ln, tc))
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	return s, ln.Addr().String()
 }
 
@@ -311,7 +311,7 @@ func TestWebSocketOrigin(t *testing.T) {
 				t.Cleanup(br.Close)
 				s, err := NewServer(br, Config{AllowedOrigins: tt.allowed})
 				must(t, err)
-				t.Cleanup(func() { s.Close() })
+				t.Cleanup(func() { s.Shutdown(context.Background()) })
 				var ln net.Listener
 				ln, err = net.Listen("tcp", "127.0.0.1:0")
 				must(t, err)
@@ -321,7 +321,7 @@ func TestWebSocketOrigin(t *testing.T) {
 					ln = tls.NewListener(ln, p.serverTLS(tls.NoClientCert))
 					d.TLSClientConfig = p.clientTLS(nil)
 				}
-				must(t, s.ServeWebSocket(ln, "/mqtt"))
+				go s.ServeWebSocket(ln, "/mqtt")
 				h := http.Header{}
 				if tt.origin != "" {
 					h.Set("Origin", tt.origin)
@@ -353,10 +353,10 @@ func TestWSSPaho(t *testing.T) {
 	t.Cleanup(br.Close)
 	s, err := NewServer(br, Config{})
 	must(t, err)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	must(t, s.ServeWebSocket(tls.NewListener(ln, p.serverTLS(tls.RequireAndVerifyClientCert)), "/mqtt"))
+	go s.ServeWebSocket(tls.NewListener(ln, p.serverTLS(tls.RequireAndVerifyClientCert)), "/mqtt")
 	url := "wss://" + ln.Addr().String() + "/mqtt"
 	for _, tt := range []struct {
 		name string

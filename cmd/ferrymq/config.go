@@ -43,6 +43,15 @@ type Config struct {
 	// means the one generated at first start and kept in the data dir.
 	NodeName string        `yaml:"node_name"`
 	Bridges  []bridge.Link `yaml:"bridges"`
+
+	// The TLS listeners, off unless given an address, and what they share.
+	AMQPSListen   string    `yaml:"amqps_listen"`
+	MQTTSListen   string    `yaml:"mqtts_listen"`
+	MQTTWSSListen string    `yaml:"mqtt_wss_listen"` // at /mqtt
+	TLS           TLSConfig `yaml:"tls"`
+	// WSAllowedOrigins are the browser origins whose pages may open an
+	// MQTT WebSocket (ws and wss); clients sending no Origin are let in.
+	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
 }
 
 // The limits below follow RabbitMQ: frame_max may not go below the spec's
@@ -144,6 +153,9 @@ func (c *Config) validate() error {
 	if c.MemoryBudget < 0 {
 		return fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget)
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections)
 	}
@@ -183,6 +195,13 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address`")
 	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT 3.1.1/5 listen `address`")
 	fs.StringVar(&f.MQTTWSListen, "mqtt-ws-listen", def.MQTTWSListen, "MQTT over WebSocket listen `address` (path /mqtt)")
+	fs.StringVar(&f.AMQPSListen, "amqps-listen", "", "AMQP 0-9-1 over TLS listen `address`, conventionally :5671 (default off; needs --tls-cert, --tls-key)")
+	fs.StringVar(&f.MQTTSListen, "mqtts-listen", "", "MQTT over TLS listen `address`, conventionally :8883 (default off)")
+	fs.StringVar(&f.MQTTWSSListen, "mqtt-wss-listen", "", "MQTT over WebSocket over TLS listen `address` (path /mqtt), conventionally :8084 (default off)")
+	fs.StringVar(&f.TLS.Cert, "tls-cert", "", "PEM certificate chain `file` of the TLS listeners (reloaded on SIGHUP)")
+	fs.StringVar(&f.TLS.Key, "tls-key", "", "PEM private key `file` of the TLS listeners (reloaded on SIGHUP)")
+	fs.StringVar(&f.TLS.CA, "tls-ca", "", "PEM `file` of the CAs client certificates must chain to")
+	fs.StringVar(&f.TLS.Verify, "tls-verify", "none", "client certificates: `mode` none, peer (verified if given) or peer_required")
 	fs.StringVar(&f.DebugListen, "debug-listen", "", "serve Go's pprof profiles at http://`address`/debug/pprof/ (default off; keep it on loopback)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
@@ -241,6 +260,20 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MQTTListen = f.MQTTListen
 		case "mqtt-ws-listen":
 			cfg.MQTTWSListen = f.MQTTWSListen
+		case "amqps-listen":
+			cfg.AMQPSListen = f.AMQPSListen
+		case "mqtts-listen":
+			cfg.MQTTSListen = f.MQTTSListen
+		case "mqtt-wss-listen":
+			cfg.MQTTWSSListen = f.MQTTWSSListen
+		case "tls-cert":
+			cfg.TLS.Cert = f.TLS.Cert
+		case "tls-key":
+			cfg.TLS.Key = f.TLS.Key
+		case "tls-ca":
+			cfg.TLS.CA = f.TLS.CA
+		case "tls-verify":
+			cfg.TLS.Verify = f.TLS.Verify
 		case "debug-listen":
 			cfg.DebugListen = f.DebugListen
 		case "data-dir":

@@ -2,9 +2,10 @@
 // 3.1.1/5 server (TCP and WebSocket) over one shared core.
 //
 // main only wires config → core → listeners → signals. On SIGTERM or SIGINT
-// it shuts down in reverse order under a deadline: the AMQP server first
-// (which sends connection.close 320 CONNECTION_FORCED to every client), then
-// the broker.
+// it shuts down in reverse order under one deadline: bridges, the MQTT
+// server (DISCONNECT 0x8B to MQTT 5 clients, wills published), the AMQP
+// server (connection.close 320 CONNECTION_FORCED to every client), the
+// broker, the store.
 //
 // Once a listener is bound, ferrymq logs one line for it on stderr, e.g.
 //
@@ -17,6 +18,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -69,6 +71,11 @@ func main() {
 
 // run starts the broker with the settings in args, serves until ctx is done,
 // then shuts down. It logs to stderr and returns the process exit code.
+//
+// Each part pushes its own shutdown onto a stack as soon as it exists, and
+// the stack unwinds in reverse whether the start fails half-way or the
+// broker stops on a signal: listeners and bridges first, then the broker,
+// the store last.
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	cfg, err := loadConfig(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -79,10 +86,28 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	var cleanup cleanupStack
+	defer cleanup.unwind()
+	return serve(ctx, cfg, logger, &cleanup)
+}
 
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		logger.Error("cannot create data directory", "dir", cfg.DataDir, "err", err)
+// serve builds the broker and its listeners from cfg and serves until ctx
+// is done or a listener fails; it returns the exit code. What it started
+// is on cleanup, for run to stop.
+func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanupStack) int {
+	fail := func(msg string, args ...any) int {
+		logger.Error(msg, args...)
 		return exitFailure
+	}
+	// At the bottom of the stack: once everything below has stopped.
+	serving := false
+	cleanup.push(func(context.Context) {
+		if serving {
+			logger.Info("stopped")
+		}
+	})
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fail("cannot create data directory", "dir", cfg.DataDir, "err", err)
 	}
 	// The broker is made after the store, but the store's error hook must
 	// reach it: a failing disk (or one under --disk-free-limit) raises the
@@ -107,31 +132,37 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		},
 	})
 	if err != nil {
-		logger.Error("cannot open data directory", "dir", cfg.DataDir, "err", err)
-		return exitFailure
+		return fail("cannot open data directory", "dir", cfg.DataDir, "err", err)
 	}
-	defer func() {
+	cleanup.push(func(context.Context) {
 		if err := store.Close(); err != nil {
 			logger.Error("closing the store", "dir", cfg.DataDir, "err", err)
 		}
-	}()
+	})
 
 	users, err := buildUsers(&cfg)
 	if err != nil {
-		logger.Error("bad users", "err", err)
-		return exitFailure
+		return fail("bad users", "err", err)
 	}
 	auth := core.NewAuth(users)
 	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget(), MaxConnections: cfg.MaxConnections})
 	alarms.Store(broker)
+	cleanup.push(func(context.Context) { broker.Close() })
 	addVHosts(broker, cfg.VHosts)
 	start := time.Now()
 	if err := broker.Recover(store); err != nil {
-		logger.Error("cannot recover stored state", "dir", cfg.DataDir, "err", err)
-		broker.Close()
-		return exitFailure
+		return fail("cannot recover stored state", "dir", cfg.DataDir, "err", err)
 	}
 	logger.Info("recovered stored state", "dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	var stls *serverTLS // nil: no TLS listener
+	if cfg.tlsWanted() {
+		if stls, err = newServerTLS(cfg.TLS, logger); err != nil {
+			// Loaded once already by loadConfig: the files changed since.
+			return fail("cannot load TLS files", "err", err)
+		}
+	}
+	reloadOnSIGHUP(ctx, stls, logger)
+	certUser, _ := cfg.TLS.certUser() // validated by loadConfig
 	srv := amqp.NewServer(broker, amqp.Config{
 		Auth:              auth,
 		LoginFailureDelay: cfg.loginFailureDelay(),
@@ -140,120 +171,98 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		Heartbeat:         cfg.HeartbeatDuration(),
 		MaxMessageSize:    cfg.MaxMessageSize,
 		Logger:            logger,
+		CertUser:          certUser,
+	})
+	cleanup.push(func(ctx context.Context) {
+		if err := srv.Shutdown(ctx); err != nil {
+			// The process is stopping as asked; a client that did not
+			// answer connection.close in time is worth a warning, not a
+			// failed exit.
+			logger.Warn("amqp shutdown incomplete", "err", err)
+		}
 	})
 
 	// Bridges before listeners: their queues must be bound before the
 	// first publish can arrive, or it would be routed nowhere.
 	node, err := nodeName(cfg)
 	if err != nil {
-		logger.Error("cannot name this node", "dir", cfg.DataDir, "err", err)
-		broker.Close()
-		return exitFailure
+		return fail("cannot name this node", "dir", cfg.DataDir, "err", err)
 	}
 	bridges, err := bridge.Start(broker, cfg.Bridges, bridge.Options{Node: node, Logger: logger})
 	if err != nil {
-		logger.Error("cannot start bridges", "err", err)
-		broker.Close()
-		return exitFailure
+		return fail("cannot start bridges", "err", err)
 	}
+	cleanup.push(func(context.Context) { bridges.Close() })
 	if len(cfg.Bridges) > 0 {
 		logger.Info("bridges started", "node", node, "links", len(cfg.Bridges))
 	}
 
-	ln, err := net.Listen("tcp", cfg.AMQPListen)
+	mq, err := mqtt.NewServer(broker, mqtt.Config{Auth: auth, LoginFailureDelay: cfg.loginFailureDelay(), Retained: store, Logger: logger,
+		UseIdentityAsUsername: cfg.TLS.UseIdentityAsUsername, CertUser: certUser, AllowedOrigins: cfg.WSAllowedOrigins})
 	if err != nil {
-		logger.Error("cannot listen", "proto", "amqp", "addr", cfg.AMQPListen, "err", err)
-		bridges.Close()
-		broker.Close()
-		return exitFailure
+		return fail("cannot start MQTT", "err", err)
 	}
-	logger.Info("listener ready", "proto", "amqp", "addr", ln.Addr().String())
+	cleanup.push(func(ctx context.Context) {
+		// Bridges first (Close may be called again): what they have not
+		// forwarded stays queued on disk. MQTT next: closing its clients
+		// sends their wills through core.
+		bridges.Close()
+		if err := mq.Shutdown(ctx); err != nil {
+			logger.Warn("mqtt shutdown incomplete", "err", err)
+		}
+	})
 
-	mq, err := mqtt.NewServer(broker, mqtt.Config{Auth: auth, LoginFailureDelay: cfg.loginFailureDelay(), Retained: store, Logger: logger})
-	if err != nil {
-		logger.Error("cannot start MQTT", "err", err)
-		bridges.Close()
-		ln.Close()
-		broker.Close()
-		return exitFailure
-	}
-	for _, l := range []struct {
+	// Every server closes its listeners in Shutdown; the debug one is
+	// closed on its own.
+	ws := func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }
+	debug := func(ln net.Listener) error { return http.Serve(ln, debugHandler()) }
+	listeners := []struct {
 		proto, addr string
+		optional    bool // not served when addr is ""
+		tls         bool
 		serve       func(net.Listener) error
 	}{
-		{"mqtt", cfg.MQTTListen, mq.Serve},
-		{"mqtt-ws", cfg.MQTTWSListen, func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }},
-	} {
-		mln, err := net.Listen("tcp", l.addr)
-		if err == nil {
-			err = l.serve(mln)
-		}
-		if err != nil {
-			logger.Error("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
-			mq.Close()
-			bridges.Close()
-			ln.Close()
-			broker.Close()
-			return exitFailure
-		}
-		logger.Info("listener ready", "proto", l.proto, "addr", mln.Addr().String())
+		{"amqp", cfg.AMQPListen, false, false, srv.Serve},
+		{"amqps", cfg.AMQPSListen, true, true, srv.Serve},
+		{"mqtt", cfg.MQTTListen, false, false, mq.Serve},
+		{"mqtt-ws", cfg.MQTTWSListen, false, false, ws},
+		{"mqtts", cfg.MQTTSListen, true, true, mq.Serve},
+		{"mqtt-wss", cfg.MQTTWSSListen, true, true, ws},
+		{"debug", cfg.DebugListen, true, false, debug},
 	}
-
-	if cfg.DebugListen != "" {
-		dln, err := net.Listen("tcp", cfg.DebugListen)
-		if err != nil {
-			logger.Error("cannot listen", "proto", "debug", "addr", cfg.DebugListen, "err", err)
-			mq.Close()
-			bridges.Close()
-			ln.Close()
-			broker.Close()
-			return exitFailure
+	serveErr := make(chan error, len(listeners))
+	for _, l := range listeners {
+		if l.optional && l.addr == "" {
+			continue
 		}
-		defer dln.Close()
-		go http.Serve(dln, debugHandler())
-		logger.Info("listener ready", "proto", "debug", "addr", dln.Addr().String())
-	}
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	code := exitOK
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			logger.Info("stopping", "timeout", shutdownTimeout)
-			break wait
-		case err := <-serveErr:
-			if errors.Is(err, amqp.ErrServerClosed) {
-				// Serve returns ErrServerClosed only after Shutdown, and only
-				// this function calls Shutdown; so keep waiting for the
-				// signal rather than exit. A nil channel never fires again.
-				serveErr = nil
-				continue
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			return fail("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
+		}
+		logger.Info("listener ready", "proto", l.proto, "addr", ln.Addr().String())
+		if l.proto == "debug" {
+			cleanup.push(func(context.Context) { ln.Close() })
+		}
+		if l.tls {
+			ln = tls.NewListener(ln, stls.listenerConfig())
+		}
+		go func() {
+			err := l.serve(ln)
+			if !errors.Is(err, amqp.ErrServerClosed) && !errors.Is(err, mqtt.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				serveErr <- fmt.Errorf("%s on %s: %w", l.proto, ln.Addr(), err)
 			}
-			logger.Error("amqp server failed", "addr", ln.Addr().String(), "err", err)
-			code = exitFailure
-			break wait
-		}
+		}()
 	}
-
-	// Bridges first: what they have not forwarded stays queued on disk.
-	bridges.Close()
-	// MQTT next: closing its clients sends their wills through core.
-	if err := mq.Close(); err != nil {
-		logger.Warn("mqtt shutdown incomplete", "err", err)
+	serving = true
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping", "timeout", shutdownTimeout)
+		return exitOK
+	case err := <-serveErr:
+		// Serve returns ErrServerClosed only after Shutdown, which only the
+		// cleanup stack calls: anything else is a failure.
+		return fail("server failed", "err", err)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		// The process is stopping as asked; a client that did not answer
-		// connection.close in time is worth a warning, not a failed exit.
-		logger.Warn("amqp shutdown incomplete", "err", err)
-	}
-	broker.Close()
-	logger.Info("stopped")
-	return code
 }
 
 // nodeName is cfg.NodeName, or else the name generated at the first
@@ -278,6 +287,23 @@ func nodeName(cfg Config) (string, error) {
 	host, _ := os.Hostname()
 	n := strings.ReplaceAll(host, ",", "") + "-" + hex.EncodeToString(id[:])
 	return n, os.WriteFile(path, []byte(n+"\n"), 0o640)
+}
+
+// cleanupStack holds what run must undo once serving ends.
+type cleanupStack struct{ fns []func(ctx context.Context) }
+
+// push adds fn, to run before everything pushed earlier.
+func (c *cleanupStack) push(fn func(ctx context.Context)) { c.fns = append(c.fns, fn) }
+
+// unwind runs the pushed functions, last pushed first, with one shutdown
+// deadline for them all.
+func (c *cleanupStack) unwind() {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		c.fns[i](ctx)
+	}
+	c.fns = nil
 }
 
 // debugHandler serves Go's profiles, for measuring the hot paths and
