@@ -48,13 +48,6 @@ func TestMQTTHarnessReadyLine(t *testing.T) {
 	}
 }
 
-func versionName(v int) string {
-	if v == 5 {
-		return "mqtt5"
-	}
-	return "mqtt311"
-}
-
 // TestMQTTToAMQP: an MQTT publish at each QoS, from both protocol versions,
 // reaches an AMQP queue bound to amq.topic, as a transient message for QoS 0
 // and a persistent one with x-mqtt-publish-qos for QoS 1 and 2.
@@ -63,7 +56,7 @@ func TestMQTTToAMQP(t *testing.T) {
 	_, ch := dialBroker(t, b)
 	for _, v := range []int{4, 5} {
 		for qos := byte(0); qos <= 2; qos++ {
-			name := fmt.Sprintf("%s-qos%d", versionName(v), qos)
+			name := fmt.Sprintf("%s-qos%d", mqtttest.VersionName(v), qos)
 			t.Run(name, func(t *testing.T) {
 				topic, key := "m2a/"+name+"/temp", "m2a."+name+".temp"
 				_, d := mqtttest.AMQPSubscribe(t, ch, key)
@@ -107,7 +100,7 @@ func TestMQTTFromAMQP(t *testing.T) {
 				if persistent {
 					want, mode = min(sub, 1), "persistent"
 				}
-				name := fmt.Sprintf("%s-sub%d-%s", versionName(v), sub, mode)
+				name := fmt.Sprintf("%s-sub%d-%s", mqtttest.VersionName(v), sub, mode)
 				t.Run(name, func(t *testing.T) {
 					topic := "a2m/" + name
 					c := mqtttest.Connect(t, b.MQTTAddr, v, "a2m-"+name)
@@ -129,7 +122,7 @@ func TestMQTTQoS(t *testing.T) {
 	b := StartBroker(t)
 	for _, pv := range []int{4, 5} {
 		for _, sv := range []int{4, 5} {
-			pair := versionName(pv) + "-to-" + versionName(sv)
+			pair := mqtttest.VersionName(pv) + "-to-" + mqtttest.VersionName(sv)
 			t.Run(pair, func(t *testing.T) {
 				pub := mqtttest.Connect(t, b.MQTTAddr, pv, "qos-pub-"+pair)
 				sub := mqtttest.Connect(t, b.MQTTAddr, sv, "qos-sub-"+pair)
@@ -157,7 +150,7 @@ func TestMQTTQoS2ExactlyOnce(t *testing.T) {
 	b := StartBroker(t)
 	for _, pv := range []int{4, 5} {
 		for _, sv := range []int{4, 5} {
-			pair := versionName(pv) + "-to-" + versionName(sv)
+			pair := mqtttest.VersionName(pv) + "-to-" + mqtttest.VersionName(sv)
 			t.Run(pair, func(t *testing.T) {
 				pub := mqtttest.Connect(t, b.MQTTAddr, pv, "eo-pub-"+pair)
 				sub := mqtttest.Connect(t, b.MQTTAddr, sv, "eo-sub-"+pair)
@@ -523,7 +516,7 @@ func TestMQTTAuth(t *testing.T) {
 		{"unknown-vhost", 4, "no-such-vhost:guest", "guest", -1},
 	}
 	for _, tc := range cases {
-		name := versionName(tc.v) + "-" + tc.name
+		name := mqtttest.VersionName(tc.v) + "-" + tc.name
 		t.Run(name, func(t *testing.T) {
 			var code int
 			var err error

@@ -1,18 +1,16 @@
 package interop_test
 
-// MQTT state that outlives one publish: retained messages, wills, shared
-// subscriptions and persistent sessions, across protocols and restarts.
+// MQTT state that outlives the broker process: retained messages and
+// persistent sessions across a restart of the binary. The MQTT protocol
+// tests that need no restart run in process, in package mqtt.
 
 import (
 	"fmt"
 	"maps"
 	"testing"
-	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	mqtttopic "github.com/ferrymq/ferrymq/mqtt/topic"
 
 	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
@@ -75,8 +73,8 @@ func TestMQTTRetained(t *testing.T) {
 	check := func(t *testing.T, b *Broker, stage string, cases []retainedCase) {
 		for _, v := range []int{4, 5} {
 			for i, tc := range cases {
-				t.Run(fmt.Sprintf("%s-%s-%d", stage, versionName(v), i), func(t *testing.T) {
-					id := fmt.Sprintf("ret-%s-%s-%d", stage, versionName(v), i)
+				t.Run(fmt.Sprintf("%s-%s-%d", stage, mqtttest.VersionName(v), i), func(t *testing.T) {
+					id := fmt.Sprintf("ret-%s-%s-%d", stage, mqtttest.VersionName(v), i)
 					if got := retainedFor(t, b, v, id, tc.filter, len(tc.want)); !maps.Equal(got, tc.want) {
 						t.Fatalf("%q got retained %v, want %v", tc.filter, got, tc.want)
 					}
@@ -106,103 +104,6 @@ func TestMQTTRetained(t *testing.T) {
 	checkCleared(t, b, pub, "ret-cleared2", "ret/b/temp")
 }
 
-// TestMQTTWill: when a client's socket dies without DISCONNECT, its will is
-// published (section 3.1.2.5) through core: an MQTT subscriber and an AMQP
-// queue bound to amq.topic both receive it.
-func TestMQTTWill(t *testing.T) {
-	b := StartBroker(t)
-	_, ch := dialBroker(t, b)
-	watcher := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "will-watcher"})
-	watcher.SubscribeAt(t, 1, "will/#")
-	_, d := mqtttest.AMQPSubscribe(t, ch, "will.#")
-	for _, v := range []int{4, 5} {
-		t.Run(versionName(v), func(t *testing.T) {
-			topic, payload := "will/"+versionName(v)+"/gone", "bye from "+versionName(v)
-			id := "willer-" + versionName(v)
-			if v == 5 {
-				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Will: &paho.WillMessage{Topic: topic, QoS: 1, Payload: []byte(payload)}})
-				c.Conn.Close()
-			} else {
-				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Will: &mqtttest.V3Will{Topic: topic, QoS: 1, Payload: payload}})
-				c.KillConn(t)
-			}
-			if m := watcher.Next(t, "will at the MQTT subscriber"); m.Topic != topic || string(m.Payload) != payload {
-				t.Errorf("MQTT subscriber got %q %q, want will %q %q", m.Topic, m.Payload, topic, payload)
-			}
-			m := mqtttest.WaitFor(t, d, mqtttest.Wait, "will at the AMQP queue")
-			if m.RoutingKey != mqtttopic.RoutingKey(topic) || string(m.Body) != payload || m.DeliveryMode != amqp.Persistent {
-				t.Errorf("AMQP got key %q body %q mode %d, want %q %q persistent (QoS 1 will)", m.RoutingKey, m.Body, m.DeliveryMode, mqtttopic.RoutingKey(topic), payload)
-			}
-		})
-	}
-}
-
-// TestMQTTSharedSubscriptions: members of $share/<group>/<filter> compete
-// for messages, each message going to one member (section 4.8.2), while an
-// ordinary subscription of the same filter gets every one. Messages come
-// from MQTT and from AMQP.
-func TestMQTTSharedSubscriptions(t *testing.T) {
-	const n = 300 // half from MQTT, half from AMQP
-	b := StartBroker(t)
-	var members []*mqtttest.V5Client
-	for i := range 3 {
-		c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("share-member-%d", i), Buffer: n + 10})
-		c.SubscribeAt(t, 1, "$share/grp/shared/#")
-		members = append(members, c)
-	}
-	plain := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "share-plain", Buffer: n + 10})
-	plain.SubscribeAt(t, 1, "shared/#")
-
-	mpub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "share-pub"})
-	apub := mqtttest.NewAMQPPublisher(t, b.URL)
-	for i := range n {
-		if i%2 == 0 {
-			mpub.Send(t, "shared/t", 1, fmt.Sprint(i))
-		} else {
-			apub.Send(t, "shared.t", true, fmt.Sprint(i))
-		}
-	}
-
-	seen := make(map[string]int, n) // payload -> member
-	perMember := make([]int, len(members))
-	deadline := time.NewTimer(3 * mqtttest.Wait)
-	defer deadline.Stop()
-	for len(seen) < n {
-		var m *paho.Publish
-		var from int
-		select {
-		case m = <-members[0].Msgs:
-		case m = <-members[1].Msgs:
-			from = 1
-		case m = <-members[2].Msgs:
-			from = 2
-		case <-deadline.C:
-			t.Fatalf("the group received %d of %d messages (per member %v)", len(seen), n, perMember)
-		}
-		if prev, dup := seen[string(m.Payload)]; dup {
-			t.Fatalf("message %q delivered to members %d and %d of one group", m.Payload, prev, from)
-		}
-		seen[string(m.Payload)] = from
-		perMember[from]++
-	}
-	t.Logf("messages per group member: %v", perMember)
-	// Spec-wise any member may get any message; ferrymq's group is one
-	// queue with competing consumers, which spreads them.
-	for i, k := range perMember {
-		if k == 0 {
-			t.Errorf("member %d received nothing: competing consumers should share the group's queue (per member %v)", i, perMember)
-		}
-	}
-	got := make(map[string]bool, n)
-	for len(got) < n {
-		m := plain.Next(t, fmt.Sprintf("message %d of %d at the ordinary subscriber", len(got)+1, n))
-		if got[string(m.Payload)] {
-			t.Fatalf("ordinary subscriber got %q twice", m.Payload)
-		}
-		got[string(m.Payload)] = true
-	}
-}
-
 // TestMQTTPersistentSession: a persistent session (3.1.1 clean session 0;
 // 5.0 session expiry > 0) keeps its QoS 1 subscription and the messages
 // published while it is offline in its durable queue
@@ -212,19 +113,19 @@ func TestMQTTSharedSubscriptions(t *testing.T) {
 func TestMQTTPersistentSession(t *testing.T) {
 	const n = 10
 	for _, v := range []int{4, 5} {
-		t.Run(versionName(v), func(t *testing.T) {
+		t.Run(mqtttest.VersionName(v), func(t *testing.T) {
 			b := StartBroker(t)
-			id := "persist-" + versionName(v)
-			topic := "persist/" + versionName(v) + "/cmd"
+			id := "persist-" + mqtttest.VersionName(v)
+			topic := "persist/" + mqtttest.VersionName(v) + "/cmd"
 			if v == 5 {
 				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, SessionExpiry: 3600})
-				c.SubscribeAt(t, 1, "persist/"+versionName(v)+"/#")
+				c.SubscribeAt(t, 1, "persist/"+mqtttest.VersionName(v)+"/#")
 				if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
 					t.Fatalf("disconnect: %v", err)
 				}
 			} else {
 				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
-				c.SubscribeAt(t, 1, "persist/"+versionName(v)+"/#")
+				c.SubscribeAt(t, 1, "persist/"+mqtttest.VersionName(v)+"/#")
 				c.Disconnect(250)
 			}
 

@@ -5,7 +5,151 @@ package mqtt
 import (
 	"fmt"
 	"testing"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
+
+// TestReceiveMaximum: the server "MUST NOT send more than Receive
+// Maximum QoS 1 and QoS 2 PUBLISH packets for which it has not received
+// PUBACK, PUBCOMP, or PUBREC with a Reason Code of 128 or greater"
+// [MQTT-3.3.4-9]; the send quota grows back only with those (section 4.9,
+// [MQTT-4.9.0-2]). What is not sent waits in the session queue, where
+// AMQP sees it, and nothing is lost.
+func TestReceiveMaximum(t *testing.T) {
+	b := startTestBroker(t, testBrokerOpts{Durable: true})
+	qw := newQueueWatch(t, b)
+	apub := mqtttest.NewAMQPPublisher(t, b.URL)
+
+	t.Run("qos1", func(t *testing.T) {
+		const rm, n = 5, 20
+		const id = "rm-qos1"
+		c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: id, ReceiveMaximum: rm})
+		c.subscribe(t, 0, rawSub{"rm/qos1", 1})
+		for i := range n {
+			apub.Send(t, "rm.qos1", true, fmt.Sprint(i))
+		}
+		var inflight []uint16
+		got := 0
+		read := func(k int) {
+			t.Helper()
+			for range k {
+				p := c.nextPub(t, fmt.Sprintf("message %d", got))
+				if p.Payload != fmt.Sprint(got) || p.QoS != 1 || p.Dup {
+					t.Fatalf("got %+v, want message %d at QoS 1, in order, once", p, got)
+				}
+				got++
+				inflight = append(inflight, p.ID)
+			}
+		}
+		read(rm)
+		qw.waitReady(t, sessionQueue(id), n-rm, "with the Receive Maximum in flight")
+		c.ping(t)
+		if k := len(c.pubs); k > 0 {
+			t.Fatalf("%d PUBLISH packets beyond the Receive Maximum of %d [MQTT-3.3.4-9]", k, rm)
+		}
+		// Each PUBACK gives one slot back: two acknowledged, two more sent.
+		c.ack(t, 0x40, inflight[0])
+		c.ack(t, 0x40, inflight[1])
+		inflight = inflight[2:]
+		read(2)
+		qw.waitReady(t, sessionQueue(id), n-rm-2, "after two PUBACKs")
+		for got < n {
+			c.ack(t, 0x40, inflight[0])
+			inflight = inflight[1:]
+			read(1)
+		}
+		for _, pid := range inflight {
+			c.ack(t, 0x40, pid)
+		}
+		qw.waitReady(t, sessionQueue(id), 0, "after all")
+	})
+
+	t.Run("qos2-slot-held-until-pubcomp", func(t *testing.T) {
+		const rm, n = 2, 4
+		const id = "rm-qos2"
+		c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: id, ReceiveMaximum: rm})
+		c.subscribe(t, 0, rawSub{"rm/qos2", 2})
+		pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "rm-qos2-pub"})
+		for i := range n {
+			pub.Send(t, "rm/qos2", 2, fmt.Sprint(i))
+		}
+		seen := map[string]int{}
+		var first []rawPublish
+		for range rm {
+			p := c.nextPub(t, "QoS 2 message")
+			seen[p.Payload]++
+			first = append(first, p)
+		}
+		// PUBREC with 0x00 does not give the slot back; PUBCOMP will.
+		for _, p := range first {
+			c.ack(t, 0x50, p.ID)
+			c.await(t, typPubrel, int(p.ID), "PUBREL")
+		}
+		c.ping(t)
+		if k, waiting := len(c.pubs), qw.ready(t, sessionQueue(id)); k > 0 || waiting != n-rm {
+			t.Errorf("with %d QoS 2 deliveries PUBREC'd but not PUBCOMP'd, %d more PUBLISH arrived and %d of %d stay queued; want 0 and %d [MQTT-3.3.4-9, section 4.9]",
+				rm, k, waiting, n-rm, n-rm)
+		}
+		for _, p := range first {
+			c.ack(t, 0x70, p.ID)
+		}
+		for len(seen) < n {
+			p := c.nextPub(t, fmt.Sprintf("QoS 2 message %d of %d", len(seen)+1, n))
+			seen[p.Payload]++
+			c.ack(t, 0x50, p.ID)
+			c.await(t, typPubrel, int(p.ID), "PUBREL")
+			c.ack(t, 0x70, p.ID)
+		}
+		for i := range n {
+			if seen[fmt.Sprint(i)] != 1 {
+				t.Errorf("message %d received %d times, want once (%v)", i, seen[fmt.Sprint(i)], seen)
+			}
+		}
+	})
+
+	t.Run("one-limit-for-all-subscriptions", func(t *testing.T) {
+		// Receive Maximum counts every QoS > 0 PUBLISH of the connection,
+		// whichever subscription (here a plain one and a shared one)
+		// it is sent for.
+		const rm = 3
+		const id = "rm-shared"
+		c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: id, ReceiveMaximum: rm})
+		c.subscribe(t, 0, rawSub{"rm/plain", 1})
+		c.subscribe(t, 0, rawSub{"$share/rmg/rm/shared", 1})
+		for i := range rm {
+			apub.Send(t, "rm.plain", true, fmt.Sprint("plain ", i))
+		}
+		for i := range rm {
+			apub.Send(t, "rm.shared", true, fmt.Sprint("shared ", i))
+		}
+		seen := map[string]int{}
+		var ids []uint16
+		for range rm {
+			p := c.nextPub(t, "message")
+			seen[p.Payload]++
+			ids = append(ids, p.ID)
+		}
+		c.ping(t)
+		// ferrymq's queue of the shared group, named after group and filter.
+		waiting := qw.ready(t, sessionQueue(id)) + qw.ready(t, "mqtt-shared-rmg-rm.shared")
+		if k := len(c.pubs); k > 0 || waiting != rm {
+			t.Errorf("Receive Maximum %d over two subscriptions: %d more PUBLISH in flight, %d messages queued; want 0 and %d [MQTT-3.3.4-9]", rm, k, waiting, rm)
+		}
+		for _, pid := range ids {
+			c.ack(t, 0x40, pid)
+		}
+		for len(seen) < 2*rm {
+			p := c.nextPub(t, fmt.Sprintf("message %d of %d", len(seen)+1, 2*rm))
+			seen[p.Payload]++
+			c.ack(t, 0x40, p.ID)
+		}
+		for p, k := range seen {
+			if k != 1 {
+				t.Errorf("%q received %d times", p, k)
+			}
+		}
+	})
+}
 
 // TestServerReceiveMaximum: a client may have as many QoS 1 publishes
 // unacknowledged as the Receive Maximum the server announced

@@ -18,11 +18,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
-// mqttWait bounds each wait for one thing the broker should do: a CONNACK,
-// SUBACK, PUBACK, a delivery, a closed socket.
-const mqttWait = 10 * time.Second
+// mqttWait bounds each wait for one thing the broker should do, as for
+// mqtttest's clients.
+const mqttWait = mqtttest.Wait
 
 // MQTT control packet types (section 2.1.2).
 const (

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 	"github.com/ferrymq/ferrymq/persistence"
 )
 
@@ -67,15 +68,22 @@ func startTestBroker(t testing.TB, o testBrokerOpts) *testBroker {
 	return &testBroker{Core: br, MQTT: s, MQTTAddr: addr, URL: "amqp://guest:guest@" + ln.Addr().String() + "/"}
 }
 
-// amqpChannel opens an AMQP channel to b, closed when the test ends.
-func (b *testBroker) amqpChannel(t testing.TB) *amqp091.Channel {
+// amqpConn dials b's AMQP listener; the connection is closed when the
+// test ends.
+func (b *testBroker) amqpConn(t testing.TB) *amqp091.Connection {
 	t.Helper()
-	conn, err := amqp091.DialConfig(b.URL, amqp091.Config{Dial: amqp091.DefaultDial(mqttWait)})
+	conn, err := amqp091.DialConfig(b.URL, amqp091.Config{Dial: amqp091.DefaultDial(mqtttest.Wait)})
 	if err != nil {
 		t.Fatalf("dial %s: %v", b.URL, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
+	return conn
+}
+
+// amqpChannel opens an AMQP channel to b.
+func (b *testBroker) amqpChannel(t testing.TB) *amqp091.Channel {
+	t.Helper()
+	ch, err := b.amqpConn(t).Channel()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,15 @@ func WaitFor[T any](t testing.TB, ch <-chan T, d time.Duration, what string) T {
 	return zero
 }
 
+// VersionName names MQTT protocol level v (4: 3.1.1, 5) in test and
+// client names.
+func VersionName(v int) string {
+	if v == 5 {
+		return "mqtt5"
+	}
+	return "mqtt311"
+}
+
 // Ctx is a context that ends after Wait or with the test.
 func Ctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)

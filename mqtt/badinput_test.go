@@ -1,4 +1,4 @@
-package interop_test
+package mqtt
 
 // Bad input on a raw TCP socket: the broker closes the connection, after a
 // DISCONNECT with the right reason code if it sends one (MQTT 5, section
@@ -35,7 +35,7 @@ func subscribeRaw(v byte, first byte, payload []byte) []byte {
 	return mqttPkt(first, []byte{0, 1}, payload)
 }
 
-func TestMQTTBadInput(t *testing.T) {
+func TestBadInput(t *testing.T) {
 	const (
 		malformed  = 0x81
 		protocol   = 0x82
@@ -43,7 +43,7 @@ func TestMQTTBadInput(t *testing.T) {
 		tooLarge   = 0x95
 		notChecked = -1
 	)
-	b := StartBroker(t)
+	b := startTestBroker(t, testBrokerOpts{})
 	// A client that stays connected throughout and must keep working.
 	control := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "bad-input-control"})
 	control.SubscribeAt(t, 1, "bad/control")
@@ -106,7 +106,7 @@ func TestMQTTBadInput(t *testing.T) {
 	round := 0
 	for _, tc := range cases {
 		for _, v := range tc.versions {
-			t.Run(versionName(int(v))+"-"+tc.name, func(t *testing.T) {
+			t.Run(mqtttest.VersionName(int(v))+"-"+tc.name, func(t *testing.T) {
 				if tc.code == tooLarge && maxPacket == 0 {
 					t.Fatal("the broker announced no Maximum Packet Size [MQTT-3.2.2-15]")
 				}
@@ -126,9 +126,7 @@ func TestMQTTBadInput(t *testing.T) {
 					t.Errorf("DISCONNECT %#x sent to an MQTT 3.1.1 client, which has no server DISCONNECT", code)
 				}
 				// The broker still serves: the control client and a new one.
-				if !b.running() {
-					t.Fatalf("broker exited")
-				}
+				// (A crash would end this test binary.)
 				round++
 				payload := "still here " + string(rune('A'+round%26))
 				control.Send(t, "bad/control", 1, payload)

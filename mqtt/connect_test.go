@@ -1,0 +1,268 @@
+package mqtt
+
+// Connections: keepalive, session takeover and the CONNACK, each asserted
+// as the MQTT 3.1.1 and 5.0 standards word it (statement ids are 5.0's
+// unless marked 3.1.1).
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
+)
+
+// TestKeepalive: a client that connects with Keep Alive 1 s and then
+// sends nothing is disconnected "as if the network had failed" once one
+// and a half times the Keep Alive has passed ([MQTT-3.1.2-24], in both
+// versions' lists; 5.0 section 3.1.2.10), and its will is then published
+// [MQTT-3.1.2-8].
+func TestKeepalive(t *testing.T) {
+	const keepalive = 1 // seconds
+	const slack = time.Second
+	b := startTestBroker(t, testBrokerOpts{})
+	watcher := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ka-watcher"})
+	watcher.SubscribeAt(t, 1, "ka/#")
+	for _, v := range []byte{4, 5} {
+		t.Run(mqtttest.VersionName(int(v)), func(t *testing.T) {
+			topic := "ka/" + mqtttest.VersionName(int(v)) + "/gone"
+			c := dialRaw(t, b.MQTTAddr, rawOpts{
+				Version: v, ClientID: "ka-" + mqtttest.VersionName(int(v)), KeepAlive: keepalive,
+				Will: &rawWill{Topic: topic, Payload: "bye", QoS: 1},
+			})
+			ka := time.Duration(keepalive) * time.Second
+			if sk, ok := c.Props.get(propServerKeepAlive); ok {
+				// The client must use the server's value [MQTT-3.2.2-21].
+				if sk == 0 {
+					t.Fatal("CONNACK Server Keep Alive 0: no keepalive to test")
+				}
+				ka = time.Duration(sk) * time.Second
+			}
+			code := c.waitClosed(t, mqtttest.Wait)
+			silent, sinceConnack := c.closedAt.Sub(c.ConnectSent), c.closedAt.Sub(c.ConnackAt)
+			t.Logf("closed %v after the CONNECT, %v after the CONNACK", silent, sinceConnack)
+			if limit := ka*3/2 + slack; sinceConnack > limit {
+				t.Errorf("closed %v after the CONNACK, want within 1.5 x Keep Alive (%v) + %v", sinceConnack, ka*3/2, slack)
+			}
+			// A client silent for less than its Keep Alive keeps to
+			// (3.1.1) [MQTT-3.1.2-23] / [MQTT-3.1.2-22]: closing it is too
+			// early. (mochi closes at Keep Alive + Keep Alive/2 in whole
+			// seconds, which is exactly 1 s here.)
+			if silent < ka {
+				t.Errorf("closed %v after the CONNECT, before the Keep Alive (%v) had passed", silent, ka)
+			}
+			switch {
+			case v == 4 && code >= 0:
+				t.Errorf("DISCONNECT %#x sent to an MQTT 3.1.1 client (3.1.1 has no server DISCONNECT, section 3.14)", code)
+			case v == 5 && code >= 0 && code != 0x8D:
+				t.Errorf("DISCONNECT reason %#x, want 0x8D Keep Alive timeout if any (Table 3.10)", code)
+			}
+			if m := watcher.Next(t, "the will of the silent client"); m.Topic != topic || string(m.Payload) != "bye" {
+				t.Errorf("watcher got %q %q, want the will %q \"bye\"", m.Topic, m.Payload, topic)
+			}
+		})
+	}
+}
+
+// TestSessionTakeover: a second connection with the same client id
+// takes the session over. The first is disconnected ([MQTT-3.1.4-3]:
+// DISCONNECT 0x8E Session taken over; 3.1.1 [MQTT-3.1.4-2]: closed, and
+// 3.1.1 has no server DISCONNECT). The QoS 1 messages the first had not
+// acknowledged are sent again to the second with DUP set [MQTT-3.3.1-1]
+// and their original packet identifiers [MQTT-4.4.0-1], in order
+// [MQTT-4.6.0-5]; the acknowledged one is not, and nothing is lost.
+func TestSessionTakeover(t *testing.T) {
+	const unacked = 4
+	b := startTestBroker(t, testBrokerOpts{Durable: true})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "to-pub"})
+	for _, v := range []byte{4, 5} {
+		t.Run(mqtttest.VersionName(int(v)), func(t *testing.T) {
+			id := "to-" + mqtttest.VersionName(int(v))
+			topic := "to/" + mqtttest.VersionName(int(v))
+			first := rawOpts{Version: v, ClientID: id}
+			if v == 5 {
+				first.SessionExpiry = 300
+			} else {
+				first.Resume = true // Clean Session 0: a persistent session
+			}
+			a := dialRaw(t, b.MQTTAddr, first)
+			if codes := a.subscribe(t, 0, rawSub{topic, 1}); !slices.Equal(codes, []byte{1}) {
+				t.Fatalf("SUBACK %v, want [1]", codes)
+			}
+			// One message acknowledged (the PINGRESP shows the PUBACK was
+			// processed), so that the identifiers of the rest do not start at 1.
+			pub.Send(t, topic, 1, "acked")
+			m := a.nextPub(t, "the acknowledged message")
+			a.ack(t, 0x40, m.ID)
+			a.ping(t)
+			var sent []rawPublish
+			for i := range unacked {
+				pub.Send(t, topic, 1, fmt.Sprint(i))
+				m := a.nextPub(t, fmt.Sprintf("unacknowledged message %d", i))
+				if m.Payload != fmt.Sprint(i) || m.QoS != 1 || m.Dup {
+					t.Fatalf("first connection got %+v, want payload %d at QoS 1 without DUP", m, i)
+				}
+				sent = append(sent, m)
+			}
+
+			var next func(what string) (payload string, qos byte, dup bool, pid uint16)
+			var present bool
+			if v == 5 {
+				c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: true, SessionExpiry: 300})
+				present = c.Connack.SessionPresent
+				next = func(what string) (string, byte, bool, uint16) {
+					p := c.Next(t, what)
+					return string(p.Payload), p.QoS, p.Duplicate(), p.PacketID
+				}
+			} else {
+				c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
+				present = c.SessionPresent
+				next = func(what string) (string, byte, bool, uint16) {
+					m := c.Next(t, what)
+					return string(m.Payload()), m.Qos(), m.Duplicate(), m.MessageID()
+				}
+			}
+			code := a.waitClosed(t, mqtttest.Wait)
+			switch {
+			case v == 5 && code != 0x8E:
+				t.Errorf("first connection: DISCONNECT reason %d, want 0x8E Session taken over [MQTT-3.1.4-3] (-1: none)", code)
+			case v == 4 && code >= 0:
+				t.Errorf("first connection: DISCONNECT %#x sent to an MQTT 3.1.1 client (3.1.1 has no server DISCONNECT, section 3.14)", code)
+			}
+			if !present {
+				t.Errorf("CONNACK session present 0 on taking over a live session, want 1 [MQTT-3.2.2-3] / (3.1.1) [MQTT-3.2.2-2]")
+			}
+			for i, orig := range sent {
+				payload, qos, dup, pid := next(fmt.Sprintf("redelivery %d of %d", i+1, len(sent)))
+				if payload != orig.Payload || qos != 1 {
+					t.Fatalf("redelivery %d: payload %q QoS %d, want %q at QoS 1, in the original order", i, payload, qos, orig.Payload)
+				}
+				if !dup {
+					t.Errorf("redelivery of %q: DUP 0, want 1 [MQTT-3.3.1-1]", payload)
+				}
+				if pid != orig.ID {
+					t.Errorf("redelivery of %q: packet identifier %d, want the original %d [MQTT-4.4.0-1]", payload, pid, orig.ID)
+				}
+			}
+			pub.Send(t, topic, 1, "sentinel")
+			if payload, _, _, _ := next("sentinel"); payload != "sentinel" {
+				t.Errorf("after the redeliveries got %q, want the sentinel (the acknowledged message must not come again)", payload)
+			}
+		})
+	}
+}
+
+// TestConnack: Session Present is 0 for a clean start ([MQTT-3.2.2-2];
+// 3.1.1 [MQTT-3.2.2-1]) and on resuming a session that does not exist; it
+// is 1 on resuming one that does ([MQTT-3.2.2-3]; 3.1.1 [MQTT-3.2.2-2,
+// -3]), even with no subscriptions: the Session State includes "the
+// existence of a Session, even if the rest of the Session State is empty"
+// (section 4.1; 3.1.1 section 3.1.2.4). A clean start discards the old
+// session and its subscriptions ([MQTT-3.1.2-4]; 3.1.1 [MQTT-3.1.2-6]),
+// and a 3.1.1 clean session ends with its connection. An MQTT 5 CONNACK
+// announces the server's Maximum Packet Size.
+func TestConnack(t *testing.T) {
+	b := startTestBroker(t, testBrokerOpts{Durable: true})
+	qw := newQueueWatch(t, b)
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ca-pub"})
+	type step struct {
+		clean     bool
+		present   bool
+		subscribe bool // subscribe to <topic>/t
+		gone      bool // check that <topic>/t is no longer subscribed
+	}
+	cases := []struct {
+		v     int
+		steps []step
+	}{
+		// MQTT 5, always with Session Expiry 300 s.
+		{5, []step{
+			{clean: true, present: false},
+			{clean: false, present: true, subscribe: true}, // empty, but there
+			{clean: false, present: true},
+			{clean: true, present: false, gone: true},
+			{clean: false, present: true}, // the new, empty, session
+		}},
+		{4, []step{
+			{clean: false, present: false}, // no session yet
+			{clean: false, present: true, subscribe: true},
+			{clean: false, present: true},
+			{clean: true, present: false, gone: true},
+			{clean: false, present: false}, // the clean session ended with its connection
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(mqtttest.VersionName(tc.v), func(t *testing.T) {
+			id := "ca-" + mqtttest.VersionName(tc.v)
+			topic := "ca/" + mqtttest.VersionName(tc.v)
+			for i, st := range tc.steps {
+				var present bool
+				var ep mqtttest.Endpoint
+				var disconnect func()
+				var sync func()
+				if tc.v == 5 {
+					c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: !st.clean, SessionExpiry: 300})
+					present, ep = c.Connack.SessionPresent, c
+					disconnect = func() { c.Disconnect(&paho.Disconnect{ReasonCode: 0}) }
+					sync = func() { barrier(t, c) }
+					if i == 0 {
+						if p := c.Connack.Properties; p == nil || p.MaximumPacketSize == nil || *p.MaximumPacketSize == 0 {
+							t.Errorf("CONNACK announces no Maximum Packet Size (properties %+v)", p)
+						} else {
+							t.Logf("CONNACK Maximum Packet Size %d", *p.MaximumPacketSize)
+						}
+					}
+				} else {
+					c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: !st.clean})
+					present, ep = c.SessionPresent, c
+					disconnect = func() { c.Disconnect(250) }
+					sync = func() {}
+				}
+				if present != st.present {
+					t.Errorf("step %d (clean %v): CONNACK session present %v, want %v", i, st.clean, present, st.present)
+				}
+				if st.subscribe {
+					ep.SubscribeAt(t, 1, topic+"/t")
+				}
+				if st.gone {
+					ep.SubscribeAt(t, 1, topic+"/s")
+					sync()
+					pub.Send(t, topic+"/t", 1, "for the old subscription")
+					pub.Send(t, topic+"/s", 1, "sentinel")
+					if got := mqtttest.UntilMsg(t, ep, "sentinel"); len(got) > 0 {
+						t.Errorf("step %d: after a clean start the old subscription still delivers %v", i, got)
+					}
+				}
+				disconnect()
+				if tc.v == 4 && st.clean {
+					// The next CONNECT must come after the broker has
+					// ended this session, whose queue then goes.
+					qw.waitGone(t, sessionQueue(id), "end of the clean session")
+				}
+			}
+		})
+	}
+
+	t.Run("mqtt311-takeover-of-a-clean-session", func(t *testing.T) {
+		// A clean session "lasts as long as the Network Connection. State
+		// data associated with this Session MUST NOT be reused in any
+		// subsequent Session" (3.1.1 [MQTT-3.1.2-6]), a session that takes
+		// over its live connection included.
+		const id = "ca-takeover"
+		a := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id})
+		a.SubscribeAt(t, 1, "ca/tk/t")
+		c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
+		if c.SessionPresent {
+			t.Errorf("CONNACK session present 1 on taking over a clean session, want 0 (3.1.1 [MQTT-3.2.2-3])")
+		}
+		c.SubscribeAt(t, 1, "ca/tk/s")
+		pub.Send(t, "ca/tk/t", 1, "for the clean session's subscription")
+		pub.Send(t, "ca/tk/s", 1, "sentinel")
+		if got := mqtttest.UntilMsg(t, c, "sentinel"); len(got) > 0 {
+			t.Errorf("the clean session's subscription was carried over: got %v (3.1.1 [MQTT-3.1.2-6])", got)
+		}
+	})
+}
