@@ -37,17 +37,17 @@ func (s *sink) Deliver(d core.Delivery) bool {
 	}
 	o := &ch.c.out
 	o.mu.Lock()
-	if o.closed || len(o.buf) >= highWater {
+	if o.closed || o.box.Full() {
 		if !o.closed {
-			o.blocked = append(o.blocked, d.Consumer)
+			o.box.Refuse(d.Consumer)
 		}
 		o.mu.Unlock()
 		ch.mu.Unlock()
 		return false
 	}
 	ch.nextTag++
-	n := len(o.buf)
-	o.buf = wire.AppendDeliver(o.buf, ch.id, s.tag, ch.nextTag, d.Redelivered,
+	n := len(o.box.Buf)
+	o.box.Buf = wire.AppendDeliver(o.box.Buf, ch.id, s.tag, ch.nextTag, d.Redelivered,
 		d.Msg.Exchange, d.Msg.RoutingKey, &d.Msg.Properties, d.Msg.Body, o.frameMax)
 	o.signalLocked(n)
 	o.mu.Unlock()

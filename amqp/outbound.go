@@ -9,29 +9,20 @@ import (
 	"github.com/ferrymq/ferrymq/core"
 )
 
-// Outbound buffer limits. Past highWater, deliveries are refused (the queue
-// keeps them and waits for Consumer.Resume) and the reader stops reading
-// until the writer has drained the buffer, so a client that does not read
-// costs at most about highWater plus one batch of replies.
-const (
-	highWater = 1 << 20
-	// maxSpare is the largest buffer kept for reuse after a write; a burst
-	// of big messages should not pin its memory forever.
-	maxSpare = 4 << 20
-)
-
-// outbound is a connection's write side: a buffer that any goroutine
-// appends frames to under mu, and a writer goroutine that swaps it out and
-// writes it to the socket without holding mu.
+// outbound is a connection's write side: a core.Outbox that any goroutine
+// appends frames to under mu, and a writer goroutine that takes its buffer
+// and writes it to the socket without holding mu. Past the Outbox's
+// high-water mark, deliveries are refused (the queue keeps them until the
+// writer has emptied the buffer and resumes the consumers) and the reader
+// stops reading, so a client that does not read costs at most about the
+// mark plus one batch of replies.
 type outbound struct {
 	nc       net.Conn
 	frameMax uint32 // set once before writeLoop starts
 
 	mu      sync.Mutex
-	buf     []byte
-	spare   []byte
-	closed  bool             // no more writes: the connection is ending or the socket failed
-	blocked []*core.Consumer // consumers refused for lack of room, resumed after a write
+	box     core.Outbox
+	closed  bool // no more writes: the connection is ending or the socket failed
 	drained *sync.Cond
 	// wrote is set by the writer after each write, for the heartbeat
 	// ticker: a heartbeat is only needed when nothing else went out.
@@ -50,8 +41,8 @@ func (o *outbound) init(nc net.Conn) {
 	o.stopped = make(chan struct{})
 }
 
-// appendLocked is called with mu held after appending to buf, with the
-// length before; it wakes the writer when the buffer was empty.
+// signalLocked is called with mu held after appending to the buffer, with
+// the length before; it wakes the writer when the buffer was empty.
 func (o *outbound) signalLocked(before int) {
 	if before == 0 {
 		select {
@@ -65,8 +56,8 @@ func (o *outbound) signalLocked(before int) {
 func (o *outbound) writeMethod(channel uint16, m wire.Method) {
 	o.mu.Lock()
 	if !o.closed {
-		n := len(o.buf)
-		o.buf = wire.AppendMethodFrame(o.buf, channel, m)
+		n := len(o.box.Buf)
+		o.box.Buf = wire.AppendMethodFrame(o.box.Buf, channel, m)
 		o.signalLocked(n)
 	}
 	o.mu.Unlock()
@@ -76,20 +67,21 @@ func (o *outbound) writeMethod(channel uint16, m wire.Method) {
 func (o *outbound) writeContent(channel uint16, m wire.Method, msg *core.Message) {
 	o.mu.Lock()
 	if !o.closed {
-		n := len(o.buf)
-		o.buf = wire.AppendMethodFrame(o.buf, channel, m)
-		o.buf = wire.AppendContentHeaderFrame(o.buf, channel, wire.ClassBasic, uint64(len(msg.Body)), &msg.Properties)
-		o.buf = wire.AppendBodyFrames(o.buf, channel, msg.Body, o.frameMax)
+		b := &o.box.Buf
+		n := len(*b)
+		*b = wire.AppendMethodFrame(*b, channel, m)
+		*b = wire.AppendContentHeaderFrame(*b, channel, wire.ClassBasic, uint64(len(msg.Body)), &msg.Properties)
+		*b = wire.AppendBodyFrames(*b, channel, msg.Body, o.frameMax)
 		o.signalLocked(n)
 	}
 	o.mu.Unlock()
 }
 
-// waitDrained blocks the reader while the buffer is over highWater, so a
-// peer that publishes but does not read cannot grow it without bound.
+// waitDrained blocks the reader while the buffer is full, so a peer that
+// publishes but does not read cannot grow it without bound.
 func (o *outbound) waitDrained() {
 	o.mu.Lock()
-	for len(o.buf) > highWater && !o.closed {
+	for o.box.Full() && !o.closed {
 		o.drained.Wait()
 	}
 	o.mu.Unlock()
@@ -122,8 +114,8 @@ func (o *outbound) writeLoop(heartbeat time.Duration) {
 		case <-o.kick:
 		case <-tick:
 			o.mu.Lock()
-			if !o.wrote && len(o.buf) == 0 {
-				o.buf = wire.AppendHeartbeat(o.buf)
+			if !o.wrote && len(o.box.Buf) == 0 {
+				o.box.Buf = wire.AppendHeartbeat(o.box.Buf)
 			}
 			o.wrote = false
 			o.mu.Unlock()
@@ -142,18 +134,15 @@ func (o *outbound) writeLoop(heartbeat time.Duration) {
 func (o *outbound) flush() error {
 	for {
 		o.mu.Lock()
-		buf := o.buf
-		if len(buf) == 0 || o.closed {
-			resume := o.blocked
-			o.blocked = nil
+		if len(o.box.Buf) == 0 || o.closed {
+			resume := o.box.TakeRefused()
 			o.mu.Unlock()
 			for _, c := range resume {
 				c.Resume()
 			}
 			return nil
 		}
-		o.buf = o.spare[:0]
-		o.spare = nil
+		buf := o.box.Take()
 		o.mu.Unlock()
 
 		o.nc.SetWriteDeadline(time.Now().Add(sendTimeout))
@@ -161,9 +150,7 @@ func (o *outbound) flush() error {
 
 		o.mu.Lock()
 		o.wrote = true
-		if cap(buf) <= maxSpare {
-			o.spare = buf[:0]
-		}
+		o.box.Written(buf)
 		o.drained.Broadcast()
 		o.mu.Unlock()
 		if err != nil {
@@ -178,8 +165,7 @@ func (o *outbound) flush() error {
 func (o *outbound) close(err error) {
 	o.mu.Lock()
 	o.closed = true
-	o.buf = nil
-	o.blocked = nil
+	o.box.Reset()
 	o.drained.Broadcast()
 	o.mu.Unlock()
 	if err != nil {
