@@ -48,7 +48,7 @@ type client struct {
 	parkable bool              // the poller can watch it while idle
 	aliases  map[uint16]string // inbound topic aliases
 
-	wmu sync.Mutex // one writer at a time on conn
+	turn writeTurn // one writer at a time on conn
 
 	lastRead atomic.Int64 // unix nanoseconds
 	timer    *time.Timer  // CONNECT timeout, then Keep Alive
@@ -249,13 +249,13 @@ func (c *client) writePacket(pk *packets.Packet) error {
 // write writes whole packets; writers take turns, so packets never
 // interleave.
 func (c *client) write(b []byte, timeout time.Duration) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(b, timeout)
+	c.turn.take()
+	defer c.turn.release()
+	return c.writeInTurn(b, timeout)
 }
 
-// writeLocked writes with wmu held.
-func (c *client) writeLocked(b []byte, timeout time.Duration) error {
+// writeInTurn writes b by a goroutine that holds the write turn.
+func (c *client) writeInTurn(b []byte, timeout time.Duration) error {
 	if c.closing.Load() {
 		timeout = min(timeout, finishTimeout)
 	}
@@ -266,10 +266,11 @@ func (c *client) writeLocked(b []byte, timeout time.Duration) error {
 
 // tryWrite writes what the socket takes of b at once, without waiting for
 // it or for another writer; it returns how much that was. After a part of
-// b (0 < n < len(b)) it returns still holding wmu: nothing else may be
-// written before the rest, which the caller must write and then unlock.
+// b (0 < n < len(b)) the caller holds the write turn: nothing else may be
+// written before the rest, which it (or the goroutine it passes the turn
+// to) writes with writeInTurn before it releases the turn.
 func (c *client) tryWrite(b []byte) int {
-	if c.raw == nil || !c.wmu.TryLock() {
+	if c.raw == nil || !c.turn.tryTake() {
 		return 0
 	}
 	// A deadline passed since the last write would fail the raw write
@@ -277,7 +278,7 @@ func (c *client) tryWrite(b []byte) int {
 	c.conn.SetWriteDeadline(time.Time{})
 	n := writeNow(c.raw, b)
 	if n == 0 || n == len(b) {
-		c.wmu.Unlock()
+		c.turn.release()
 	}
 	return n
 }

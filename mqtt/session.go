@@ -12,12 +12,8 @@ import (
 	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
-// Output limits, as in the AMQP connection: past highWater deliveries are
-// refused (the queue keeps them until Resume).
-const (
-	highWater    = 1 << 20
-	writeTimeout = 15 * time.Second
-)
+// writeTimeout bounds one write to a client that does not read.
+const writeTimeout = 15 * time.Second
 
 // Binding arguments that carry a subscription's options, so that a
 // persistent session is rebuilt from its queues' bindings after a restart.
@@ -107,10 +103,10 @@ type session struct {
 	acks    *core.SyncQueue[pendingAck] // PUBACK/PUBREC, in order, after the store
 	unacked int                         // inbound QoS > 0 publishes not yet acknowledged
 	drained sync.Cond                   // on mu: an acknowledgement went out
-	out     []byte
-	spare   []byte
+	// out is the output for the writer, as in an AMQP connection, and the
+	// consumers refused for lack of room or of receive maximum.
+	out     core.Outbox
 	enc     bytes.Buffer
-	blocked []*core.Consumer
 	settles []settleReq
 	// writing is set while a writeLoop goroutine runs. It starts when
 	// there is something to write and ends when there is not: an idle
@@ -152,26 +148,27 @@ func (s *session) signalLocked(before int) {
 	if before != 0 || s.writing || s.closed || !s.connacked {
 		return
 	}
-	if len(s.out) > 0 && len(s.settles) == 0 && len(s.blocked) == 0 {
+	if len(s.out.Buf) > 0 && len(s.settles) == 0 && !s.out.HasRefused() {
 		now := nanotime()
 		if now-s.lastWrite > int64(directGap) {
 			s.lastWrite = now
-			n := s.cl.tryWrite(s.out)
-			if n == len(s.out) {
-				s.out = s.out[:0]
+			n := s.cl.tryWrite(s.out.Buf)
+			if n == len(s.out.Buf) {
+				s.out.Buf = s.out.Buf[:0]
 				return
 			}
-			s.out = s.out[:copy(s.out, s.out[n:])]
 			if n > 0 {
-				// tryWrite kept the client's write lock for the rest.
+				// Part of a packet is out: the write turn tryWrite
+				// took goes with the rest to the writer, so that
+				// nothing else goes out in between.
 				s.writing = true
-				go s.writeLoop(true)
+				go s.writeLoop(s.out.Take(), n)
 				return
 			}
 		}
 	}
 	s.writing = true
-	go s.writeLoop(false)
+	go s.writeLoop(nil, 0)
 }
 
 // appendLocked encodes pk into the output buffer.
@@ -197,8 +194,8 @@ func (s *session) appendLocked(pk *packets.Packet) error {
 	if s.maxPacket > 0 && uint32(s.enc.Len()) > s.maxPacket {
 		return packets.ErrPacketTooLarge
 	}
-	n := len(s.out)
-	s.out = append(s.out, s.enc.Bytes()...)
+	n := len(s.out.Buf)
+	s.out.Buf = append(s.out.Buf, s.enc.Bytes()...)
 	s.signalLocked(n)
 	return nil
 }
@@ -209,7 +206,7 @@ func (s *session) established() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.connacked = true
-	if len(s.out) > 0 || len(s.settles) > 0 {
+	if len(s.out.Buf) > 0 || len(s.settles) > 0 {
 		s.signalLocked(0)
 	}
 }
@@ -218,33 +215,32 @@ func (s *session) established() {
 // to settle and resumes consumers refused for lack of room, until there is
 // nothing left to do. Writes take turns with the client's own (CONNACK,
 // SUBACK, PINGRESP), so packets never interleave.
-func (s *session) writeLoop(locked bool) {
-	// locked: the client's write lock is held for the rest of a packet
-	// the direct path could write only part of; it goes first.
-	defer func() {
-		if locked {
-			s.cl.wmu.Unlock()
-		}
-	}()
+//
+// partial, if not nil, is a buffer the direct path wrote the first done
+// bytes of, and passed on the write turn with: the rest goes first.
+func (s *session) writeLoop(partial []byte, done int) {
+	buf := partial
 	for {
-		s.mu.Lock()
-		if s.closed || (len(s.out) == 0 && len(s.settles) == 0) {
-			s.writing = false
+		var settles []settleReq
+		if partial == nil {
+			s.mu.Lock()
+			if s.closed || (len(s.out.Buf) == 0 && len(s.settles) == 0) {
+				s.writing = false
+				s.mu.Unlock()
+				return
+			}
+			buf = s.out.Take()
+			s.lastWrite = nanotime()
+			settles = s.settles
+			s.settles = nil
 			s.mu.Unlock()
-			return
 		}
-		buf := s.out
-		s.out, s.spare = s.spare[:0], nil
-		s.lastWrite = nanotime()
-		settles := s.settles
-		s.settles = nil
-		s.mu.Unlock()
 		if len(buf) > 0 {
 			var err error
-			if locked {
-				err = s.cl.writeLocked(buf, writeTimeout)
-				s.cl.wmu.Unlock()
-				locked = false
+			if partial != nil {
+				err = s.cl.writeInTurn(buf[done:], writeTimeout)
+				s.cl.turn.release()
+				partial = nil
 			} else {
 				err = s.cl.write(buf, writeTimeout)
 			}
@@ -257,11 +253,8 @@ func (s *session) writeLoop(locked bool) {
 			}
 		}
 		s.mu.Lock()
-		if cap(buf) <= 4*highWater {
-			s.spare = buf[:0]
-		}
-		resume := s.blocked
-		s.blocked = nil
+		s.out.Written(buf)
+		resume := s.out.TakeRefused()
 		s.mu.Unlock()
 		for _, r := range settles {
 			r.q.Settle(r.c, []uint64{r.seq}, core.Ack)
@@ -290,14 +283,14 @@ func (k *sink) Deliver(d core.Delivery) bool {
 	if s.closed {
 		return false
 	}
-	if len(s.out) >= highWater {
-		s.blocked = append(s.blocked, d.Consumer)
+	if s.out.Full() {
+		s.out.Refuse(d.Consumer)
 		return false
 	}
 	// Receive maximum is per connection, across all its queues, and a QoS
 	// 2 delivery holds its place until PUBCOMP [MQTT-3.3.4-9].
 	if k.acks && len(s.flight)+len(s.st.pubrel) >= int(s.prefetch) {
-		s.blocked = append(s.blocked, d.Consumer)
+		s.out.Refuse(d.Consumer)
 		return false
 	}
 	m := d.Msg
@@ -351,7 +344,7 @@ func (k *sink) Deliver(d core.Delivery) bool {
 			id = s.allocID()
 		}
 		if id == 0 {
-			s.blocked = append(s.blocked, d.Consumer)
+			s.out.Refuse(d.Consumer)
 			return false
 		}
 		pk.PacketID = id

@@ -175,7 +175,7 @@ func (s *session) acked(pk *packets.Packet) {
 			s.st.pubrel[id] = struct{}{}
 			s.writeRelLocked(id, 0)
 		} else {
-			resume, s.blocked = s.blocked, nil
+			resume = s.out.TakeRefused()
 		}
 		s.mu.Unlock()
 		if f.q != nil {
@@ -187,8 +187,7 @@ func (s *session) acked(pk *packets.Packet) {
 		return
 	case packets.Pubcomp:
 		delete(s.st.pubrel, id)
-		resume := s.blocked
-		s.blocked = nil
+		resume := s.out.TakeRefused()
 		s.mu.Unlock()
 		for _, c := range resume {
 			c.Resume()
