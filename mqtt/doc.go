@@ -8,4 +8,27 @@
 // A connection idle for a moment gives up its goroutine and read buffer
 // and waits in an epoll set (Linux), so a fleet of mostly quiet devices
 // costs a few kilobytes per connection.
+//
+// # Locks
+//
+// Four locks per connection, in this order (a goroutine holding one may
+// take only those after it):
+//
+//  1. the locks core calls in with: a queue's lock (sink.Deliver) and the
+//     session's acknowledgement queue (core.SyncQueue, session.releaseAcks);
+//  2. session.mu: subscriptions, in-flight deliveries and the output
+//     buffer (a core.Outbox); session.drained waits on it;
+//  3. client.turn's own lock, held only while the write turn changes hands;
+//  4. client.mu: the close cause, the will and the session pointer
+//     (a failed store closes a 3.1.1 client from releaseAcks, under 1).
+//
+// The write turn (writeTurn) is not a lock but a token, held across a
+// socket write so that packets never interleave. Its holder takes no lock
+// (the WebSocket connection's, inside Write, aside), and under session.mu,
+// and so under a queue's lock, the turn is only ever tried, never waited
+// for: a client that does not read stalls its writers, never core. A
+// direct write that got only part of a packet out passes the turn to the
+// writer goroutine with the rest (session.signalLocked), which releases it.
+// The server's own locks (Server.mu, the retained index, the poller) are
+// leaves: nothing else is taken while one is held.
 package mqtt
