@@ -425,3 +425,18 @@ func findDescendant(pid int, comm string) int {
 	}
 	return 0
 }
+
+// startBroker starts one of the brokers --brokers names, with its data,
+// configs and logs in dir, for up to conns connections (0: --conns, which
+// the brokers' defaults allow).
+func (o *orchestration) startBroker(ctx context.Context, name, dir string, conns int) (*brokerProc, error) {
+	switch name {
+	case "ferrymq":
+		return startFerrymq(ctx, o.ferrymqBin, dir)
+	case "rabbitmq":
+		return startRabbitMQ(ctx, o.benchDir, dir, conns+fdMargin)
+	case "mosquitto":
+		return startMosquitto(ctx, o.benchDir, dir)
+	}
+	return nil, fmt.Errorf("unknown broker %q in --brokers", name)
+}
