@@ -12,7 +12,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	pahomqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ferrymq/ferrymq/core"
@@ -41,20 +44,66 @@ func netDial(ctx context.Context, l *link) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", host)
 }
 
-// mqtt5Upstream is an MQTT 5 upstream through paho.golang. paho's
-// Publish waits for the PUBACK, so publishes go one at a time from one
-// goroutine: order is kept at the cost of a round trip per message.
+// mqtt5Upstream is an MQTT 5 upstream through paho.golang. Publishes are
+// pipelined: one goroutine writes them in order with paho's asynchronous
+// send, up to the upstream's Receive Maximum in flight (paho's session
+// state blocks beyond it), and another reports each acknowledgement in
+// the same order (see ackSession).
 type mqtt5Upstream struct {
 	c     *paho.Client
+	sess  *state.State
 	node  string
 	gone  chan struct{}
 	once  sync.Once
 	cause error // why the connection was lost; set once, before gone closes
 	// deliver takes inbound messages; a resumed session may send some
 	// before SUBSCRIBE, so it is known from the start. nil: no inbound.
-	deliver func(string, *core.Message, func())
-	queue   chan publishReq
-	stop    chan struct{}
+	deliver  func(string, *core.Message, func())
+	queue    chan publishReq
+	inflight chan inflightPub
+	stop     chan struct{}
+}
+
+// inflightPub is a publish handed to paho's session: resp receives its
+// PUBACK, PUBCOMP or PUBREC (or a zero packet if the session dropped it).
+type inflightPub struct {
+	resp <-chan packets.ControlPacket
+	done func(error)
+}
+
+// ackSession is paho's session state with one addition: a QoS 1/2 publish
+// whose context carries a done callback (withDone) is queued on inflight
+// with its response channel, so an asynchronous publish still reports its
+// acknowledgement. paho's async send offers no status otherwise.
+type ackSession struct {
+	*state.State
+	inflight chan<- inflightPub
+}
+
+type doneKey struct{}
+
+func withDone(ctx context.Context, done func(error)) context.Context {
+	return context.WithValue(ctx, doneKey{}, done)
+}
+
+func (s ackSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	done, _ := ctx.Value(doneKey{}).(func(error))
+	if done == nil || p.Type() != packets.PUBLISH {
+		return s.State.AddToSession(ctx, p, resp)
+	}
+	ret := make(chan packets.ControlPacket, 1)
+	if err := s.State.AddToSession(ctx, p, ret); err != nil {
+		return err
+	}
+	// Called from the one publishing goroutine, so inflight keeps the
+	// order in which publishes were written.
+	select {
+	case s.inflight <- inflightPub{resp: ret, done: done}:
+	case <-ctx.Done():
+		// The link is going down: report it unconfirmed, to be sent again.
+		done(errLost)
+	}
+	return nil
 }
 
 type publishReq struct {
@@ -69,9 +118,14 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	if err != nil {
 		return nil, err
 	}
-	u := &mqtt5Upstream{node: node, deliver: deliver, gone: make(chan struct{}), queue: make(chan publishReq, l.Window), stop: make(chan struct{})}
+	u := &mqtt5Upstream{node: node, deliver: deliver, gone: make(chan struct{}), stop: make(chan struct{}),
+		queue: make(chan publishReq, l.Window), inflight: make(chan inflightPub, l.Window),
+		sess: state.NewInMemory()}
 	u.c = paho.NewClient(paho.ClientConfig{
-		Conn:                       conn,
+		Conn:    conn,
+		Session: ackSession{State: u.sess, inflight: u.inflight},
+		// A publish waits this long for a free Receive Maximum slot.
+		PacketTimeout:              30 * time.Second,
 		EnableManualAcknowledgment: true,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			pb := pr.Packet
@@ -102,13 +156,16 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	ca, err := u.c.Connect(ctx, cp)
 	if err != nil {
 		conn.Close()
+		u.sess.Close()
 		return nil, err
 	}
 	if ca.ReasonCode != 0 {
 		conn.Close()
+		u.sess.Close()
 		return nil, fmt.Errorf("bridge: upstream refused the connection: reason %#x", ca.ReasonCode)
 	}
 	go u.publishLoop()
+	go u.confirmLoop()
 	return u, nil
 }
 
@@ -131,22 +188,89 @@ func reasonString(p *paho.DisconnectProperties) string {
 	return p.ReasonString
 }
 
+// publishLoop writes the queued publishes in order without waiting for
+// their acknowledgements; paho blocks it while the upstream's Receive
+// Maximum is in flight, which is the link's backpressure.
 func (u *mqtt5Upstream) publishLoop() {
+	// Cancelled when the connection is lost, so a publish waiting for a
+	// free Receive Maximum slot gives up.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-u.gone:
+		case <-u.stop:
+		}
+		cancel()
+	}()
 	for {
 		select {
 		case <-u.stop:
 			return
 		case r := <-u.queue:
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, err := u.c.Publish(ctx, toMQTT5(r.topic, r.m, r.qos, u.node))
-			cancel()
-			if err != nil {
+			p := toMQTT5(r.topic, r.m, r.qos, u.node)
+			_, err := u.c.PublishWithOptions(withDone(ctx, r.done), p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+			switch {
+			case errors.Is(err, paho.ErrNetworkErrorAfterStored):
+				// Queued on inflight already: confirmLoop reports it.
+				u.lose(fmt.Errorf("publish: %w", err))
+			case err != nil:
 				u.lose(fmt.Errorf("publish: %w", err))
 				r.done(errLost)
-				continue
+			case r.qos == 0:
+				r.done(nil)
 			}
-			r.done(nil)
 		}
+	}
+}
+
+// confirmLoop reports each in-flight publish's outcome, in the order they
+// were written; once the connection is lost, every one still waiting is
+// reported lost (the forwarder sends it again on the next connection).
+func (u *mqtt5Upstream) confirmLoop() {
+	for {
+		var p inflightPub
+		select {
+		case <-u.stop:
+			return
+		case p = <-u.inflight:
+		}
+		var resp packets.ControlPacket
+		select {
+		case resp = <-p.resp:
+		case <-u.gone:
+			p.done(errLost)
+			continue
+		}
+		if err := pubackError(resp); err != nil {
+			u.lose(err)
+			p.done(errLost)
+			continue
+		}
+		p.done(nil)
+	}
+}
+
+// pubackError tells whether an acknowledgement confirms the publish: a
+// PUBACK or PUBCOMP below 0x80 does (0x10, no matching subscribers,
+// included); a PUBREC here means the QoS 2 flow ended in error; a zero
+// packet means the session dropped the publish.
+func pubackError(cp packets.ControlPacket) error {
+	switch c := cp.Content.(type) {
+	case *packets.Puback:
+		if c.ReasonCode >= 0x80 {
+			return fmt.Errorf("bridge: upstream refused a publish: PUBACK %#x %s", c.ReasonCode, c.Reason())
+		}
+		return nil
+	case *packets.Pubcomp:
+		if c.ReasonCode >= 0x80 {
+			return fmt.Errorf("bridge: upstream refused a publish: PUBCOMP %#x", c.ReasonCode)
+		}
+		return nil
+	case *packets.Pubrec:
+		return fmt.Errorf("bridge: upstream refused a publish: PUBREC %#x %s", c.ReasonCode, c.Reason())
+	default:
+		return errors.New("bridge: publish dropped from the session before its acknowledgement")
 	}
 }
 
@@ -184,11 +308,14 @@ func (u *mqtt5Upstream) close() {
 	close(u.stop)
 	u.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	u.lose(errClosed)
-	// Whatever is still queued was never sent.
+	u.sess.Close()
+	// Whatever is still queued or in flight was never confirmed.
 	for {
 		select {
 		case r := <-u.queue:
 			r.done(errLost)
+		case p := <-u.inflight:
+			p.done(errLost)
 		default:
 			return
 		}

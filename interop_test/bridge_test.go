@@ -128,34 +128,44 @@ func TestBridgeForwardsToFerrymq(t *testing.T) {
 }
 
 // TestBridgeOutageStoreAndForward is the outage test against
-// another ferrymq: the upstream is down while 10,000 QoS 1 messages are
-// published locally, the local broker itself restarts meanwhile, and when
-// the upstream is back every message arrives, in order.
+// another ferrymq, for each upstream kind: the upstream is down while
+// 10,000 QoS 1 messages are published locally, the local broker itself
+// restarts meanwhile, and when the upstream is back every message arrives,
+// in order (the MQTT links pipeline their publishes, so this also checks
+// that a window of unconfirmed publishes is resent in order).
 func TestBridgeOutageStoreAndForward(t *testing.T) {
 	const n = 10_000
-	upAddr := freePort(t)
-	up := StartBroker(t, "--node-name", "up", "--amqp-listen", upAddr)
-	ch := upstreamQueue(t, up, "landing", "sensors.#")
-	upDir := up.DataDir
-	if err := up.Stop(t); err != nil {
-		t.Fatal(err)
+	for _, scheme := range []string{"amqp", "mqtt", "mqtt3"} {
+		t.Run(scheme, func(t *testing.T) {
+			upAddr := freePort(t)
+			listen := "--amqp-listen"
+			if scheme != "amqp" {
+				listen = "--mqtt-listen"
+			}
+			up := StartBroker(t, "--node-name", "up", listen, upAddr)
+			ch := upstreamQueue(t, up, "landing", "sensors.#")
+			upDir := up.DataDir
+			if err := up.Stop(t); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"--node-name", "edge", "--bridge-url", scheme + "://guest:guest@" + upAddr + "/", "--bridge-topic", "sensors/#"}
+			edge := StartBroker(t, args...)
+			start := time.Now()
+			publishMQTTQoS1(t, edge, "sensors/outage", n)
+			t.Logf("published %d QoS 1 messages locally while the upstream was down in %v", n, time.Since(start))
+			_, ech := dialBroker(t, edge)
+			if q, err := ech.QueueDeclarePassive("bridge.upstream", true, false, false, false, nil); err != nil || q.Messages != n {
+				t.Fatalf("bridge.upstream holds %d messages (err %v), want %d", q.Messages, err, n)
+			}
+			edge = restart(t, edge, args...)
+			up = StartBroker(t, "--node-name", "up", listen, upAddr, "--data-dir", upDir)
+			_, ch = dialBroker(t, up)
+			start = time.Now()
+			got := collect(t, ch, "landing", n, 60*time.Second)
+			dups := checkOnceInOrder(t, got, 0, n)
+			t.Logf("all %d arrived upstream in order %v after it came back; %d duplicates", n, time.Since(start), dups)
+		})
 	}
-	args := []string{"--node-name", "edge", "--bridge-url", "amqp://guest:guest@" + upAddr + "/", "--bridge-topic", "sensors/#"}
-	edge := StartBroker(t, args...)
-	start := time.Now()
-	publishMQTTQoS1(t, edge, "sensors/outage", n)
-	t.Logf("published %d QoS 1 messages locally while the upstream was down in %v", n, time.Since(start))
-	_, ech := dialBroker(t, edge)
-	if q, err := ech.QueueDeclarePassive("bridge.upstream", true, false, false, false, nil); err != nil || q.Messages != n {
-		t.Fatalf("bridge.upstream holds %d messages (err %v), want %d", q.Messages, err, n)
-	}
-	edge = restart(t, edge, args...)
-	up = StartBroker(t, "--node-name", "up", "--amqp-listen", upAddr, "--data-dir", upDir)
-	_, ch = dialBroker(t, up)
-	start = time.Now()
-	got := collect(t, ch, "landing", n, 60*time.Second)
-	dups := checkOnceInOrder(t, got, 0, n)
-	t.Logf("all %d arrived upstream in order %v after it came back; %d duplicates", n, time.Since(start), dups)
 }
 
 // TestBridgeLoopBothWays: two brokers bridged both ways on the same
