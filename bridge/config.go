@@ -41,7 +41,8 @@ type Link struct {
 	// (AMQP publishers get a nack, MQTT 5 publishers PUBACK 0x97) or
 	// "drop-oldest" drops the oldest, counted and logged [block].
 	Overflow string `yaml:"overflow"`
-	// Window is how many messages may await the upstream's confirm [256].
+	// Window is how many messages may await the upstream's confirm [2048]
+	// (and at most 64 MiB of their bodies).
 	Window int `yaml:"window"`
 	TLS    TLS `yaml:"tls"`
 }
@@ -70,7 +71,7 @@ type TLS struct {
 const (
 	DefaultMaxMessages = 1_000_000
 	DefaultMaxBytes    = 1 << 30
-	DefaultWindow      = 256
+	DefaultWindow      = 2048
 )
 
 type protocol int

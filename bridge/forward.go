@@ -4,22 +4,58 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
+// windowBytes bounds the bodies a link holds between the queue and the
+// upstream's confirm, so a window of large messages cannot take the
+// broker's memory: a link may still have one message over it in flight.
+const windowBytes = 64 << 20
+
 // outSink hands the store-and-forward queue's deliveries to the forwarding
 // loop. The consumer's prefetch equals the channel's capacity, so a send
-// never finds it full.
-type outSink struct{ ch chan core.Delivery }
+// never finds it full; past windowBytes in flight it refuses, and the
+// queue holds its deliveries until settle resumes the consumer.
+type outSink struct {
+	ch chan core.Delivery
+
+	mu      sync.Mutex
+	bytes   int // bodies delivered and not yet settled
+	refused bool
+	cons    *core.Consumer
+}
 
 func (s *outSink) Deliver(d core.Delivery) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bytes >= windowBytes {
+		s.refused = true
+		return false
+	}
 	select {
 	case s.ch <- d:
+		s.bytes += len(d.Msg.Body)
 		return true
 	default:
 		return false
+	}
+}
+
+// settle acks or requeues d, and resumes deliveries the window refused.
+func (s *outSink) settle(d core.Delivery, how core.Outcome) {
+	d.Queue.Settle(d.Consumer, []uint64{d.Seq}, how)
+	s.mu.Lock()
+	s.bytes -= len(d.Msg.Body)
+	resume := s.refused && s.bytes < windowBytes
+	if resume {
+		s.refused = false
+	}
+	s.mu.Unlock()
+	if resume {
+		d.Consumer.Resume()
 	}
 }
 
@@ -38,11 +74,13 @@ var errClosed = errors.New("bridge: link stopped")
 // connection sends it again, in order: at least once, order kept.
 func (r *runner) forward(ctx context.Context, up upstream) error {
 	ds := make(chan core.Delivery, r.l.Window)
-	cons, err := r.queue.Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window)}, &outSink{ch: ds})
+	sink := &outSink{ch: ds}
+	cons, err := r.queue.Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window)}, sink)
 	if err != nil {
 		return err
 	}
-	requeue := func(d core.Delivery) { d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Requeue) }
+	requeue := func(d core.Delivery) { sink.settle(d, core.Requeue) }
+	ack := func(d core.Delivery) { sink.settle(d, core.Ack) }
 	defer func() {
 		cons.Cancel()
 		for {
@@ -70,12 +108,12 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 			m := d.Msg
 			if via(m, r.m.opts.Node) {
 				r.loops.Add(1)
-				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
+				ack(d)
 				continue
 			}
 			remote, qos, ok := remoteTopic(r.l.out, topic.Name(m.RoutingKey))
 			if !ok {
-				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
+				ack(d)
 				continue
 			}
 			up.publish(remote, m, min(qos, topic.MessageQoS(m)), func(err error) {
@@ -84,7 +122,7 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 					return
 				}
 				r.forwarded.Add(1)
-				d.Queue.Settle(d.Consumer, []uint64{d.Seq}, core.Ack)
+				ack(d)
 			})
 		}
 	}

@@ -3,10 +3,13 @@ package bridge
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
+	"github.com/ferrymq/ferrymq/bridge/batchconn"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
@@ -29,7 +32,23 @@ type amqpUpstream struct {
 }
 
 func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func())) (upstream, error) {
-	cfg := amqp091.Config{Properties: amqp091.Table{"connection_name": "ferrymq bridge " + l.Name}}
+	cfg := amqp091.Config{
+		Properties: amqp091.Table{"connection_name": "ferrymq bridge " + l.Name},
+		// amqp091-go flushes every publish: coalesce them (batchconn).
+		Dial: func(network, addr string) (net.Conn, error) {
+			c, err := net.DialTimeout(network, addr, 30*time.Second)
+			if err != nil {
+				return nil, err
+			}
+			// As amqp091-go's DefaultDial: a deadline for the handshake,
+			// which the client clears once the connection is open.
+			if err := c.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return batchconn.New(c), nil
+		},
+	}
 	if l.secure {
 		tc, err := l.tlsConfig()
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session/state"
 	pahomqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ferrymq/ferrymq/bridge/batchconn"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
@@ -26,22 +28,32 @@ import (
 // week of outage: the upstream queues inbound messages meanwhile.
 const sessionExpiry = 7 * 24 * 3600
 
-// netDial opens the TCP (or TLS) connection to an MQTT upstream.
+// netDial opens the TCP (or TLS) connection to an MQTT upstream, with
+// its writes coalesced and its reads buffered (batchconn): the MQTT
+// clients write each packet straight to the socket and read headers byte
+// by byte, a syscall per message when a backlog drains.
 func netDial(ctx context.Context, l *link) (net.Conn, error) {
 	host := l.url.Host
 	if l.url.Port() == "" {
 		host = net.JoinHostPort(l.url.Hostname(), map[bool]string{true: "8883", false: "1883"}[l.secure])
 	}
+	var c net.Conn
+	var err error
 	if !l.secure {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", host)
+		c, err = d.DialContext(ctx, "tcp", host)
+	} else {
+		var tc *tls.Config
+		if tc, err = l.tlsConfig(); err != nil {
+			return nil, err
+		}
+		d := tls.Dialer{Config: tc}
+		c, err = d.DialContext(ctx, "tcp", host)
 	}
-	tc, err := l.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
-	d := tls.Dialer{Config: tc}
-	return d.DialContext(ctx, "tcp", host)
+	return batchconn.New(c), nil
 }
 
 // mqtt5Upstream is an MQTT 5 upstream through paho.golang. Publishes are
@@ -396,6 +408,11 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 		host = net.JoinHostPort(l.url.Hostname(), map[bool]string{true: "8883", false: "1883"}[l.secure])
 	}
 	o := pahomqtt.NewClientOptions().AddBroker(scheme + "://" + host).SetClientID(l.ClientID).
+		SetCustomOpenConnectionFn(func(*url.URL, pahomqtt.ClientOptions) (net.Conn, error) {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return netDial(dctx, l)
+		}).
 		SetCleanSession(false).SetAutoReconnect(false).SetOrderMatters(true).SetAutoAckDisabled(true).
 		SetKeepAlive(30 * time.Second).SetConnectTimeout(10 * time.Second).
 		SetConnectionLostHandler(func(_ pahomqtt.Client, err error) { u.lose(err) }).
@@ -406,13 +423,6 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 		if p, ok := user.Password(); ok {
 			o.SetPassword(p)
 		}
-	}
-	if l.secure {
-		tc, err := l.tlsConfig()
-		if err != nil {
-			return nil, err
-		}
-		o.SetTLSConfig(tc)
 	}
 	u.c = pahomqtt.NewClient(o)
 	tok := u.c.Connect()

@@ -137,14 +137,14 @@ func (b *brokerProc) running() bool {
 // addr=127.0.0.1:40123` log line.
 var listenerReady = regexp.MustCompile(`msg="listener ready" proto=(\S+) addr=(\S+)`)
 
-func startFerrymq(ctx context.Context, bin, dir string) (*brokerProc, error) {
+func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*brokerProc, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("ferrymq binary: %w (run make build)", err)
 	}
 	data := filepath.Join(dir, "ferrymq-data")
-	cmd := exec.Command(bin,
-		"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0",
-		"--data-dir", data, "--log-level", "info")
+	args := append([]string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0",
+		"--data-dir", data, "--log-level", "info"}, extra...)
+	cmd := exec.Command(bin, args...)
 	lines := make(chan string, 64)
 	b, err := startProcess(cmd, filepath.Join(dir, "ferrymq.log"), lines)
 	if err != nil {

@@ -90,6 +90,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.conns, "conns", 10000, "connections for idle-mqtt-conns")
 	fs.IntVar(&cfg.queues, "queues", 10000, "queues for amqp-topology-10k, 10 bindings each")
 	fs.DurationVar(&cfg.drainIdle, "drain-idle", 3*time.Second, "after publishing, stop waiting for missing messages after this long without one")
+	fs.StringVar(&cfg.edgeBin, "edge-bin", "bin/ferrymq", "bridge-drain-*: the ferrymq `binary` started as the edge whose bridge drains into the broker under test")
 	fs.BoolVar(&cfg.plainConns, "plain-conns", false, "write each client write straight to its socket, without coalescing (the latency scenarios always do)")
 	fs.BoolVar(&progress, "progress", true, "print a progress line on stderr every second")
 	fs.BoolVar(&list, "list", false, "list the scenarios and exit")

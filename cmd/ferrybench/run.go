@@ -31,6 +31,7 @@ type config struct {
 	conns       int   // idle-mqtt-conns
 	queues      int   // amqp-topology-10k
 	drainIdle   time.Duration
+	edgeBin     string    // bridge-drain-*: the ferrymq binary run as the edge
 	plainConns  bool      // no batchConn: to see how much the client's write coalescing matters
 	progress    io.Writer // nil: no progress lines
 	progressTTY bool

@@ -65,6 +65,15 @@ var scenarios = []*scenario{
 	{name: "amqp-topology-10k", size: 16, amqp: true, unit: "msg/s",
 		what: "AMQP --queues queues, 10 topic bindings each on amq.topic: declare+bind time, broker RSS per queue, then routing (1 publisher with confirms -> 200 of the queues, one consumer each)",
 		run:  amqpTopology},
+	{name: "bridge-drain-amqp", size: 16, amqp: true, unit: "msg/s",
+		what: "an edge ferrymq's AMQP bridge link drains a backlog of --messages (100,000) QoS 1 messages into this broker after an outage; an AMQP consumer receives them",
+		run:  bridgeDrain("amqp")},
+	{name: "bridge-drain-mqtt5", size: 16, mqtt: true, unit: "msg/s",
+		what: "as bridge-drain-amqp over an MQTT 5 link (mqtt://); an MQTT QoS 1 subscriber receives them",
+		run:  bridgeDrain("mqtt")},
+	{name: "bridge-drain-mqtt3", size: 16, mqtt: true, unit: "msg/s",
+		what: "as bridge-drain-amqp over an MQTT 3.1.1 link (mqtt3://); an MQTT QoS 1 subscriber receives them",
+		run:  bridgeDrain("mqtt3")},
 }
 
 func findScenario(name string) *scenario {
