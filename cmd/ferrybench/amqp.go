@@ -15,10 +15,13 @@ import (
 func dialAMQP(cfg *config, batch bool) (*amqp.Connection, error) {
 	batch = batch && !cfg.plainConns
 	conn, err := amqp.DialConfig(cfg.amqpURL, amqp.Config{
-		Heartbeat: 10 * time.Second,
-		Locale:    "en_US",
+		Heartbeat:       10 * time.Second,
+		Locale:          "en_US",
+		TLSClientConfig: cfg.tlsConfig,
 		Dial: func(network, addr string) (net.Conn, error) {
-			c, err := dialTCP(addr, batch)
+			// amqp091-go runs TLS itself (TLSClientConfig) over this
+			// connection for an amqps:// URL.
+			c, err := dialTCP(addr, nil, batch)
 			if err != nil {
 				return nil, err
 			}

@@ -100,6 +100,11 @@ func idleConn(d *net.Dialer, addr string, t mqttTarget, version int, clientID st
 	if err != nil {
 		return nil, explainDial(err)
 	}
+	if t.tls != nil {
+		if c, err = tlsHandshake(c, addr, t.tls); err != nil {
+			return nil, err
+		}
+	}
 	_ = c.SetDeadline(time.Now().Add(idleTimeout))
 	if _, err := c.Write(mqttConnectPacket(version, clientID, 600, t)); err != nil {
 		c.Close()
@@ -182,6 +187,9 @@ func idleMQTT(ctx context.Context, r *run, res *result) error {
 	t, err := parseMQTTURL(r.cfg.mqttURL)
 	if err != nil {
 		return err
+	}
+	if t.secure {
+		t.tls = r.cfg.tlsConfig
 	}
 	plan, err := newDialPlan(t.addr, n)
 	if err != nil {

@@ -76,6 +76,13 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.amqpURL, "amqp-url", "amqp://guest:guest@127.0.0.1:5672/", "AMQP broker `URL`; empty skips the AMQP scenarios")
 	fs.StringVar(&cfg.mqttURL, "mqtt-url", "tcp://127.0.0.1:1883", "MQTT broker `URL` (tcp://[user:pass@]host:port); empty skips the MQTT scenarios")
 	fs.IntVar(&cfg.mqttVersion, "mqtt-version", 3, "MQTT protocol: 3 (3.1.1, paho.mqtt.golang) or 5 (paho.golang)")
+	var tf tlsFlags
+	fs.StringVar(&cfg.amqpsURL, "amqps-url", "", "AMQP over TLS `URL` (amqps://) for the -tls scenarios; empty skips them")
+	fs.StringVar(&cfg.mqttsURL, "mqtts-url", "", "MQTT over TLS `URL` (ssl://[user:pass@]host:port) for the -tls scenarios; empty skips them")
+	fs.StringVar(&tf.ca, "tls-ca", "", "PEM `file` of the CA the TLS scenarios trust (default: the system's)")
+	fs.StringVar(&tf.cert, "tls-cert", "", "PEM client certificate `file` the TLS scenarios present")
+	fs.StringVar(&tf.key, "tls-key", "", "PEM key `file` of --tls-cert")
+	fs.BoolVar(&tf.insecure, "tls-insecure", false, "do not verify the broker's certificate")
 	fs.StringVar(&scenarioFlag, "scenario", "all", "scenario `names`, comma-separated, or all (see --list)")
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "how long each run publishes")
 	fs.Int64Var(&cfg.messages, "messages", 0, "publish this many messages per run instead of running for --duration")
@@ -120,6 +127,12 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	tc, err := tf.clientConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "ferrybench: %v\n", err)
+		return exitUsage
+	}
+	cfg.tlsConfig = tc
 	if err := cfg.check(); err != nil {
 		fmt.Fprintf(stderr, "ferrybench: %v\n", err)
 		return exitUsage
@@ -165,6 +178,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	writeRunTable(stdout, results)
+	writeTLSRatios(stdout, results)
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "ferrybench: interrupted")
 		return exitFail
@@ -188,9 +202,11 @@ func (cfg *config) check() error {
 	if cfg.ackEvery > cfg.prefetch {
 		return errors.New("--ack-every must not exceed --prefetch, or consumers stall")
 	}
-	if cfg.mqttURL != "" {
-		if _, err := parseMQTTURL(cfg.mqttURL); err != nil {
-			return err
+	for _, u := range []string{cfg.mqttURL, cfg.mqttsURL} {
+		if u != "" {
+			if _, err := parseMQTTURL(u); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -226,7 +242,11 @@ func (p planned) connsOr(def int) int {
 func makePlan(names string, cfg *config) ([]planned, error) {
 	var plan []planned
 	add := func(sc *scenario, all bool) {
-		if (sc.amqp && cfg.amqpURL == "") || (sc.mqtt && cfg.mqttURL == "") {
+		if sc.tls {
+			if (sc.amqp && cfg.amqpsURL == "") || (sc.mqtt && cfg.mqttsURL == "") || (cfg.amqpsURL == "" && cfg.mqttsURL == "") {
+				return
+			}
+		} else if (sc.amqp && cfg.amqpURL == "") || (sc.mqtt && cfg.mqttURL == "") {
 			return
 		}
 		size := sc.size

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,8 @@ type mqttTarget struct {
 	user     string
 	password string
 	hasUser  bool
+	tls      *tls.Config // ssl:// and mqtts:// URLs; set by dialMQTT from --tls-*
+	secure   bool        // ssl:// or mqtts://
 }
 
 func parseMQTTURL(s string) (mqttTarget, error) {
@@ -42,12 +45,17 @@ func parseMQTTURL(s string) (mqttTarget, error) {
 	if err != nil {
 		return mqttTarget{}, fmt.Errorf("--mqtt-url: %w", err)
 	}
-	if u.Scheme != "tcp" && u.Scheme != "mqtt" {
-		return mqttTarget{}, fmt.Errorf("--mqtt-url %q: the scheme must be tcp:// or mqtt://", s)
-	}
 	t := mqttTarget{addr: u.Host}
+	port := "1883"
+	switch u.Scheme {
+	case "tcp", "mqtt":
+	case "ssl", "mqtts":
+		t.secure, port = true, "8883"
+	default:
+		return mqttTarget{}, fmt.Errorf("MQTT URL %q: the scheme must be tcp://, mqtt://, ssl:// or mqtts://", s)
+	}
 	if u.Port() == "" {
-		t.addr = net.JoinHostPort(u.Hostname(), "1883")
+		t.addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	if u.User != nil {
 		t.hasUser = true
@@ -65,6 +73,9 @@ func dialMQTT(cfg *config, clientID string, batch bool, onLost func(error)) (mqt
 		return nil, err
 	}
 	batch = batch && !cfg.plainConns
+	if t.secure {
+		t.tls = cfg.tlsConfig
+	}
 	if cfg.mqttVersion == 5 {
 		return dialMQTT5(t, clientID, batch, onLost)
 	}
@@ -91,7 +102,7 @@ func dialMQTT3(t mqttTarget, clientID string, batch bool, onLost func(error)) (m
 		SetWriteTimeout(30 * time.Second).
 		SetConnectionLostHandler(func(_ pahomqtt.Client, err error) { onLost(err) }).
 		SetCustomOpenConnectionFn(func(*url.URL, pahomqtt.ClientOptions) (net.Conn, error) {
-			return dialTCP(t.addr, batch)
+			return dialTCP(t.addr, t.tls, batch)
 		})
 	if t.hasUser {
 		opts.SetUsername(t.user).SetPassword(t.password)
@@ -196,7 +207,7 @@ type mqtt5 struct {
 }
 
 func dialMQTT5(t mqttTarget, clientID string, batch bool, onLost func(error)) (mqttClient, error) {
-	conn, err := dialTCP(t.addr, batch)
+	conn, err := dialTCP(t.addr, t.tls, batch)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt connect %s: %w", t.addr, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,7 +19,10 @@ import (
 type config struct {
 	amqpURL     string
 	mqttURL     string
-	mqttVersion int // 3 (3.1.1, paho.mqtt.golang) or 5 (paho.golang)
+	amqpsURL    string      // the TLS scenarios' AMQP URL; empty: skipped
+	mqttsURL    string      // the TLS scenarios' MQTT URL (ssl://); empty: skipped
+	tlsConfig   *tls.Config // client side of the TLS scenarios
+	mqttVersion int         // 3 (3.1.1, paho.mqtt.golang) or 5 (paho.golang)
 	duration    time.Duration
 	messages    int64 // per run, over all publishers; 0 = run for duration
 	size        int   // body bytes; 0 = the scenario's own default

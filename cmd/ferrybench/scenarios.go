@@ -16,6 +16,7 @@ type scenario struct {
 	size int // default body size in bytes
 	amqp bool
 	mqtt bool
+	tls  bool   // runs over --amqps-url / --mqtts-url
 	unit string // what msg_per_sec counts
 	what string
 	run  func(ctx context.Context, r *run, res *result) error
@@ -61,6 +62,18 @@ var scenarios = []*scenario{
 		run:  latencyMQTT},
 	{name: "idle-mqtt-conns", size: 0, mqtt: true, unit: "connections/s",
 		what: "N idle MQTT connections (--conns): broker RSS per connection",
+		run:  idleMQTT},
+	{name: "tls-handshakes", size: 0, tls: true, unit: "handshakes/s",
+		what: "full TLS handshakes (TCP connect, handshake, close) from 8 goroutines, against --mqtts-url, else --amqps-url",
+		run:  tlsHandshakes},
+	{name: "amqp-1to1-tls", size: 16, amqp: true, tls: true, unit: "msg/s",
+		what: "amqp-1to1 over TLS (--amqps-url)",
+		run:  amqpQueueRun(false, false, false)},
+	{name: "mqtt-qos1-1to1-tls", size: 16, mqtt: true, tls: true, unit: "msg/s",
+		what: "mqtt-qos1-1to1 over TLS (--mqtts-url)",
+		run:  mqttRun(1, 1)},
+	{name: "idle-mqtt-conns-tls", size: 0, mqtt: true, tls: true, unit: "connections/s",
+		what: "idle-mqtt-conns over TLS (--mqtts-url): broker RSS per idle TLS connection",
 		run:  idleMQTT},
 	{name: "amqp-topology-10k", size: 16, amqp: true, unit: "msg/s",
 		what: "AMQP --queues queues, 10 topic bindings each on amq.topic: declare+bind time, broker RSS per queue, then routing (1 publisher with confirms -> 200 of the queues, one consumer each)",
@@ -379,6 +392,9 @@ func latencyMQTT(ctx context.Context, r *run, res *result) error {
 // runScenario runs sc once and returns its result; it never panics on a
 // broker failure, it records it.
 func runScenario(ctx context.Context, cfg *config, sc *scenario, size int) result {
+	if sc.tls {
+		cfg = cfg.tlsVariant()
+	}
 	r := newRun(cfg, sc, size)
 	res := result{Scenario: sc.name, Broker: cfg.broker, Size: size}
 	err := sc.run(ctx, r, &res)

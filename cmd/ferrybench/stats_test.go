@@ -269,13 +269,24 @@ func TestMQTTConnectPacket(t *testing.T) {
 }
 
 func TestMakePlan(t *testing.T) {
-	cfg := &config{amqpURL: "amqp://x/", mqttURL: "tcp://x:1"}
+	cfg := &config{amqpURL: "amqp://x/", mqttURL: "tcp://x:1", amqpsURL: "amqps://x/", mqttsURL: "ssl://x:2"}
 	plan, err := makePlan("all", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(plan) != len(scenarios)+1 {
 		t.Fatalf("all: %d runs, want one per scenario plus amqp-1to1 at 1 KiB", len(plan))
+	}
+	// Without TLS URLs the -tls scenarios and tls-handshakes are left out.
+	cfg.amqpsURL, cfg.mqttsURL = "", ""
+	plan, err = makePlan("all", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range plan {
+		if p.sc.tls {
+			t.Fatalf("no TLS URL, yet %s is planned", p.sc.name)
+		}
 	}
 	if plan[0].sc.name != "amqp-1to1" || plan[0].size != 16 || plan[1].sc.name != "amqp-1to1" || plan[1].size != 1024 {
 		t.Fatalf("all starts with %s/%d, %s/%d", plan[0].sc.name, plan[0].size, plan[1].sc.name, plan[1].size)
