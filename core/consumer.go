@@ -36,6 +36,10 @@ type Delivery struct {
 	Msg         *Message
 	Seq         uint64 // identifies this delivery to Queue.Settle; unique per queue
 	Redelivered bool
+	// Position is the message's place in its queue's order: the same for
+	// every delivery of it, before and after a restart (a stored message
+	// keeps it), unlike Seq. The MQTT listener derives packet ids from it.
+	Position uint64
 }
 
 // Consumer is one basic.consume registration on a queue. Its mutable state

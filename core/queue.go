@@ -415,7 +415,7 @@ func (q *Queue) dispatchLocked(fx *effects, cutoff int64) {
 			continue
 		}
 		tag := q.nextTag + 1
-		if !c.sink.Deliver(Delivery{Queue: q, Consumer: c, Msg: msg, Seq: tag, Redelivered: head.redelivered}) {
+		if !c.sink.Deliver(Delivery{Queue: q, Consumer: c, Msg: msg, Seq: tag, Redelivered: head.redelivered, Position: head.seq}) {
 			c.blocked = true
 			if !c.noAck && c.shared != nil {
 				fx.kick = c.shared.release(1, q, fx.kick)
@@ -737,7 +737,7 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 		if !noAck {
 			q.unacked[q.nextTag] = unackedEntry{e: e}
 		}
-		d, ok = Delivery{Queue: q, Msg: msg, Seq: q.nextTag, Redelivered: e.redelivered}, true
+		d, ok = Delivery{Queue: q, Msg: msg, Seq: q.nextTag, Redelivered: e.redelivered, Position: e.seq}, true
 	}
 	if ok {
 		q.armTTLLocked(now)

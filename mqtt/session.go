@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"errors"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -271,6 +272,9 @@ type sink struct {
 	queue string
 	qos   byte // the queue's QoS when no subscription matches (0 or 1)
 	acks  bool // the consumer acknowledges (QoS 1 queue or shared queue)
+	// idBase offsets the packet ids derived from this queue's positions
+	// (see positionID), so that two queues of a session seldom collide.
+	idBase uint32
 }
 
 // Deliver implements core.DeliverySink: it encodes a PUBLISH into the
@@ -341,6 +345,9 @@ func (k *sink) Deliver(d core.Delivery) bool {
 	if qos > 0 {
 		id := s.resendID(m.ID, d.Redelivered)
 		if id == 0 {
+			id = s.positionID(k.idBase, d.Position)
+		}
+		if id == 0 {
 			id = s.allocID()
 		}
 		if id == 0 {
@@ -404,6 +411,31 @@ func (s *session) resendID(msgID uint64, redelivered bool) uint16 {
 	return id
 }
 
+// positionID returns the packet id derived from a message's position in
+// its queue, if it is free. A message keeps its position across a broker
+// restart, so a delivery the client had not acknowledged is sent again
+// with the packet id it had [MQTT-4.4.0-1], though the session's in-memory
+// state (resend) is gone. Only an id taken by another delivery at the
+// time makes a message get another one, which a restart then does not
+// keep.
+func (s *session) positionID(base uint32, pos uint64) uint16 {
+	id := uint16((uint64(base)+pos)%0xFFFF) + 1
+	if _, used := s.flight[id]; used {
+		return 0
+	}
+	if _, used := s.st.pubrel[id]; used {
+		return 0
+	}
+	return id
+}
+
+// queueIDBase spreads the derived packet ids of a session's queues apart.
+func queueIDBase(queue string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(queue))
+	return h.Sum32()
+}
+
 // allocID returns a free packet id, or 0 if all are in use.
 func (s *session) allocID() uint16 {
 	for range 1 << 16 {
@@ -437,7 +469,7 @@ func (s *session) consume(queue string, qos byte, acks bool) error {
 	}
 	c, err := q.Consume(core.ConsumeOptions{
 		Tag: "mqtt-" + s.clientID, NoAck: !acks, Prefetch: s.prefetch,
-	}, &sink{s: s, queue: queue, qos: qos, acks: acks})
+	}, &sink{s: s, queue: queue, qos: qos, acks: acks, idBase: queueIDBase(queue)})
 	if err != nil {
 		return err
 	}

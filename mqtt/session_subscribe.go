@@ -57,7 +57,7 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	qos := min(f.Qos, 2)
 	queue, durable, acks := s.queueName(qos), s.persistent, qos > 0
 	if shared {
-		queue, durable, acks = sharedQueueName(group, filter), false, true
+		queue, durable, acks = sharedQueueName(group, filter), s.persistent, true
 	}
 	if err := s.checkSubscribe(queue, filter); err != nil {
 		s.srv.log.Warn("mqtt: subscribe refused", "client", s.clientID, "user", s.access.Principal().Name, "filter", f.Filter, "err", err)
@@ -81,6 +81,11 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	}
 	if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args, 0); err != nil {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
+	}
+	if shared {
+		if err := s.joinGroup(queue, args); err != nil {
+			return s.failure(packets.ErrUnspecifiedError), nil, err
+		}
 	}
 	s.mu.Lock()
 	if s.subs == nil {
@@ -112,7 +117,10 @@ func (s *session) ensureQueue(name string, durable, shared bool) error {
 	if durable && s.expiry > 0 && s.expiry < 0xFFFFFFFF {
 		args["x-expires"] = int64(s.expiry) * 1000
 	}
-	_, err := s.vhost.DeclareQueue(core.QueueDecl{Name: name, Durable: durable, AutoDelete: shared, Arguments: args})
+	// A shared group's queue goes with its last consumer, unless a
+	// persistent session declared it: then it keeps the group's messages
+	// while every member is away, and across a restart.
+	_, err := s.vhost.DeclareQueue(core.QueueDecl{Name: name, Durable: durable, AutoDelete: shared && !durable, Arguments: args})
 	return err
 }
 
@@ -157,6 +165,7 @@ func (s *session) unsubscribe(filters packets.Subscriptions) []byte {
 		if group, filter, shared := topic.Shared(f.Filter); shared {
 			// Leaving a group: stop competing for its queue.
 			queue := sharedQueueName(group, filter)
+			s.forgetGroup(queue, f.Filter)
 			s.mu.Lock()
 			c := s.cons[queue]
 			if len(s.subs[queue]) == 0 {
@@ -209,6 +218,11 @@ func (s *session) restore() (bool, error) {
 		s.mu.Unlock()
 		if err := s.consume(queue, qos, qos > 0); err != nil {
 			return present, err
+		}
+		if qos == 1 {
+			if err := s.restoreGroups(); err != nil {
+				return present, err
+			}
 		}
 	}
 	return present, nil
