@@ -92,8 +92,8 @@ func Start(b *core.Broker, links []Link, opts Options) (*Manager, error) {
 	// that already passed through here is a loop: drop it. Without links
 	// no message can carry this node's name, and publishes skip the check.
 	if len(m.links) > 0 {
-		b.AddPublishHook(func(_ string, msg *core.Message) bool {
-			return msg.Origin == m.origin || !via(msg, opts.Node)
+		b.AddPublishHook(func(_ string, msg *core.Message) (bool, uint64) {
+			return msg.Origin == m.origin || !via(msg, opts.Node), 0
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -117,12 +117,16 @@ func (b *Broker) WaitSynced(pos uint64) error {
 func (b *Broker) ResidentBytes() int64 { return b.mem.resident.Load() }
 
 // PublishHook sees every message a client publishes through Publish,
-// before it is routed, and returns false to drop it (it then counts as
-// published and routed nowhere). The MQTT listener keeps AMQP-published
-// messages marked x-mqtt-retain as retained; the bridge drops messages
-// that already passed through this node. It runs on the publisher's
-// goroutine and must not modify msg.
-type PublishHook func(vhost string, msg *Message) bool
+// before it is routed. It returns keep false to drop the message (it then
+// counts as published and routed nowhere), and pos, a position of the
+// broker's Store that the publish must also wait for before it is
+// acknowledged (0: none); Publish folds it into PublishResult.Pos. The
+// MQTT listener keeps AMQP-published messages marked x-mqtt-retain as
+// retained; the bridge drops messages that already passed through this
+// node. A hook runs on the publisher's goroutine, inside Publish, and must
+// not block: one that writes to the store appends and returns the
+// position rather than waiting for it. It must not modify msg.
+type PublishHook func(vhost string, msg *Message) (keep bool, pos uint64)
 
 // AddPublishHook installs h after the hooks already installed.
 func (b *Broker) AddPublishHook(h PublishHook) {

@@ -681,8 +681,9 @@ type PublishResult struct {
 	Routed   int  // number of queues that accepted the message
 	Rejected bool // some queue refused it (x-overflow reject-publish / reject-publish-dlx) -> publisher nack
 	// Pos is the store position at which the message is durable in every
-	// durable queue it reached (Broker.NotifySynced); 0 when nothing was
-	// stored. A publisher confirm must wait for it.
+	// durable queue it reached, and whatever a PublishHook stored for it
+	// (an MQTT retained message) is durable too (Broker.NotifySynced); 0
+	// when nothing was stored. A publisher confirm must wait for it.
 	Pos uint64
 }
 
@@ -706,14 +707,19 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	if err != nil {
 		return PublishResult{}, err
 	}
+	var hookPos uint64
 	if hs := v.broker.hooks.Load(); hs != nil {
 		for _, h := range *hs {
-			if !h(v.name, msg) {
-				return PublishResult{}, nil
+			keep, pos := h(v.name, msg)
+			hookPos = max(hookPos, pos)
+			if !keep {
+				return PublishResult{Pos: hookPos}, nil
 			}
 		}
 	}
-	return v.publish(x, msg, ttl, ""), nil
+	res := v.publish(x, msg, ttl, "")
+	res.Pos = max(res.Pos, hookPos)
+	return res, nil
 }
 
 // accept validates msg's expiration, returning the per-message TTL

@@ -237,7 +237,9 @@ func (s *session) sendWill(will *packets.Packet) {
 	send := func() {
 		msg := toMessage(s.srv.cfg.Exchange, will, s.origin)
 		if will.FixedHeader.Retain {
-			if err := s.srv.retain(s.vhost.Name(), will.TopicName, msg); err != nil {
+			// Nobody acknowledges a will, so nothing waits for the
+			// store: the log has it, and Close commits it.
+			if _, err := s.srv.retain(s.vhost.Name(), will.TopicName, msg); err != nil {
 				s.srv.log.Error("mqtt: retained will not stored", "client", s.clientID, "err", err)
 			}
 		}

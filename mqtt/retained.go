@@ -8,14 +8,17 @@ import (
 )
 
 // RetainStore keeps retained messages across restarts. persistence.Store
-// implements it; nil keeps them in memory only.
+// implements it; nil keeps them in memory only. It must be the Store of
+// the broker the Server serves: the positions it returns are the
+// broker's, which acknowledgements wait for (core.Broker.NotifySynced).
 type RetainStore interface {
-	// PutRetained replaces the retained message of a topic and returns
-	// once it is on disk.
-	PutRetained(vhost, topic string, msg *core.Message) error
-	// DeleteRetained removes a topic's retained message (a retained
-	// publish with an empty payload) and returns once that is on disk.
-	DeleteRetained(vhost, topic string) error
+	// PutRetained appends the replacement of a topic's retained message
+	// to the store's log and returns its position, without waiting for
+	// the disk. An error refuses a message the store can never hold.
+	PutRetained(vhost, topic string, msg *core.Message) (uint64, error)
+	// DeleteRetained appends the removal of a topic's retained message (a
+	// retained publish with an empty payload) and returns its position.
+	DeleteRetained(vhost, topic string) uint64
 	// RetainedMessages calls fn for every stored retained message.
 	RetainedMessages(fn func(vhost, topic string, msg *core.Message) error) error
 }
@@ -29,32 +32,13 @@ type retainedIndex struct {
 
 func (r *retainedIndex) init() { r.vhosts = make(map[string]map[string]*core.Message) }
 
-func (r *retainedIndex) put(vhost, topic string, msg *core.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+func (r *retainedIndex) putLocked(vhost, topic string, msg *core.Message) {
 	m := r.vhosts[vhost]
 	if m == nil {
 		m = make(map[string]*core.Message)
 		r.vhosts[vhost] = m
 	}
 	m[topic] = msg
-}
-
-// delete removes a topic's retained message and reports whether there was
-// one.
-func (r *retainedIndex) delete(vhost, topic string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.vhosts[vhost][topic]
-	delete(r.vhosts[vhost], topic)
-	return ok
-}
-
-func (r *retainedIndex) has(vhost, topic string) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	_, ok := r.vhosts[vhost][topic]
-	return ok
 }
 
 // matching returns the retained messages whose topics match filter.
@@ -71,27 +55,39 @@ func (r *retainedIndex) matching(vhost, filter string) []*core.Message {
 }
 
 // retain records msg as the retained message of its topic (an empty body
-// clears it), on disk first when there is a store.
-func (s *Server) retain(vhost, topic string, msg *core.Message) error {
+// clears it) and returns the store position at which that is durable (0:
+// nothing to wait for). It does not wait for it: it runs inside core's
+// Publish for AMQP publishers, where nothing may block, and an MQTT
+// publisher's PUBACK waits for the position in order with the others. The
+// message is replayed to new subscriptions at once, as a queued message is
+// delivered before it is durable. The index and the store's log change
+// under one lock, so that they agree on which of two concurrent retains
+// of a topic came last.
+func (s *Server) retain(vhost, topic string, msg *core.Message) (uint64, error) {
+	r := &s.retained
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if len(msg.Body) == 0 {
 		// Clearing a topic that retains nothing writes nothing: the
 		// store keeps a marker per deleted topic.
-		if !s.retained.has(vhost, topic) {
-			return nil
+		if _, ok := r.vhosts[vhost][topic]; !ok {
+			return 0, nil
 		}
+		var pos uint64
 		if s.cfg.Retained != nil {
-			if err := s.cfg.Retained.DeleteRetained(vhost, topic); err != nil {
-				return err
-			}
+			pos = s.cfg.Retained.DeleteRetained(vhost, topic)
 		}
-		s.retained.delete(vhost, topic)
-		return nil
+		delete(r.vhosts[vhost], topic)
+		return pos, nil
 	}
+	var pos uint64
 	if s.cfg.Retained != nil {
-		if err := s.cfg.Retained.PutRetained(vhost, topic, msg); err != nil {
-			return err
+		p, err := s.cfg.Retained.PutRetained(vhost, topic, msg)
+		if err != nil {
+			return 0, err
 		}
+		pos = p
 	}
-	s.retained.put(vhost, topic, msg)
-	return nil
+	r.putLocked(vhost, topic, msg)
+	return pos, nil
 }

@@ -123,10 +123,12 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.retained.init()
 	if cfg.Retained != nil {
+		s.retained.mu.Lock()
 		err := cfg.Retained.RetainedMessages(func(vhost, topic string, msg *core.Message) error {
-			s.retained.put(vhost, topic, msg)
+			s.retained.putLocked(vhost, topic, msg)
 			return nil
 		})
+		s.retained.mu.Unlock()
 		if err != nil {
 			return nil, fmt.Errorf("mqtt: loading retained messages: %w", err)
 		}
@@ -288,16 +290,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT
-// exchange with header x-mqtt-retain: true as its topic's retained message.
-// MQTT publishes (Origin set) retain on their own path, before routing.
-func (s *Server) retainFromAMQP(vhost string, msg *core.Message) bool {
+// exchange with header x-mqtt-retain: true as its topic's retained message;
+// the publisher's confirm waits for the store position it returns. MQTT
+// publishes (Origin set) retain on their own path, before routing.
+func (s *Server) retainFromAMQP(vhost string, msg *core.Message) (bool, uint64) {
 	if msg.Origin != 0 || msg.Exchange != s.cfg.Exchange || !isRetained(msg) {
-		return true
+		return true, 0
 	}
-	if err := s.retain(vhost, topic.Name(msg.RoutingKey), msg); err != nil {
+	pos, err := s.retain(vhost, topic.Name(msg.RoutingKey), msg)
+	if err != nil {
 		s.log.Error("mqtt: retained message from AMQP not stored", "routing_key", msg.RoutingKey, "err", err)
 	}
-	return true
+	return true, pos
 }
 
 // vhostUser splits an MQTT username "vhost:user" (RabbitMQ's convention);

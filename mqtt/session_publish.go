@@ -11,8 +11,8 @@ import (
 
 // publish routes an inbound PUBLISH through core. The PUBACK (QoS 1) or
 // PUBREC (QoS 2) goes out once core has enqueued the message and the store
-// has synced it where it reached a durable queue, in the order the
-// publishes arrived. A QoS 2 publish already received (a DUP resend
+// has synced it where it reached a durable queue (and as the topic's
+// retained message), in the order the publishes arrived. A QoS 2 publish already received (a DUP resend
 // before our PUBREC arrived) is acknowledged again but not routed again.
 func (s *session) publish(pk *packets.Packet) error {
 	if pk.TopicName == "" {
@@ -77,11 +77,14 @@ func (s *session) publish(pk *packets.Packet) error {
 	}
 	msg := toMessage(s.srv.cfg.Exchange, pk, s.origin)
 	var rc byte
+	var retainPos uint64
 	if pk.FixedHeader.Retain {
-		if err := s.srv.retain(s.vhost.Name(), pk.TopicName, msg); err != nil {
+		pos, err := s.srv.retain(s.vhost.Name(), pk.TopicName, msg)
+		if err != nil {
 			s.srv.log.Error("mqtt: retained message not stored", "client", s.clientID, "topic", pk.TopicName, "err", err)
 			rc = packets.ErrUnspecifiedError.Code
 		}
+		retainPos = pos
 	}
 	res, err := s.vhost.Publish(msg)
 	switch {
@@ -101,7 +104,9 @@ func (s *session) publish(pk *packets.Packet) error {
 		// makes the client send the message again.
 		return packets.ErrImplementationSpecificError
 	}
-	s.acknowledge(pk.PacketID, typ, rc, res.Pos)
+	// After the retained message too: it is on disk when the client
+	// learns it was taken.
+	s.acknowledge(pk.PacketID, typ, rc, max(res.Pos, retainPos))
 	return nil
 }
 

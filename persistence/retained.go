@@ -1,6 +1,10 @@
 package persistence
 
-import "github.com/ferrymq/ferrymq/core"
+import (
+	"fmt"
+
+	"github.com/ferrymq/ferrymq/core"
+)
 
 // Retained MQTT messages: the Store implements mqtt.RetainStore (the
 // package does not import mqtt; cmd wires them together). A retained
@@ -11,21 +15,27 @@ import "github.com/ferrymq/ferrymq/core"
 // concurrent retained publishes share fsyncs with each other and with
 // queued messages.
 
-// PutRetained replaces the retained message of topic in vhost with msg and
-// returns once that is on disk (nil), or the error of the commit (or of
-// this message: ErrTooLarge, properties that cannot be encoded), or
-// ErrClosed. msg must not be modified before PutRetained returns; it is
-// not retained by the store after that.
-func (s *Store) PutRetained(vhost, topic string, msg *core.Message) error {
-	return s.Wait(s.append(op{kind: opPutRetained, vhost: vhost, name: topic, msg: msg}))
+// PutRetained appends the replacement of the retained message of topic in
+// vhost with msg and returns its log position, for Wait and Notify: like
+// every append it does not wait for the disk, so a publish hook may call
+// it. A message whose body alone exceeds MaxMessageSize is refused at once
+// with ErrTooLarge; one that cannot be stored for another reason (a
+// property that cannot be encoded) fails the waiters of its position.
+// msg must not be modified afterwards.
+func (s *Store) PutRetained(vhost, topic string, msg *core.Message) (uint64, error) {
+	if len(msg.Body) > MaxMessageSize {
+		return 0, fmt.Errorf("%w: retained message of topic '%s' in vhost '%s' has a body of %d bytes, limit %d",
+			ErrTooLarge, topic, vhost, len(msg.Body), MaxMessageSize)
+	}
+	return s.append(op{kind: opPutRetained, vhost: vhost, name: topic, msg: msg}), nil
 }
 
-// DeleteRetained removes the retained message of topic in vhost, if any,
-// and returns once that is on disk. The deletion is written as a marker
-// (see markerKind), so that value-log GC can never bring the message back;
-// a topic that never had one gets a marker too.
-func (s *Store) DeleteRetained(vhost, topic string) error {
-	return s.Wait(s.append(op{kind: opDeleteRetained, vhost: vhost, name: topic}))
+// DeleteRetained appends the removal of the retained message of topic in
+// vhost, if any, and returns its log position. The deletion is written as
+// a marker (see markerKind), so that value-log GC can never bring the
+// message back; a topic that never had one gets a marker too.
+func (s *Store) DeleteRetained(vhost, topic string) uint64 {
+	return s.append(op{kind: opDeleteRetained, vhost: vhost, name: topic})
 }
 
 // RetainedMessages calls fn for every retained message committed, in key

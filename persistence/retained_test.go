@@ -105,9 +105,9 @@ func TestRetained(t *testing.T) {
 			for _, st := range tt.steps {
 				var err error
 				if st.del {
-					err = s.DeleteRetained(st.vhost, st.topic)
+					err = deleteRetained(s, st.vhost, st.topic)
 				} else {
-					err = s.PutRetained(st.vhost, st.topic, st.msg)
+					err = putRetained(s, st.vhost, st.topic, st.msg)
 				}
 				if err != nil {
 					t.Fatalf("step %+v: %v", st, err)
@@ -137,7 +137,7 @@ func TestRetained(t *testing.T) {
 func TestRetainedSameBatch(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{NoSync: true})
-	if err := s.PutRetained("/", "old", retainedMsg(1, "old", "on disk before the batch")); err != nil {
+	if err := putRetained(s, "/", "old", retainedMsg(1, "old", "on disk before the batch")); err != nil {
 		t.Fatal(err)
 	}
 	entered, release := blockCommits(s)
@@ -171,7 +171,7 @@ func TestRetainedSameBatch(t *testing.T) {
 func TestRetainedErrors(t *testing.T) {
 	s := open(t, t.TempDir(), Options{NoSync: true})
 	good := richMessage(1, "stays")
-	if err := s.PutRetained("/", "t", good); err != nil {
+	if err := putRetained(s, "/", "t", good); err != nil {
 		t.Fatal(err)
 	}
 
@@ -179,12 +179,12 @@ func TestRetainedErrors(t *testing.T) {
 	// retained message stays.
 	bad := retainedMsg(2, "t", "x")
 	bad.Properties.Headers = core.Table{"ch": make(chan int)}
-	if err := s.PutRetained("/", "t", bad); err == nil {
+	if err := putRetained(s, "/", "t", bad); err == nil {
 		t.Error("PutRetained of a message with a channel in its headers succeeded")
 	}
 	checkRetained(t, s, []retainedEntry{{"/", "t", good}})
 	// The store goes on.
-	if err := s.PutRetained("/", "u", retainedMsg(3, "u", "after")); err != nil {
+	if err := putRetained(s, "/", "u", retainedMsg(3, "u", "after")); err != nil {
 		t.Fatalf("PutRetained after a failed one: %v", err)
 	}
 
@@ -197,10 +197,10 @@ func TestRetainedErrors(t *testing.T) {
 	}
 
 	closeStore(t, s)
-	if err := s.PutRetained("/", "t", good); !errors.Is(err, ErrClosed) {
+	if err := putRetained(s, "/", "t", good); !errors.Is(err, ErrClosed) {
 		t.Errorf("PutRetained after Close: %v, want ErrClosed", err)
 	}
-	if err := s.DeleteRetained("/", "t"); !errors.Is(err, ErrClosed) {
+	if err := deleteRetained(s, "/", "t"); !errors.Is(err, ErrClosed) {
 		t.Errorf("DeleteRetained after Close: %v, want ErrClosed", err)
 	}
 	if err := s.RetainedMessages(func(string, string, *core.Message) error { return nil }); !errors.Is(err, ErrClosed) {
@@ -228,13 +228,13 @@ func TestRetainedGroupCommit(t *testing.T) {
 				m := &core.Message{ID: uint64(g*each + i + 1), Exchange: "amq.topic", RoutingKey: topic, Body: body,
 					Properties: core.Properties{DeliveryMode: 2, Headers: core.Table{"i": int32(i)}}}
 				if i%5 == 4 {
-					if err := s.DeleteRetained("/", topic); err != nil {
+					if err := deleteRetained(s, "/", topic); err != nil {
 						errs <- err
 						return
 					}
 					continue
 				}
-				if err := s.PutRetained("/", topic, m); err != nil {
+				if err := putRetained(s, "/", topic, m); err != nil {
 					errs <- err
 					return
 				}
@@ -317,11 +317,11 @@ func TestRetainedDeletedStaysDeletedAfterGC(t *testing.T) {
 	kept := richMessage(1000, strings.Repeat("k", 2048))
 	for i := range nGone {
 		m := retainedMsg(uint64(100+i), "gone", strings.Repeat("g", 2048))
-		if err := s.PutRetained("/", fmt.Sprintf("gone/%d", i), m); err != nil {
+		if err := putRetained(s, "/", fmt.Sprintf("gone/%d", i), m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.PutRetained("/", "kept", kept); err != nil {
+	if err := putRetained(s, "/", "kept", kept); err != nil {
 		t.Fatal(err)
 	}
 	// Garbage after them in the value log: 3 MiB of bodies, enqueued,
@@ -340,7 +340,7 @@ func TestRetainedDeletedStaysDeletedAfterGC(t *testing.T) {
 	settle()
 
 	for i := range nGone {
-		if err := s.DeleteRetained("/", fmt.Sprintf("gone/%d", i)); err != nil {
+		if err := deleteRetained(s, "/", fmt.Sprintf("gone/%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -371,7 +371,7 @@ func TestRetainedKeyOrder(t *testing.T) {
 	defer closeStore(t, s)
 	names := [][2]string{{"b", "a"}, {"a", "b/c"}, {"a", "b"}, {"a\x00", "a"}, {"a", "a\x01"}, {"ab", ""}}
 	for i, n := range names {
-		if err := s.PutRetained(n[0], n[1], retainedMsg(uint64(i+1), n[1], "x")); err != nil {
+		if err := putRetained(s, n[0], n[1], retainedMsg(uint64(i+1), n[1], "x")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -389,4 +389,52 @@ func TestRetainedKeyOrder(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("order %q, want %q", got, want)
 	}
+}
+
+// putRetained and deleteRetained append and wait, as a publisher's
+// acknowledgement does.
+func putRetained(s *Store, vhost, topic string, msg *core.Message) error {
+	pos, err := s.PutRetained(vhost, topic, msg)
+	if err != nil {
+		return err
+	}
+	return s.Wait(pos)
+}
+
+func deleteRetained(s *Store, vhost, topic string) error {
+	return s.Wait(s.DeleteRetained(vhost, topic))
+}
+
+// TestRetainedAppendsDoNotWait: PutRetained and DeleteRetained return
+// while a commit is in flight (core's publish hooks call them and must not
+// block), their positions become durable with the next commit, and a body
+// the store can never hold is refused at once.
+func TestRetainedAppendsDoNotWait(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{NoSync: true})
+	entered, release := blockCommits(s)
+	defer release()
+	first := s.PutQueue(core.QueueRecord{VHost: "/", Name: "q"})
+	<-entered // the writer is stuck in the PutQueue commit
+	put, err := s.PutRetained("/", "a", retainedMsg(1, "a", "kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := s.DeleteRetained("/", "b")
+	if put <= first || del <= put {
+		t.Fatalf("positions %d, %d after %d: want them in append order", put, del, first)
+	}
+	huge := retainedMsg(2, "c", "")
+	huge.Body = make([]byte, MaxMessageSize+1)
+	if _, err := s.PutRetained("/", "c", huge); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("PutRetained of a %d-byte body: %v, want ErrTooLarge", len(huge.Body), err)
+	}
+	release()
+	if err := s.Wait(del); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, s)
+	s = open(t, dir, Options{NoSync: true})
+	defer closeStore(t, s)
+	checkRetained(t, s, []retainedEntry{{"/", "a", retainedMsg(1, "a", "kept")}})
 }
