@@ -733,13 +733,21 @@ func (v *VHost) accept(msg *Message) (time.Duration, error) {
 		}
 		ttl = time.Duration(ms) * time.Millisecond
 	}
+	v.Stamp(msg)
+	return ttl, nil
+}
+
+// Stamp sets msg's ID and publish time if unset, as Publish does. A caller
+// that shares msg before publishing it (the MQTT listener stores a
+// retained message first) stamps it first: Publish then leaves it as is,
+// so that nobody writes msg while the others read it.
+func (v *VHost) Stamp(msg *Message) {
 	if msg.ID == 0 {
 		msg.ID = NextMessageID()
 	}
 	if msg.Published.IsZero() {
 		msg.Published = v.clock.Now()
 	}
-	return ttl, nil
 }
 
 // parseExpiration is rabbit_basic:parse_expiration with the channel's 406:

@@ -237,6 +237,7 @@ func (s *session) sendWill(will *packets.Packet) {
 	send := func() {
 		msg := toMessage(s.srv.cfg.Exchange, will, s.origin)
 		if will.FixedHeader.Retain {
+			s.vhost.Stamp(msg) // the store reads it from now on
 			// Nobody acknowledges a will, so nothing waits for the
 			// store: the log has it, and Close commits it.
 			if _, err := s.srv.retain(s.vhost.Name(), will.TopicName, msg); err != nil {

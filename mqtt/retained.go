@@ -62,7 +62,8 @@ func (r *retainedIndex) matching(vhost, filter string) []*core.Message {
 // message is replayed to new subscriptions at once, as a queued message is
 // delivered before it is durable. The index and the store's log change
 // under one lock, so that they agree on which of two concurrent retains
-// of a topic came last.
+// of a topic came last. msg must be stamped (core.VHost.Stamp): the store
+// reads it after retain returns, and Publish must not write it then.
 func (s *Server) retain(vhost, topic string, msg *core.Message) (uint64, error) {
 	r := &s.retained
 	r.mu.Lock()

@@ -79,6 +79,7 @@ func (s *session) publish(pk *packets.Packet) error {
 	var rc byte
 	var retainPos uint64
 	if pk.FixedHeader.Retain {
+		s.vhost.Stamp(msg) // the store reads it from now on
 		pos, err := s.srv.retain(s.vhost.Name(), pk.TopicName, msg)
 		if err != nil {
 			s.srv.log.Error("mqtt: retained message not stored", "client", s.clientID, "topic", pk.TopicName, "err", err)
