@@ -2,7 +2,10 @@ package interop_test
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -23,6 +26,58 @@ var restartHow = []struct {
 	}},
 }
 
+// Raw MQTT 3.1.1 framing, for a client whose acknowledgements the test
+// controls.
+
+// wireStr is a two-byte length and the bytes of s.
+func wireStr(s string) []byte {
+	return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...)
+}
+
+// wirePkt is a packet with first byte first and the parts as its body.
+func wirePkt(first byte, parts ...[]byte) []byte {
+	body := bytes.Join(parts, nil)
+	out := []byte{first}
+	for n := len(body); ; {
+		c := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			c |= 0x80
+		}
+		out = append(out, c)
+		if n == 0 {
+			break
+		}
+	}
+	return append(out, body...)
+}
+
+// readWirePacket reads one packet: its first byte and its body.
+func readWirePacket(r *bufio.Reader) (byte, []byte, error) {
+	first, err := r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, mul := 0, 1
+	for i := 0; ; i++ {
+		c, err := r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		n += int(c&0x7f) * mul
+		mul *= 128
+		if c&0x80 == 0 {
+			break
+		}
+		if i == 3 {
+			return 0, nil, errors.New("remaining length over four bytes")
+		}
+	}
+	body := make([]byte, n)
+	_, err = io.ReadFull(r, body)
+	return first, body, err
+}
+
 // rawPersistentConnect connects an MQTT 3.1.1 client with Clean Session 0
 // over a raw socket and returns its CONNACK's session present flag.
 func rawPersistentConnect(t *testing.T, addr, clientID string) (net.Conn, *bufio.Reader, bool) {
@@ -32,13 +87,13 @@ func rawPersistentConnect(t *testing.T, addr, clientID string) (net.Conn, *bufio
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	vh := append(mqttStr("MQTT"), 4, 0xC0, 0, 60) // username, password, clean session 0
-	if _, err := conn.Write(mqttPkt(0x10, vh, mqttStr(clientID), mqttStr("guest"), mqttStr("guest"))); err != nil {
+	vh := append(wireStr("MQTT"), 4, 0xC0, 0, 60) // username, password, clean session 0
+	if _, err := conn.Write(wirePkt(0x10, vh, wireStr(clientID), wireStr("guest"), wireStr("guest"))); err != nil {
 		t.Fatal(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(mqtttest.Wait))
 	r := bufio.NewReader(conn)
-	first, body, err := readMQTTPacket(r)
+	first, body, err := readWirePacket(r)
 	if err != nil || first != 0x20 || len(body) != 2 || body[1] != 0 {
 		t.Fatalf("CONNACK: %#x % x %v", first, body, err)
 	}
@@ -60,7 +115,7 @@ func readPublishes(t *testing.T, conn net.Conn, r *bufio.Reader, n int) []receiv
 	conn.SetReadDeadline(time.Now().Add(3 * mqtttest.Wait))
 	var out []receivedPublish
 	for len(out) < n {
-		first, body, err := readMQTTPacket(r)
+		first, body, err := readWirePacket(r)
 		if err != nil {
 			t.Fatalf("after %d of %d PUBLISHes: %v", len(out), n, err)
 		}
@@ -90,10 +145,10 @@ func TestMQTTInflightIDsSurviveRestart(t *testing.T) {
 			b := StartBroker(t)
 			id := "inflight-ids"
 			conn, r, _ := rawPersistentConnect(t, b.MQTTAddr, id)
-			if _, err := conn.Write(mqttPkt(0x82, []byte{0, 1}, mqttStr("ids/#"), []byte{1})); err != nil {
+			if _, err := conn.Write(wirePkt(0x82, []byte{0, 1}, wireStr("ids/#"), []byte{1})); err != nil {
 				t.Fatal(err)
 			}
-			if first, body, err := readMQTTPacket(r); err != nil || first != 0x90 || body[2] != 1 {
+			if first, body, err := readWirePacket(r); err != nil || first != 0x90 || body[2] != 1 {
 				t.Fatalf("SUBACK: %#x % x %v", first, body, err)
 			}
 			pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
@@ -102,7 +157,7 @@ func TestMQTTInflightIDsSurviveRestart(t *testing.T) {
 			for i := range 3 {
 				pub.Send(t, "ids/t", 1, fmt.Sprint("acked-", i))
 				p := readPublishes(t, conn, r, 1)[0]
-				if _, err := conn.Write(mqttPkt(0x40, []byte{byte(p.id >> 8), byte(p.id)})); err != nil {
+				if _, err := conn.Write(wirePkt(0x40, []byte{byte(p.id >> 8), byte(p.id)})); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -134,7 +189,7 @@ func TestMQTTInflightIDsSurviveRestart(t *testing.T) {
 					t.Errorf("resent %q: DUP=%v packet id %d, want DUP and packet id %d", p.payload, p.dup, p.id, want)
 				}
 				delete(ids, p.payload)
-				if _, err := conn.Write(mqttPkt(0x40, []byte{byte(p.id >> 8), byte(p.id)})); err != nil {
+				if _, err := conn.Write(wirePkt(0x40, []byte{byte(p.id >> 8), byte(p.id)})); err != nil {
 					t.Fatal(err)
 				}
 			}
