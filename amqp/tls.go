@@ -21,7 +21,10 @@ func (c *conn) tlsHandshake(tc *tls.Conn) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.cfg.HandshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		c.srv.log.Warn("TLS handshake failed", "proto", "amqps", "peer", c.name, "err", err)
+		// Shutdown ends a handshake in progress (forceClose): no warning.
+		if !c.srv.isClosed() {
+			c.srv.log.Warn("TLS handshake failed", "proto", "amqps", "peer", c.name, "err", err)
+		}
 		return err
 	}
 	return nil

@@ -25,10 +25,14 @@ const HandshakeTimeout = 10 * time.Second
 // the peer and the reason, for the operator chasing a device that cannot
 // connect.
 func (s *Server) handshake(tc *tls.Conn, proto string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), HandshakeTimeout)
+	// The server's context: Shutdown aborts handshakes in progress, which
+	// are not clients yet and so not among those it closes.
+	ctx, cancel := context.WithTimeout(s.ctx, HandshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		s.log.Warn("TLS handshake failed", "proto", proto, "peer", tc.RemoteAddr().String(), "err", err)
+		if s.ctx.Err() == nil {
+			s.log.Warn("TLS handshake failed", "proto", proto, "peer", tc.RemoteAddr().String(), "err", err)
+		}
 		return err
 	}
 	return nil

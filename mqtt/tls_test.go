@@ -381,3 +381,34 @@ func TestWSSPaho(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownAbortsHandshakes: a peer that connected to the TLS port and
+// never said anything is let go by Shutdown, not held for the handshake
+// timeout.
+func TestShutdownAbortsHandshakes(t *testing.T) {
+	p := newTestPKI(t)
+	s, addr := newTLSServer(t, Config{}, p.serverTLS(tls.NoClientCert))
+	conn, err := net.Dial("tcp", addr)
+	must(t, err)
+	defer conn.Close()
+	// Connections are accepted in order: once a later one has completed its
+	// handshake, the silent one is accepted and its handshake waiting.
+	probe, err := tls.Dial("tcp", addr, p.clientTLS(nil))
+	must(t, err)
+	probe.Close()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(HandshakeTimeout))
+	_, err = io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("a handshake in progress outlived Shutdown")
+	}
+	if d := time.Since(start); d > HandshakeTimeout/2 {
+		t.Fatalf("the silent peer was let go %v after Shutdown", d)
+	}
+}
