@@ -103,3 +103,25 @@ func TestPublisherHeldByAlarm(t *testing.T) {
 		})
 	}
 }
+
+// TestHeldPublisherKeepsConnection: the silence of a publisher held by an
+// alarm is the server's doing, so Keep Alive does not close it: a client
+// with a 1 s Keep Alive (closed after 1.5 s of silence otherwise) is still
+// connected well after that, and gets its PUBACK once the alarm clears.
+func TestHeldPublisherKeepsConnection(t *testing.T) {
+	srv, addr := newTestServer(t, Config{})
+	c := dialRaw(t, addr, rawOpts{Version: 4, ClientID: "held", KeepAlive: 1})
+	srv.broker.Block(core.AlarmDisk, "low disk")
+	id := c.publish(t, "held/t", 1, "x", nil)
+	// Negative check (not synchronisation): twice the Keep Alive limit
+	// passes without the server closing the connection or acknowledging.
+	select {
+	case <-c.done:
+		t.Fatalf("held publisher disconnected (%v)", c.err)
+	case p := <-c.ctrl:
+		t.Fatalf("got %v while the alarm is in effect", p)
+	case <-time.After(3 * time.Second):
+	}
+	srv.broker.Unblock(core.AlarmDisk)
+	c.await(t, typPuback, int(id), "PUBACK after the alarm cleared")
+}
