@@ -18,6 +18,19 @@
 // (a full disk, an I/O error) is reported to its waiters and to
 // Options.OnError, and retried with the next batch until it succeeds.
 //
+// A Hold (core.Store.Hold) keeps the writer from taking the log past the
+// position before it until Release: core holds while it moves a message
+// from a queue to its dead-letter queues, so that the Remove and the
+// Enqueues commit in one batch and no crash loses the message.
+//
+// # Crashes
+//
+// Delivered marks are not synced one by one: they ride along with the next
+// commit, or with Close. The key !running, synced at Open and deleted by a
+// clean Close, tells the next Open whether marks may have been lost; if so
+// every message a queue holds comes back redelivered, as from RabbitMQ's
+// classic queues after an unclean shutdown.
+//
 // # Layout
 //
 // A message is written once, under its id, however many queues it was
