@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/cmd/ferrymq/authhttp"
 )
 
 // Config is the broker's settings after merging the defaults, the --config
@@ -39,6 +40,10 @@ type Config struct {
 	MaxConnections int `yaml:"max_connections"`
 	// LoginFailureDelay holds back the answer to a failed login.
 	LoginFailureDelay time.Duration `yaml:"login_failure_delay"`
+	// AuthBackends are asked in order, as RabbitMQ's auth_backends:
+	// "internal" (the users above) and "http" (AuthHTTP) [internal].
+	AuthBackends []string        `yaml:"auth_backends"`
+	AuthHTTP     authhttp.Config `yaml:"auth_http"`
 	// NodeName names this broker to the brokers it bridges to; empty
 	// means the one generated at first start and kept in the data dir.
 	NodeName string        `yaml:"node_name"`
@@ -160,6 +165,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections)
 	}
 	if err := validateUsers(c.Users, c.VHosts); err != nil {
+		return err
+	}
+	if err := c.validateAuthBackends(); err != nil {
 		return err
 	}
 	_, err := buildUsers(c) // bad permission patterns

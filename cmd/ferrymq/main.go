@@ -144,7 +144,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	if err != nil {
 		return fail("bad users", "err", err)
 	}
-	auth := core.NewAuth(users)
+	auth := buildAuth(&cfg, users)
 	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget(), MaxConnections: cfg.MaxConnections})
 	alarms.Store(broker)
 	cleanup.push(func(context.Context) { broker.Close() })

@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ferrymq/ferrymq/cmd/ferrymq/authhttp"
 	"github.com/ferrymq/ferrymq/core"
 )
 
@@ -139,6 +140,39 @@ func (c *Config) loginFailureDelay() time.Duration {
 		return -1
 	}
 	return c.LoginFailureDelay
+}
+
+func (c *Config) validateAuthBackends() error {
+	http := false
+	for _, b := range c.AuthBackends {
+		switch b {
+		case "internal":
+		case "http":
+			http = true
+		default:
+			return fmt.Errorf("auth_backends: unknown backend %q (want internal or http)", b)
+		}
+	}
+	if http {
+		return c.AuthHTTP.Validate()
+	}
+	return nil
+}
+
+// buildAuth chains the configured backends [internal].
+func buildAuth(c *Config, users *core.Users) *core.Auth {
+	if len(c.AuthBackends) == 0 {
+		return core.NewAuth(users)
+	}
+	var chain []core.Backend
+	for _, b := range c.AuthBackends {
+		if b == "http" {
+			chain = append(chain, authhttp.New(c.AuthHTTP))
+		} else {
+			chain = append(chain, users)
+		}
+	}
+	return core.NewAuth(chain...)
 }
 
 // addVHosts creates the configured vhosts and sets their limits.
