@@ -140,7 +140,10 @@ func TestE2EPermissionMatrix(t *testing.T) {
 		}
 	}
 	consumeFrom := func(q string) op {
-		return func(ch *amqp091.Channel) error { _, err := ch.Consume(q, "", true, false, false, false, nil); return err }
+		return func(ch *amqp091.Channel) error {
+			_, err := ch.Consume(q, "", true, false, false, false, nil)
+			return err
+		}
 	}
 	getFrom := func(q string) op {
 		return func(ch *amqp091.Channel) error { _, _, err := ch.Get(q, true); return err }
@@ -177,12 +180,27 @@ func TestE2EPermissionMatrix(t *testing.T) {
 		{"exchange.unbind", f.alice, func(ch *amqp091.Channel) error { return ch.ExchangeUnbind("alice-x", "k", "alice-x", false, nil) }, ""},
 		{"exchange.unbind (source)", f.alice, func(ch *amqp091.Channel) error { return ch.ExchangeUnbind("alice-x", "k", "other-x", false, nil) },
 			refused("read", "exchange", "other-x", "alice")},
-		{"queue.declare", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueueDeclare("alice-new", false, true, false, false, nil); return err }, ""},
-		{"queue.declare", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueueDeclare("other-new", false, true, false, false, nil); return err },
+		{"queue.declare", f.alice, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare("alice-new", false, true, false, false, nil)
+			return err
+		}, ""},
+		{"queue.declare", f.alice, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare("other-new", false, true, false, false, nil)
+			return err
+		},
 			refused("configure", "queue", "other-new", "alice")},
-		{"queue.declare passive (no permission needed)", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueueDeclarePassive("other-q", false, false, false, false, nil); return err }, ""},
-		{"queue.declare server-named", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueueDeclare("", false, true, true, false, nil); return err }, ""},
-		{"queue.declare server-named", f.bob, func(ch *amqp091.Channel) error { _, err := ch.QueueDeclare("", false, true, true, false, nil); return err },
+		{"queue.declare passive (no permission needed)", f.alice, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclarePassive("other-q", false, false, false, false, nil)
+			return err
+		}, ""},
+		{"queue.declare server-named", f.alice, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare("", false, true, true, false, nil)
+			return err
+		}, ""},
+		{"queue.declare server-named", f.bob, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare("", false, true, true, false, nil)
+			return err
+		},
 			"ACCESS_REFUSED - configure access to queue 'amq.gen-"},
 		{"queue.declare with dead-letter-exchange", f.alice, func(ch *amqp091.Channel) error {
 			_, err := ch.QueueDeclare("alice-dl1", false, true, false, false, amqp091.Table{"x-dead-letter-exchange": "alice-x"})
@@ -192,7 +210,10 @@ func TestE2EPermissionMatrix(t *testing.T) {
 			_, err := ch.QueueDeclare("alice-dl2", false, true, false, false, amqp091.Table{"x-dead-letter-exchange": "other-x"})
 			return err
 		}, refused("write", "exchange", "other-x", "alice")},
-		{"queue.delete", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueueDelete("alice-gone", false, false, false); return err }, ""},
+		{"queue.delete", f.alice, func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDelete("alice-gone", false, false, false)
+			return err
+		}, ""},
 		{"queue.delete", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueueDelete("other-q", false, false, false); return err },
 			refused("configure", "queue", "other-q", "alice")},
 		{"queue.purge", f.alice, func(ch *amqp091.Channel) error { _, err := ch.QueuePurge("alice-q", false); return err }, ""},
@@ -218,7 +239,9 @@ func TestE2EPermissionMatrix(t *testing.T) {
 		{"basic.publish topic", f.bob, publishTo("amq.topic", "sensors.bob.temp"), ""},
 		{"basic.publish topic", f.bob, publishTo("amq.topic", "sensors.alice.temp"),
 			"ACCESS_REFUSED - write access to topic 'sensors.alice.temp' in exchange 'amq.topic' in vhost '/' refused for user 'bob'"},
-		{"queue.bind topic", f.bob, func(ch *amqp091.Channel) error { return ch.QueueBind("bob-q", "commands.bob.#", "amq.topic", false, nil) }, ""},
+		{"queue.bind topic", f.bob, func(ch *amqp091.Channel) error {
+			return ch.QueueBind("bob-q", "commands.bob.#", "amq.topic", false, nil)
+		}, ""},
 		{"queue.bind topic", f.bob, func(ch *amqp091.Channel) error { return ch.QueueBind("bob-q", "commands.#", "amq.topic", false, nil) },
 			"ACCESS_REFUSED - read access to topic 'commands.#' in exchange 'amq.topic' in vhost '/' refused for user 'bob'"},
 		// Internal queues: an MQTT client's session queue and a bridge's,
@@ -267,7 +290,10 @@ func TestE2EInternalQueues(t *testing.T) {
 			name string
 			op   func(ch *amqp091.Channel) error
 		}{
-			{"consume", func(ch *amqp091.Channel) error { _, err := ch.Consume(q, "", true, false, false, false, nil); return err }},
+			{"consume", func(ch *amqp091.Channel) error {
+				_, err := ch.Consume(q, "", true, false, false, false, nil)
+				return err
+			}},
 			{"get", func(ch *amqp091.Channel) error { _, _, err := ch.Get(q, true); return err }},
 			{"purge", func(ch *amqp091.Channel) error { _, err := ch.QueuePurge(q, false); return err }},
 			{"delete", func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err }},

@@ -80,7 +80,9 @@ func TestAuthChain(t *testing.T) {
 
 type backendFunc func(context.Context, LoginRequest) (*Principal, error)
 
-func (f backendFunc) Authenticate(ctx context.Context, r LoginRequest) (*Principal, error) { return f(ctx, r) }
+func (f backendFunc) Authenticate(ctx context.Context, r LoginRequest) (*Principal, error) {
+	return f(ctx, r)
+}
 
 // TestPermissionPatterns: RabbitMQ's regex semantics (unanchored, "" is
 // nothing, amq.default for the default exchange) and topic variable
