@@ -67,6 +67,8 @@ type rawOpts struct {
 	Will           *rawWill
 	// AutoAck sends the PUBACK of each QoS 1 PUBLISH as it is read.
 	AutoAck bool
+	// Username and Password default to guest/guest when both are empty.
+	Username, Password string
 }
 
 type rawWill struct {
@@ -153,7 +155,7 @@ func u32(v uint32) []byte { return []byte{byte(v >> 24), byte(v >> 16), byte(v >
 func withLen(props []byte) []byte { return append(mqttVarint(len(props)), props...) }
 
 func (o rawOpts) connectPacket() []byte {
-	flags := byte(0xC0) // user name and password: guest/guest
+	flags := byte(0xC0) // user name and password
 	if !o.Resume {
 		flags |= 0x02
 	}
@@ -184,14 +186,29 @@ func (o rawOpts) connectPacket() []byte {
 		payload = append(payload, mqttStr(w.Topic)...)
 		payload = append(payload, mqttStr(w.Payload)...)
 	}
-	payload = append(payload, mqttStr("guest")...)
-	payload = append(payload, mqttStr("guest")...)
+	user, pass := o.Username, o.Password
+	if user == "" && pass == "" {
+		user, pass = "guest", "guest"
+	}
+	payload = append(payload, mqttStr(user)...)
+	payload = append(payload, mqttStr(pass)...)
 	return mqttPkt(0x10, vh, payload)
 }
 
 // dialRaw connects a raw client to addr and fails the test unless the
 // CONNACK accepts it. The connection is closed when the test ends.
 func dialRaw(t testing.TB, addr string, o rawOpts) *rawClient {
+	t.Helper()
+	c, code := dialRawCode(t, addr, o)
+	if code != 0 {
+		t.Fatalf("CONNACK for %q: reason %#x", o.ClientID, code)
+	}
+	return c
+}
+
+// dialRawCode connects a raw client to addr and returns it with the
+// CONNACK's reason code (return code for 3.1.1).
+func dialRawCode(t testing.TB, addr string, o rawOpts) (*rawClient, byte) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, mqttWait)
 	if err != nil {
@@ -211,7 +228,7 @@ func dialRaw(t testing.TB, addr string, o rawOpts) *rawClient {
 		t.Fatalf("CONNACK for %q: % x", o.ClientID, p.body)
 	}
 	if p.body[1] != 0 {
-		t.Fatalf("CONNACK for %q: reason %#x", o.ClientID, p.body[1])
+		return c, p.body[1]
 	}
 	c.SessionPresent = p.body[0]&1 == 1
 	if o.Version == 5 {
@@ -221,7 +238,7 @@ func dialRaw(t testing.TB, addr string, o rawOpts) *rawClient {
 		}
 		c.Props = props
 	}
-	return c
+	return c, 0
 }
 
 func (c *rawClient) readLoop(r *bufio.Reader) {
