@@ -3,6 +3,7 @@ package interop_test
 import (
 	"crypto/tls"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,9 +13,11 @@ import (
 	"time"
 
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ferrymq/ferrymq/interop_test/pki"
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // tlsWait bounds each wait for a TLS connection or a message over one.
@@ -200,5 +203,52 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	waitOutput(t, b, "the failed reload", func(out string) bool { return strings.Contains(out, "TLS reload failed") })
 	if got := servedSerial(t, amqps, s); got.Cmp(leaf.Cert.SerialNumber) != 0 {
 		t.Fatalf("serves %x after a failed reload, want %x kept", got, leaf.Cert.SerialNumber)
+	}
+}
+
+// TestWSSOriginsAndPahoGolang: the real binary's wss listener, with
+// ws_allowed_origins from the config file: paho.golang (MQTT 5) over wss
+// sends and receives; a browser page of another origin gets 403, one of
+// the allowed origin and a client without Origin get through.
+func TestWSSOriginsAndPahoGolang(t *testing.T) {
+	s := newTLSSetup(t)
+	cfg := filepath.Join(t.TempDir(), "ferrymq.yaml")
+	if err := os.WriteFile(cfg, []byte("ws_allowed_origins: [\"https://dashboard.example\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := StartBroker(t, append(s.args(), "--config", cfg)...)
+	wss := listenerAddr(t, b, "mqtt-wss")
+	dial := func(origin string) (*websocket.Conn, *http.Response, error) {
+		d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: tlsWait, TLSClientConfig: s.clientTLS()}
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		return d.Dial("wss://"+wss+"/mqtt", h)
+	}
+	for _, tt := range []struct {
+		origin string
+		ok     bool
+	}{{"", true}, {"https://dashboard.example", true}, {"https://evil.example", false}, {"http://dashboard.example", false}} {
+		ws, resp, err := dial(tt.origin)
+		if tt.ok != (err == nil) {
+			t.Fatalf("Origin %q: err %v, want ok=%v", tt.origin, err, tt.ok)
+		}
+		if err == nil {
+			ws.Close()
+		} else if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("Origin %q: %v, want 403", tt.origin, err)
+		}
+	}
+
+	ws, _, err := dial("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mqtttest.ConnectV5(t, "", mqtttest.V5Options{ClientID: "wss-v5", Conn: &wsConn{Conn: ws}})
+	c.SubscribeAt(t, 1, "wss/#")
+	c.Send(t, "wss/v5", 1, "over wss")
+	if m := c.Next(t, "the message over wss"); string(m.Payload) != "over wss" {
+		t.Fatalf("got %q", m.Payload)
 	}
 }
