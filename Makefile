@@ -36,7 +36,7 @@ test:
 	$(GO) test $(RACE) -timeout 10m ./...
 
 # Each target needs its own `go test -fuzz` run: -fuzz accepts one target.
-FUZZ_PKGS = ./amqp/wire ./mqtt
+FUZZ_PKGS = ./amqp/wire ./core/msgcodec ./mqtt
 fuzz:
 	@for pkg in $(FUZZ_PKGS); do \
 		list=$$($(GO) test -list 'Fuzz.*' $$pkg) || { echo "$$list" >&2; exit 1; }; \

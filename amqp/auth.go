@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/amqp/wire"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/core/msgcodec"
 )
 
 // mechanisms is what connection.start offers, most preferred first.
@@ -31,7 +32,7 @@ func credentials(mechanism, response string) (user, pass string, err error) {
 		// A field table without its length prefix, as RabbitMQ reads it.
 		b := make([]byte, 4, 4+len(response))
 		binary.BigEndian.PutUint32(b, uint32(len(response)))
-		t, rest, err := wire.ReadTable(append(b, response...))
+		t, rest, err := msgcodec.ReadTable(append(b, response...))
 		if err != nil || len(rest) != 0 {
 			return "", "", newError(wire.AccessRefused, "AMQPLAIN login refused: malformed response")
 		}

@@ -44,10 +44,11 @@ type Properties struct {
 	ClusterID       string
 
 	// Flags is the property-flags word seen on the wire. Bit 15 is
-	// content-type, bit 2 is cluster-id. The encoder (amqp/wire) sends every
-	// property whose bit is set here or whose field is non-zero, so a
-	// property received present-but-empty round-trips, and a field filled in
-	// later (headers added by dead-lettering) is sent without touching Flags.
+	// content-type, bit 2 is cluster-id. The encoder (core/msgcodec)
+	// writes every property whose bit is set here or whose field is
+	// non-zero, so a property received present-but-empty round-trips, and
+	// a field filled in later (headers added by dead-lettering) is sent
+	// without touching Flags.
 	Flags uint16
 }
 

@@ -7,8 +7,8 @@ import (
 	"hash/fnv"
 	"time"
 
-	"github.com/ferrymq/ferrymq/amqp/wire"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/core/msgcodec"
 )
 
 // Key layout. Every key starts with a one-letter kind and a slash, so that
@@ -188,7 +188,7 @@ func bindingPrefix(vhost string) []byte {
 
 // bindingKey identifies a binding by everything RabbitMQ compares: source,
 // destination and its kind, routing key and arguments. The arguments go in
-// as a hash of their encoding (AppendTable sorts keys, so it is
+// as a hash of their encoding (msgcodec.AppendTable sorts keys, so it is
 // deterministic); the full table is the value.
 func bindingKey(b []byte, vhost string, r *core.BindingRecord, encodedArgs []byte) []byte {
 	b = append(b, kindBinding, '/')
@@ -231,17 +231,17 @@ func parseBindingKey(key []byte) (vhost string, r core.BindingRecord, ok bool) {
 	return vhost, r, len(rest) == 8
 }
 
-// appendArgs appends an argument table in the AMQP field-table encoding,
-// which keeps every value's type tag (RabbitMQ compares arguments by type
-// and value).
+// appendArgs appends an argument table in msgcodec's field-table encoding
+// (AMQP's), which keeps every value's type tag (RabbitMQ compares arguments
+// by type and value).
 func appendArgs(b []byte, t core.Table) ([]byte, error) {
-	return wire.AppendTable(b, t)
+	return msgcodec.AppendTable(b, t)
 }
 
 // readArgs reads a table written by appendArgs; an empty table reads back
 // as nil.
 func readArgs(b []byte) (core.Table, []byte, error) {
-	t, rest, err := wire.ReadTable(b)
+	t, rest, err := msgcodec.ReadTable(b)
 	if err != nil {
 		return nil, b, err
 	}
@@ -394,22 +394,22 @@ func decodeRef(val []byte) (r ref, ok bool) {
 
 // Message value: version, flags (bit 0: Published is set), Published
 // (UnixNano, 8 BE), exchange and routing key (uvarint length and bytes),
-// the AMQP content header (uvarint length and bytes: class, weight, body
-// size, property flags and properties, exactly as on the wire), then the
-// body. The content header codec is the one the broker speaks, so the
-// properties and their headers table come back byte-exact.
-const msgPublished = 1 << 0
+// the properties block (uvarint length, then class 60 (2 BE), weight 0
+// (2 BE), body size (8 BE), and the properties in msgcodec's encoding),
+// then the body. The properties block is laid out as an AMQP content header
+// because it was one, written by amqp/wire, when this format was made; its
+// class, weight and body size are kept and checked so that the format stays
+// what it was. The properties and their headers table come back byte-exact.
+const (
+	msgPublished = 1 << 0
+	// msgClass and msgWeight are the content header's class-id (basic)
+	// and weight; msgFixed is their size with the body size's.
+	msgClass  = 60
+	msgWeight = 0
+	msgFixed  = 2 + 2 + 8
+)
 
-func encodeMessage(b []byte, m *core.Message) (out []byte, err error) {
-	// AppendContentHeader panics on a headers value that has no AMQP type;
-	// core only stores tables it decoded or built from AMQP types, but a
-	// panic here would take down the store goroutine, so turn it into the
-	// error of this one message.
-	defer func() {
-		if p := recover(); p != nil {
-			out, err = b, fmt.Errorf("message %d: properties cannot be encoded: %v", m.ID, p)
-		}
-	}()
+func encodeMessage(b []byte, m *core.Message) ([]byte, error) {
 	var flags byte
 	var published int64
 	if !m.Published.IsZero() {
@@ -420,12 +420,20 @@ func encodeMessage(b []byte, m *core.Message) (out []byte, err error) {
 	b = binary.BigEndian.AppendUint64(b, uint64(published))
 	b = appendString(b, m.Exchange)
 	b = appendString(b, m.RoutingKey)
-	// The header's length is not known before it is written: reserve the
-	// longest uvarint, then move the header down over the unused bytes.
+	// The block's length is not known before it is written: reserve the
+	// longest uvarint, then move the block down over the unused bytes.
 	lenAt := len(b)
 	b = append(b, make([]byte, binary.MaxVarintLen64)...)
 	start := len(b)
-	b = wire.AppendContentHeader(b, wire.ClassBasic, uint64(len(m.Body)), &m.Properties)
+	b = binary.BigEndian.AppendUint16(b, msgClass)
+	b = binary.BigEndian.AppendUint16(b, msgWeight)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(m.Body)))
+	b, err := msgcodec.AppendProperties(b, &m.Properties)
+	if err != nil {
+		// core only stores tables it decoded or built from the mapped
+		// types; a stray one fails this message, not the store.
+		return b, fmt.Errorf("message %d: properties cannot be encoded: %w", m.ID, err)
+	}
 	hlen := len(b) - start
 	var tmp [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(tmp[:], uint64(hlen))
@@ -452,18 +460,19 @@ func decodeMessage(id uint64, val []byte) (*core.Message, error) {
 		return nil, fmt.Errorf("%w: message %d: routing key", errCorrupt, id)
 	}
 	hlen, n := binary.Uvarint(rest)
-	if n <= 0 || hlen > uint64(len(rest)-n) {
-		return nil, fmt.Errorf("%w: message %d: content header length", errCorrupt, id)
+	if n <= 0 || hlen > uint64(len(rest)-n) || hlen < msgFixed {
+		return nil, fmt.Errorf("%w: message %d: properties length", errCorrupt, id)
 	}
 	header := rest[n : n+int(hlen)]
 	body := rest[n+int(hlen):]
-	class, size, props, err := wire.DecodeContentHeader(header)
+	class, weight := binary.BigEndian.Uint16(header), binary.BigEndian.Uint16(header[2:])
+	if size := binary.BigEndian.Uint64(header[4:]); class != msgClass || weight != msgWeight || size != uint64(len(body)) {
+		return nil, fmt.Errorf("%w: message %d: properties say class %d, weight %d, %d body bytes; %d stored",
+			errCorrupt, id, class, weight, size, len(body))
+	}
+	props, err := msgcodec.ReadProperties(header[msgFixed:])
 	if err != nil {
 		return nil, fmt.Errorf("%w: message %d: %v", errCorrupt, id, err)
-	}
-	if class != wire.ClassBasic || size != uint64(len(body)) {
-		return nil, fmt.Errorf("%w: message %d: header says class %d, %d body bytes; %d stored",
-			errCorrupt, id, class, size, len(body))
 	}
 	m.Properties = props
 	// The value is only valid inside Badger's callback; the message outlives it.

@@ -17,8 +17,8 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
-	"github.com/ferrymq/ferrymq/amqp/wire"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/core/msgcodec"
 )
 
 // testLogger reports the store's warnings and errors in the test log.
@@ -119,11 +119,15 @@ func plainMessage(id uint64, prio uint8, body string) *core.Message {
 
 func encodeProps(t testing.TB, m *core.Message) []byte {
 	t.Helper()
-	return wire.AppendContentHeader(nil, wire.ClassBasic, uint64(len(m.Body)), &m.Properties)
+	b, err := msgcodec.AppendProperties(nil, &m.Properties)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // sameMessage checks a loaded message against the one stored, properties
-// byte for byte in their wire encoding.
+// byte for byte in their encoding.
 func sameMessage(t testing.TB, got, want *core.Message) {
 	t.Helper()
 	if got.ID != want.ID || got.Exchange != want.Exchange || got.RoutingKey != want.RoutingKey {
@@ -139,8 +143,8 @@ func sameMessage(t testing.TB, got, want *core.Message) {
 	if g, w := encodeProps(t, got), encodeProps(t, want); !bytes.Equal(g, w) {
 		t.Errorf("message %d: properties differ on the wire:\n got %x\nwant %x", want.ID, g, w)
 	}
-	if got.Properties.Flags != want.Properties.Flags|wire.PropertyFlags(&want.Properties) {
-		t.Errorf("message %d: flags %#x, want %#x", want.ID, got.Properties.Flags, wire.PropertyFlags(&want.Properties))
+	if got.Properties.Flags != want.Properties.Flags|msgcodec.PropertyFlags(&want.Properties) {
+		t.Errorf("message %d: flags %#x, want %#x", want.ID, got.Properties.Flags, msgcodec.PropertyFlags(&want.Properties))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/core/msgcodec"
 )
 
 // decoder reads AMQP primitive types by indexing into a byte slice. The first
@@ -103,9 +104,9 @@ func (d *decoder) table() core.Table {
 	if d.err != nil {
 		return nil
 	}
-	t, rest, err := readTable(d.b, 0)
+	t, rest, err := msgcodec.ReadTable(d.b)
 	if err != nil {
-		d.err = err
+		d.err = malformed(err)
 		d.b = nil
 		return nil
 	}
@@ -152,12 +153,12 @@ func appendLongstr(b []byte, s string) []byte {
 
 func appendTimestamp(b []byte, t time.Time) []byte { return appendLonglong(b, uint64(t.Unix())) }
 
-// appendTableInArgs encodes a table inside method arguments or properties,
-// whose Append has no error result. A value whose Go type is outside the
-// core.Table mapping is a bug in the code that built the table (tables decoded
-// here always encode), so it panics, like an out-of-range index would.
+// appendTableInArgs encodes a table inside method arguments, whose Append
+// has no error result. A value whose Go type is outside the core.Table
+// mapping is a bug in the code that built the table (tables decoded here
+// always encode), so it panics, like an out-of-range index would.
 func appendTableInArgs(b []byte, t core.Table) []byte {
-	b, err := AppendTable(b, t)
+	b, err := msgcodec.AppendTable(b, t)
 	if err != nil {
 		panic(err)
 	}

@@ -70,3 +70,12 @@ func (e *Error) inMethod(classID, methodID uint16) *Error {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// strconvQuoteByte renders an octet for an error text, printable or not.
+func strconvQuoteByte(c byte) string {
+	if c >= 0x20 && c < 0x7f {
+		return "'" + string(rune(c)) + "'"
+	}
+	const hex = "0123456789abcdef"
+	return "0x" + string([]byte{hex[c>>4], hex[c&15]})
+}

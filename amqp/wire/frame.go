@@ -43,8 +43,8 @@ type Frame struct {
 	// Payload is the frame's payload without header or frame-end. When the
 	// Frame comes from Reader.ReadFrame it aliases the Reader's buffer: it is
 	// valid only until the next call on that Reader, and whatever outlives
-	// that call must be copied (DecodeMethod, ReadTable and
-	// DecodeContentHeader already copy).
+	// that call must be copied (DecodeMethod and DecodeContentHeader
+	// already copy).
 	Payload []byte
 }
 

@@ -274,27 +274,6 @@ func TestAppendDeliverMatchesParts(t *testing.T) {
 	}
 }
 
-// TestPropertyFlagsMerge covers the Flags rule: bits from the wire are kept,
-// and a field set afterwards is sent too.
-func TestPropertyFlagsMerge(t *testing.T) {
-	_, _, p, err := DecodeContentHeader(cat(u16(60), u16(0), u64(0), u16(core.FlagContentType), ss("")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Headers = core.Table{"x-first-death-reason": "rejected"}
-	_, _, q, err := DecodeContentHeader(AppendContentHeader(nil, ClassBasic, 0, &p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if q.Flags != core.FlagContentType|core.FlagHeaders || q.Headers["x-first-death-reason"] != "rejected" {
-		t.Fatalf("got %+v", q)
-	}
-	// Bits that name no property never reach the wire.
-	if f := PropertyFlags(&core.Properties{Flags: 0x0003}); f != 0 {
-		t.Fatalf("flags %#x", f)
-	}
-}
-
 func TestContentHeaderFrame(t *testing.T) {
 	b := AppendContentHeaderFrame(nil, 9, ClassBasic, 42, &core.Properties{DeliveryMode: 2})
 	f, err := NewReader(bytes.NewReader(b)).ReadFrame()
@@ -304,39 +283,5 @@ func TestContentHeaderFrame(t *testing.T) {
 	c, n, p, err := DecodeContentHeader(f.Payload)
 	if err != nil || c != ClassBasic || n != 42 || !p.Persistent() || p.Flags != core.FlagDeliveryMode {
 		t.Fatalf("%d %d %+v %v", c, n, p, err)
-	}
-}
-
-func TestAppendTableConveniences(t *testing.T) {
-	b, err := AppendTable(nil, core.Table{"a": 7, "b": uint(8), "c": uint64(9), "d": map[string]any{"e": "f"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _, err := ReadTable(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := core.Table{"a": int64(7), "b": int64(8), "c": int64(9), "d": core.Table{"e": "f"}}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("%v", got)
-	}
-	for _, bad := range []core.Table{
-		{"a": uint64(1 << 63)},
-		{"a": struct{}{}},
-		{"a": []string{"no"}},
-		{string(make([]byte, 256)): 1},
-	} {
-		if _, err := AppendTable(nil, bad); !errors.Is(err, ErrUnencodable) {
-			t.Fatalf("%v: %v", bad, err)
-		}
-	}
-	loop := []any{nil}
-	loop[0] = loop
-	if _, err := AppendArray(nil, loop); !errors.Is(err, ErrUnencodable) {
-		t.Fatalf("self-referencing array: %v", err)
-	}
-	arr, rest, err := ReadArray(cat(lenPrefixed(u8('t'), u8(1), u8('V')), []byte("tail")))
-	if err != nil || !reflect.DeepEqual(arr, []any{true, nil}) || string(rest) != "tail" {
-		t.Fatalf("%v %q %v", arr, rest, err)
 	}
 }

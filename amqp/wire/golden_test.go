@@ -23,7 +23,6 @@ type goldenKind int
 const (
 	kindMethod goldenKind = iota // raw is a method frame payload, want a Method
 	kindHeader                   // raw is a content header payload, want a header
-	kindTable                    // raw is a field table, want a core.Table
 	kindStream                   // raw is a byte stream, want []Frame before err
 )
 
@@ -40,11 +39,12 @@ type golden struct {
 	want any
 	err  error // sentinel (errors.Is) or io error, nil for success
 	// decodeOnly marks raw that decodes to want but is not what the encoder
-	// writes for want (unsorted keys, unused bits set).
+	// writes for want (unused bits set).
 	decodeOnly bool
 }
 
-// Byte builders, so that the raw side of each case reads like the spec.
+// Byte builders, so that the raw side of each case reads like the spec
+// (core/msgcodec's tests have the same ones).
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 func u8(v uint8) []byte          { return []byte{v} }
 func u16(v uint16) []byte        { return binary.BigEndian.AppendUint16(nil, v) }
@@ -67,8 +67,8 @@ func rawFrame(typ uint8, channel uint16, payload []byte) []byte {
 }
 func ts(sec int64) time.Time { return time.Unix(sec, 0).UTC() }
 
-// allTypesTable holds one value of every tag, keyed by its tag so that the
-// sorted key order is the order of allTypesRaw.
+// allTypesTable holds one value of every field tag (the bytes of each are
+// core/msgcodec's golden cases; here they go through real clients).
 var allTypesTable = core.Table{
 	"A": []any{int32(1), "two", nil, []any{}, core.Table{}},
 	"B": uint8(0xFE),
@@ -88,46 +88,6 @@ var allTypesTable = core.Table{
 	"u": uint16(65000),
 	"x": []byte{0, 1, 2},
 }
-
-var allTypesRaw = lenPrefixed(
-	entry("A", 'A', lenPrefixed(
-		u8('I'), u32(1),
-		u8('S'), ls("two"),
-		u8('V'),
-		u8('A'), u32(0),
-		u8('F'), u32(0),
-	)),
-	entry("B", 'B', u8(0xFE)),
-	entry("D", 'D', u8(2), u32(uint32(0xFFFFFFFF-12345+1))),
-	entry("F", 'F', lenPrefixed(entry("inner", 't', u8(1)))),
-	entry("I", 'I', u32(0xFFFFFFFB)),
-	entry("S", 'S', ls("longstr")),
-	entry("T", 'T', u64(1700000000)),
-	entry("V", 'V'),
-	entry("b", 'b', u8(0xFE)),
-	entry("d", 'd', u64(0x400C000000000000)),
-	entry("f", 'f', u32(0xBFA00000)),
-	entry("i", 'i', u32(4000000000)),
-	entry("l", 'l', u64(0xFFFFFF0000000000)),
-	entry("s", 's', u16(0xFED4)),
-	entry("t", 't', u8(1)),
-	entry("u", 'u', u16(65000)),
-	entry("x", 'x', u32(3), []byte{0, 1, 2}),
-)
-
-// nested returns a table nested n levels deep: {"n": {"n": ... {}}}.
-func nested(n int) ([]byte, core.Table) {
-	raw, t := lenPrefixed(), core.Table{}
-	for range n {
-		raw, t = lenPrefixed(entry("n", 'F', raw)), core.Table{"n": t}
-	}
-	return raw, t
-}
-
-var (
-	deepRaw, deepTable = nested(MaxTableDepth) // the deepest accepted
-	tooDeepRaw, _      = nested(MaxTableDepth + 1)
-)
 
 var allProps = core.Properties{
 	ContentType:     "application/json",
@@ -271,27 +231,6 @@ var goldenCases = []golden{
 		raw: cat(u16(60), u16(0), u64(0), u16(core.FlagTimestamp), u32(1)), err: ErrMalformed},
 	{name: "header trailing bytes", kind: kindHeader, raw: cat(u16(60), u16(0), u64(0), u16(0), u8(0)), err: ErrMalformed},
 
-	// Field tables.
-	{name: "table empty", kind: kindTable, raw: u32(0), want: core.Table{}},
-	{name: "table every type", kind: kindTable, raw: allTypesRaw, want: allTypesTable},
-	{name: "table nested to the limit", kind: kindTable, raw: deepRaw, want: deepTable},
-	{name: "table unsorted keys", kind: kindTable, decodeOnly: true,
-		raw: lenPrefixed(entry("b", 't', u8(0)), entry("a", 't', u8(1))), want: core.Table{"a": true, "b": false}},
-	{name: "table duplicate key keeps last", kind: kindTable, decodeOnly: true,
-		raw: lenPrefixed(entry("a", 'I', u32(1)), entry("a", 'I', u32(2))), want: core.Table{"a": int32(2)}},
-	{name: "table bad tag", kind: kindTable, raw: lenPrefixed(entry("a", 'Z')), err: ErrMalformed},
-	{name: "table tag L not accepted", kind: kindTable, raw: lenPrefixed(entry("a", 'L', u64(1))), err: ErrMalformed},
-	{name: "table length over remaining", kind: kindTable, raw: cat(u32(10), entry("a", 'V')), err: ErrMalformed},
-	{name: "table length 0xFFFFFFFF", kind: kindTable, raw: cat(u32(0xFFFFFFFF), entry("a", 'V')), err: ErrMalformed},
-	{name: "table length truncated", kind: kindTable, raw: []byte{0, 0}, err: ErrMalformed},
-	{name: "table key over remaining", kind: kindTable, raw: lenPrefixed(u8(9), []byte("ab")), err: ErrMalformed},
-	{name: "table missing tag", kind: kindTable, raw: lenPrefixed(ss("a")), err: ErrMalformed},
-	{name: "table truncated value", kind: kindTable, raw: lenPrefixed(entry("a", 'l', u32(1))), err: ErrMalformed},
-	{name: "table longstr over remaining", kind: kindTable, raw: lenPrefixed(entry("a", 'S', u32(0xFFFFFFFF))), err: ErrMalformed},
-	{name: "table byte array over remaining", kind: kindTable, raw: lenPrefixed(entry("a", 'x', u32(5), u8(1))), err: ErrMalformed},
-	{name: "table array over remaining", kind: kindTable, raw: lenPrefixed(entry("a", 'A', u32(5), u8('V'))), err: ErrMalformed},
-	{name: "table nested too deep", kind: kindTable, raw: tooDeepRaw, err: ErrMalformed},
-
 	// Frame streams.
 	{name: "stream heartbeat", kind: kindStream, raw: rawFrame(FrameHeartbeat, 0, nil),
 		want: []Frame{{Type: FrameHeartbeat, Payload: []byte{}}}, err: io.EOF},
@@ -325,12 +264,6 @@ func decodeGolden(kind goldenKind, raw []byte) (any, error) {
 	case kindHeader:
 		c, n, p, err := DecodeContentHeader(raw)
 		return header{c, n, p}, err
-	case kindTable:
-		t, rest, err := ReadTable(raw)
-		if err == nil && len(rest) != 0 {
-			return t, errors.New("table left bytes over")
-		}
-		return t, err
 	default:
 		return readStream(NewReader(bytes.NewReader(raw)))
 	}
@@ -356,8 +289,6 @@ func encodeGolden(kind goldenKind, v any) ([]byte, error) {
 	case kindHeader:
 		h := v.(header)
 		return AppendContentHeader(nil, h.classID, h.bodySize, &h.props), nil
-	case kindTable:
-		return AppendTable(nil, v.(core.Table))
 	default:
 		var b []byte
 		for _, f := range v.([]Frame) {

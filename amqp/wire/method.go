@@ -16,9 +16,9 @@ type Method interface {
 	// boundary (only server-made text, such as a reply text naming a long
 	// queue, can be that long). A table value whose Go type is outside the
 	// core.Table mapping makes Append panic with an error wrapping
-	// ErrUnencodable: it is a bug in whatever built the table, since tables
-	// decoded by this package always encode; check hand-built tables with
-	// AppendTable first.
+	// msgcodec.ErrUnencodable: it is a bug in whatever built the table,
+	// since tables decoded by this package always encode; check hand-built
+	// tables with msgcodec.AppendTable first.
 	Append(b []byte) []byte
 	// HasContent reports whether a content header and body follow the
 	// method (basic.publish, basic.deliver, basic.return, basic.get-ok).

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/core/msgcodec"
 )
 
 // fillNonZero sets every field of the struct m points to a non-zero value.
@@ -113,7 +114,7 @@ func TestShortstrTruncatedAtRuneBoundary(t *testing.T) {
 func TestAppendPanicsOnUnencodableTable(t *testing.T) {
 	defer func() {
 		err, _ := recover().(error)
-		if !errors.Is(err, ErrUnencodable) {
+		if !errors.Is(err, msgcodec.ErrUnencodable) {
 			t.Fatalf("recovered %v", err)
 		}
 	}()

@@ -1,8 +1,7 @@
-package wire
+package msgcodec
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -16,12 +15,6 @@ import (
 // exhaust the goroutine stack. RabbitMQ's own arguments nest two or three
 // levels; x-death is the deepest common case.
 const MaxTableDepth = 64
-
-// ErrUnencodable is wrapped by AppendTable and AppendArray errors: a value
-// whose Go type is not in the core.Table mapping, a uint64 over MaxInt64, a key
-// over 255 bytes, or nesting over MaxTableDepth. It is a programming error on
-// our side, never a peer's fault, so it carries no reply code.
-var ErrUnencodable = errors.New("wire: value cannot be encoded in a field table")
 
 // AppendTable appends t as an AMQP field table (a 32-bit byte length, then
 // shortstr key, tag octet, value for each entry) and returns the extended
@@ -170,9 +163,9 @@ func appendField(b []byte, v any, depth int) ([]byte, error) {
 
 // ReadTable reads a field table from the start of b and returns it with the
 // bytes that follow it. Every length is checked against the bytes that remain,
-// unknown tags and nesting over MaxTableDepth are malformed, and nothing in
-// the result aliases b. A key that repeats keeps its last value (RabbitMQ keeps
-// both; the map cannot).
+// unknown tags and nesting over MaxTableDepth are malformed (an *Error), and
+// nothing in the result aliases b. A key that repeats keeps its last value
+// (RabbitMQ keeps both; the map cannot).
 //
 // The tags read are those of the core.Table mapping, as RabbitMQ reads them:
 // 's' is a signed 16-bit short, 'l' a signed 64-bit long, 'x' a byte array.
@@ -199,15 +192,15 @@ func ReadArray(b []byte) ([]any, []byte, error) {
 // bytes after it.
 func container(b []byte, what string, depth int) (body, rest []byte, err *Error) {
 	if depth > MaxTableDepth {
-		return nil, nil, newError(ErrMalformed, what+" nested deeper than "+itoa(MaxTableDepth))
+		return nil, nil, malformed(what + " nested deeper than " + itoa(MaxTableDepth))
 	}
 	if len(b) < 4 {
-		return nil, nil, newError(ErrMalformed, what+" length truncated")
+		return nil, nil, malformed(what + " length truncated")
 	}
 	n := binary.BigEndian.Uint32(b)
 	b = b[4:]
 	if uint64(n) > uint64(len(b)) {
-		return nil, nil, newError(ErrMalformed, what+" length "+itoa(int(n))+" exceeds "+itoa(len(b))+" remaining bytes")
+		return nil, nil, malformed(what + " length " + itoa(int(n)) + " exceeds " + itoa(len(b)) + " remaining bytes")
 	}
 	return b[:n:n], b[n:], nil
 }
@@ -221,7 +214,7 @@ func readTable(b []byte, depth int) (core.Table, []byte, *Error) {
 	for len(body) > 0 {
 		n := int(body[0])
 		if n+1 > len(body) {
-			return nil, nil, newError(ErrMalformed, "table key length "+itoa(n)+" exceeds "+itoa(len(body)-1)+" remaining bytes")
+			return nil, nil, malformed("table key length " + itoa(n) + " exceeds " + itoa(len(body)-1) + " remaining bytes")
 		}
 		key := string(body[1 : 1+n])
 		var v any
@@ -261,12 +254,12 @@ var fixedSize = [256]uint8{
 // container.
 func readField(b []byte, depth int) (any, []byte, *Error) {
 	if len(b) == 0 {
-		return nil, nil, newError(ErrMalformed, "field tag truncated")
+		return nil, nil, malformed("field tag truncated")
 	}
 	tag := b[0]
 	b = b[1:]
 	if n := int(fixedSize[tag]); n > len(b) {
-		return nil, nil, newError(ErrMalformed, "field '"+string(rune(tag))+"' needs "+itoa(n)+" bytes, "+itoa(len(b))+" remain")
+		return nil, nil, malformed("field '" + string(rune(tag)) + "' needs " + itoa(n) + " bytes, " + itoa(len(b)) + " remain")
 	}
 	switch tag {
 	case 't':
@@ -309,15 +302,6 @@ func readField(b []byte, depth int) (any, []byte, *Error) {
 	case 'V':
 		return nil, b, nil
 	default:
-		return nil, nil, newError(ErrMalformed, "unknown field tag "+strconvQuoteByte(tag))
+		return nil, nil, malformed("unknown field tag " + quoteByte(tag))
 	}
-}
-
-// strconvQuoteByte renders a tag for an error text, printable or not.
-func strconvQuoteByte(c byte) string {
-	if c >= 0x20 && c < 0x7f {
-		return "'" + string(rune(c)) + "'"
-	}
-	const hex = "0123456789abcdef"
-	return "0x" + string([]byte{hex[c>>4], hex[c&15]})
 }
