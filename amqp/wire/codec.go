@@ -2,7 +2,6 @@ package wire
 
 import (
 	"encoding/binary"
-	"time"
 	"unicode/utf8"
 
 	"github.com/ferrymq/ferrymq/core"
@@ -94,12 +93,6 @@ func (d *decoder) longstr() string {
 	return string(d.bytes("longstr", uint64(n)))
 }
 
-// timestamp reads seconds since the epoch. The uint64 is reinterpreted as
-// int64 so that re-encoding with Unix() gives back the same eight bytes.
-func (d *decoder) timestamp() time.Time {
-	return time.Unix(int64(d.longlong()), 0).UTC()
-}
-
 func (d *decoder) table() core.Table {
 	if d.err != nil {
 		return nil
@@ -150,8 +143,6 @@ func appendLongstr(b []byte, s string) []byte {
 	b = appendLong(b, uint32(len(s)))
 	return append(b, s...)
 }
-
-func appendTimestamp(b []byte, t time.Time) []byte { return appendLonglong(b, uint64(t.Unix())) }
 
 // appendTableInArgs encodes a table inside method arguments, whose Append
 // has no error result. A value whose Go type is outside the core.Table

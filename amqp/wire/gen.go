@@ -122,7 +122,6 @@ type (
 		Classes    []classData
 		Methods    []*methodData
 		HardCodes  []string
-		NeedsTime  bool
 		NeedsTable bool
 	}
 	constData struct {
@@ -157,15 +156,17 @@ type (
 )
 
 var goTypes = map[string]string{
-	"bit":       "bool",
-	"octet":     "uint8",
-	"short":     "uint16",
-	"long":      "uint32",
-	"longlong":  "uint64",
-	"shortstr":  "string",
-	"longstr":   "string",
-	"table":     "core.Table",
-	"timestamp": "time.Time",
+	"bit":      "bool",
+	"octet":    "uint8",
+	"short":    "uint16",
+	"long":     "uint32",
+	"longlong": "uint64",
+	"shortstr": "string",
+	"longstr":  "string",
+	"table":    "core.Table",
+	// timestamp is left out: no 0-9-1 method argument is one (only the
+	// timestamp property, in core/msgcodec), so a spec that had one would
+	// fail here rather than generate code this package cannot compile.
 }
 
 func build(s *xmlSpec) (*specData, error) {
@@ -219,7 +220,6 @@ func build(s *xmlSpec) (*specData, error) {
 				if !ok {
 					return nil, fmt.Errorf("%s field %s: cannot resolve domain %q", full, f.Name, f.Domain)
 				}
-				d.NeedsTime = d.NeedsTime || wire == "timestamp"
 				d.NeedsTable = d.NeedsTable || wire == "table"
 				comment := f.Name
 				if f.Reserved == 1 {
@@ -280,14 +280,8 @@ var tmpl = template.Must(template.New("spec").Funcs(funcs).Parse(`// Code genera
 
 package wire
 
-{{if or .NeedsTime .NeedsTable}}import (
-{{- if .NeedsTime}}
-	"time"
-{{- end}}
-{{- if .NeedsTable}}
-
+{{if .NeedsTable}}import (
 	"github.com/ferrymq/ferrymq/core"
-{{- end}}
 )
 {{end}}
 
