@@ -2,6 +2,9 @@ package mqtt
 
 // Helpers for the protocol tests on mqtttest's clients and the raw client.
 //
+// The tests assert what the MQTT 3.1.1 and 5.0 standards say, citing
+// statement ids: 5.0's unless marked (3.1.1).
+//
 // As in interop_test, absence is shown with a sentinel published after
 // the messages under test into the same subscription queue: what came
 // before the sentinel is all that was sent. Flow control is shown from

@@ -29,7 +29,8 @@ type testBroker struct {
 type testBrokerOpts struct {
 	MQTT Config
 	// Durable gives the broker a persistence store in a directory of the
-	// test's, as the binary has, for tests of what a PUBACK waits for.
+	// test's, as the binary has, for tests of durable state: sessions,
+	// QoS 1 and 2 flows, retained messages.
 	Durable bool
 }
 
