@@ -134,71 +134,92 @@ func readPublishes(t *testing.T, conn net.Conn, r *bufio.Reader, n int) []receiv
 	return out
 }
 
-// TestMQTTInflightIDsSurviveRestart: QoS 1 deliveries a persistent session
-// had not acknowledged when the broker stopped or was killed are sent
-// again, on resume, with DUP set and the packet ids they had
+// ackPublish acknowledges a received PUBLISH: PUBACK for QoS 1; PUBREC,
+// the server's PUBREL, then PUBCOMP for QoS 2.
+func ackPublish(t *testing.T, conn net.Conn, r *bufio.Reader, p receivedPublish) {
+	t.Helper()
+	id := []byte{byte(p.id >> 8), byte(p.id)}
+	if p.qos == 1 {
+		if _, err := conn.Write(wirePkt(0x40, id)); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if _, err := conn.Write(wirePkt(0x50, id)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(mqtttest.Wait))
+	if first, body, err := readWirePacket(r); err != nil || first != 0x62 || !bytes.Equal(body, id) {
+		t.Fatalf("after PUBREC %d: packet %#x % x (%v), want its PUBREL", p.id, first, body, err)
+	}
+	if _, err := conn.Write(wirePkt(0x70, id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMQTTInflightIDsSurviveRestart: QoS 1 and 2 deliveries a persistent
+// session had not acknowledged when the broker stopped or was killed are
+// sent again, on resume, with DUP set and the packet ids they had
 // [MQTT-4.4.0-1].
 func TestMQTTInflightIDsSurviveRestart(t *testing.T) {
 	const n = 5
-	for _, how := range restartHow {
-		t.Run(how.name, func(t *testing.T) {
-			b := StartBroker(t)
-			id := "inflight-ids"
-			conn, r, _ := rawPersistentConnect(t, b.MQTTAddr, id)
-			if _, err := conn.Write(wirePkt(0x82, []byte{0, 1}, wireStr("ids/#"), []byte{1})); err != nil {
-				t.Fatal(err)
-			}
-			if first, body, err := readWirePacket(r); err != nil || first != 0x90 || body[2] != 1 {
-				t.Fatalf("SUBACK: %#x % x %v", first, body, err)
-			}
-			pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
-			// A few delivered and acknowledged first, so that the ids in
-			// flight are not the ones a fresh count would hand out.
-			for i := range 3 {
-				pub.Send(t, "ids/t", 1, fmt.Sprint("acked-", i))
-				p := readPublishes(t, conn, r, 1)[0]
-				if _, err := conn.Write(wirePkt(0x40, []byte{byte(p.id >> 8), byte(p.id)})); err != nil {
+	for _, qos := range []byte{1, 2} {
+		for _, how := range restartHow {
+			t.Run(fmt.Sprintf("QoS %d %s", qos, how.name), func(t *testing.T) {
+				b := StartBroker(t)
+				id := "inflight-ids"
+				conn, r, _ := rawPersistentConnect(t, b.MQTTAddr, id)
+				if _, err := conn.Write(wirePkt(0x82, []byte{0, 1}, wireStr("ids/#"), []byte{qos})); err != nil {
 					t.Fatal(err)
 				}
-			}
-			for i := range n {
-				pub.Send(t, "ids/t", 1, fmt.Sprint(i)) // returns once PUBACKed: stored
-			}
-			first := readPublishes(t, conn, r, n)
-			ids := make(map[string]uint16, n)
-			for _, p := range first {
-				if p.dup || p.qos != 1 {
-					t.Fatalf("first delivery %+v: want QoS 1 without DUP", p)
+				if first, body, err := readWirePacket(r); err != nil || first != 0x90 || body[2] != qos {
+					t.Fatalf("SUBACK: %#x % x %v", first, body, err)
 				}
-				ids[p.payload] = p.id
-			}
-			conn.Close() // never acknowledged
+				pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
+				// A few delivered and acknowledged first, so that the ids in
+				// flight are not the ones a fresh count would hand out.
+				for i := range 3 {
+					pub.Send(t, "ids/t", qos, fmt.Sprint("acked-", i))
+					ackPublish(t, conn, r, readPublishes(t, conn, r, 1)[0])
+				}
+				for i := range n {
+					pub.Send(t, "ids/t", qos, fmt.Sprint(i)) // returns once acknowledged: stored
+				}
+				ids := make(map[string]uint16, n)
+				for _, p := range readPublishes(t, conn, r, n) {
+					if p.dup || p.qos != qos {
+						t.Fatalf("first delivery %+v: want QoS %d without DUP", p, qos)
+					}
+					ids[p.payload] = p.id
+				}
+				conn.Close() // never acknowledged
 
-			b = how.restart(t, b)
-			conn, r, present := rawPersistentConnect(t, b.MQTTAddr, id)
-			if !present {
-				t.Fatal("CONNACK session present = 0 after the restart")
-			}
-			again := readPublishes(t, conn, r, n)
-			for _, p := range again {
-				want, ok := ids[p.payload]
-				if !ok {
-					t.Fatalf("resent %+v: not one of the unacknowledged messages %v", p, ids)
+				b = how.restart(t, b)
+				conn, r, present := rawPersistentConnect(t, b.MQTTAddr, id)
+				if !present {
+					t.Fatal("CONNACK session present = 0 after the restart")
 				}
-				if !p.dup || p.id != want {
-					t.Errorf("resent %q: DUP=%v packet id %d, want DUP and packet id %d", p.payload, p.dup, p.id, want)
+				again := readPublishes(t, conn, r, n)
+				for _, p := range again {
+					want, ok := ids[p.payload]
+					if !ok {
+						t.Fatalf("resent %+v: not one of the unacknowledged messages %v", p, ids)
+					}
+					if !p.dup || p.id != want || p.qos != qos {
+						t.Errorf("resent %q: DUP=%v packet id %d QoS %d, want DUP, packet id %d, QoS %d", p.payload, p.dup, p.id, p.qos, want, qos)
+					}
+					delete(ids, p.payload)
 				}
-				delete(ids, p.payload)
-				if _, err := conn.Write(wirePkt(0x40, []byte{byte(p.id >> 8), byte(p.id)})); err != nil {
-					t.Fatal(err)
+				for _, p := range again {
+					ackPublish(t, conn, r, p)
 				}
-			}
-			// Acknowledged now: a sentinel is all that comes next.
-			mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub2"}).Send(t, "ids/t", 1, "sentinel")
-			if p := readPublishes(t, conn, r, 1)[0]; p.payload != "sentinel" || p.dup {
-				t.Fatalf("after acknowledging the resent messages got %+v, want the sentinel", p)
-			}
-		})
+				// Acknowledged now: a sentinel is all that comes next.
+				mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub2"}).Send(t, "ids/t", qos, "sentinel")
+				if p := readPublishes(t, conn, r, 1)[0]; p.payload != "sentinel" || p.dup {
+					t.Fatalf("after acknowledging the resent messages got %+v, want the sentinel", p)
+				}
+			})
+		}
 	}
 }
 
