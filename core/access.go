@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 )
@@ -12,7 +13,7 @@ import (
 // what deleting a vhost closes, what the operations API lists.
 type ConnInfo struct {
 	Protocol string // "amqp" or "mqtt"
-	Peer     string
+	Peer     string // host:port
 	// ClientID is the MQTT client identifier: it expands {client_id} in
 	// topic permissions and owns the mqtt-subscription-<id> queues.
 	ClientID string
@@ -92,7 +93,11 @@ func (b *Broker) Open(ctx context.Context, p *Principal, vhost string, info Conn
 	if v == nil {
 		return nil, Errorf(CodeNotAllowed, "vhost %s not found", vhost)
 	}
-	ok, err := p.Authz.VHostAccess(ctx, p, vhost, info.Peer)
+	ip := info.Peer
+	if ap, err := netip.ParseAddrPort(ip); err == nil {
+		ip = ap.Addr().String()
+	}
+	ok, err := p.Authz.VHostAccess(ctx, p, vhost, ip)
 	if err != nil || !ok {
 		refused := Errorf(CodeNotAllowed, "access to vhost '%s' refused for user '%s'", vhost, p.Name)
 		if err != nil {

@@ -84,7 +84,8 @@ func (p *Principal) HasTag(t string) bool { return slices.Contains(p.Tags, t) }
 // authenticated. An error means the backend could not answer (it is down):
 // the check is refused.
 type Authorizer interface {
-	// VHostAccess reports whether p may connect to vhost from peer.
+	// VHostAccess reports whether p may connect to vhost from the IP
+	// address peer.
 	VHostAccess(ctx context.Context, p *Principal, vhost, peer string) (bool, error)
 	// ResourceAccess reports whether p has perm on the exchange or queue
 	// kind/name in vhost. The default exchange is DefaultExchangeName.
