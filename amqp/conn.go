@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferrymq/ferrymq/amqp/wire"
@@ -36,6 +37,9 @@ type conn struct {
 	cancel     context.CancelFunc
 	name       string // for logs: peer address
 	capBlocked bool   // the client handles connection.blocked
+	// open is set once the handshake is done: alarm notifications reach
+	// only open connections (capBlocked is settled by then).
+	open atomic.Bool
 
 	channels map[uint16]*channel
 	// confirmDirty lists the channels holding publisher acks to send at
@@ -86,6 +90,7 @@ func (c *conn) serve() {
 	}
 	log.Debug("amqp: connection open", "user", c.access.Principal().Name, "vhost", c.vhost.Name())
 	go c.out.writeLoop(c.heartbeat)
+	c.open.Store(true)
 	if ch, reason := c.srv.broker.Blocked(); ch != nil {
 		c.notifyBlocked(reason)
 	}

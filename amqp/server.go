@@ -232,6 +232,9 @@ func (s *Server) alarmChanged(blocked bool, reason string) {
 	conns := s.connList()
 	s.mu.Unlock()
 	for _, c := range conns {
+		if !c.open.Load() {
+			continue // told after its handshake (conn.serve)
+		}
 		if blocked {
 			c.notifyBlocked(reason)
 		} else {
