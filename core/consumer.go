@@ -20,7 +20,7 @@ type DeliverySink interface {
 	// Deliver hands one message to the consumer. It is called with the queue's
 	// lock held, from any goroutine: it must not block and must not call into
 	// the queue. It returns false when the consumer cannot take the message now
-	// (its connection's outbound buffer is full); the queue keeps the message,
+	// (its connection's Outbox is full); the queue keeps the message,
 	// stops delivering to that consumer and waits for Consumer.Resume.
 	Deliver(d Delivery) bool
 	// Cancelled reports that the queue was deleted (or the consumer otherwise

@@ -24,8 +24,8 @@
 // goroutine enqueued it, acked it (Queue.Settle), resumed a consumer
 // (Consumer.Resume) or fired a timer - with the queue's lock held. A sink
 // must therefore not block and must not call back into the queue: it
-// appends to its connection's outbound buffer, or returns false to be
-// resumed later. Dead letters are republished after the queue's lock is
+// appends to its connection's Outbox, or returns false to be resumed
+// later. Dead letters are republished after the queue's lock is
 // released, so no queue lock is held while publishing.
 //
 // # Durability

@@ -29,6 +29,7 @@
 // for: a client that does not read stalls its writers, never core. A
 // direct write that got only part of a packet out passes the turn to the
 // writer goroutine with the rest (session.signalLocked), which releases it.
-// The server's own locks (Server.mu, the retained index, the poller) are
-// leaves: nothing else is taken while one is held.
+// The server's own locks (Server.mu, the poller's) are leaves; the retained
+// index's is held over the store's append of a retained message. core's
+// package doc has the whole table, with core's locks.
 package mqtt
