@@ -22,6 +22,8 @@ const seenBody = 1 << 31
 // not decode is an error: the broker must not start on half its data.
 func (s *Store) load() error {
 	w := &s.w
+	w.opening = true
+	defer func() { w.opening = false }()
 	w.lastTs = s.db.MaxVersion()
 	s.readTs.Store(w.lastTs)
 	// Everything on disk is committed and nothing reads below lastTs:

@@ -83,6 +83,8 @@ type writer struct {
 	// cleanClose is set when the last batch, at Close, deletes the crash
 	// mark (runningKey).
 	cleanClose bool
+	// opening is set while Open reads the store and writes its batch.
+	opening bool
 
 	// sweepFrom is where the orphan sweep goes on (nil: not sweeping);
 	// swept counts the bodies it has deleted so far.
@@ -832,15 +834,25 @@ func (s *Store) failed(err error) error {
 }
 
 func (s *Store) checkDiskFree() error {
-	if s.diskFreeLimit <= 0 {
+	limit := s.diskFreeLimit
+	if limit <= 0 {
 		return nil
+	}
+	if s.w.opening {
+		// Open's one small batch (the crash mark, leftovers of an
+		// interrupted batch) must not keep a broker from starting, blocked,
+		// on a disk below the limit; only a disk with next to no room does.
+		limit = min(limit, openingDiskFree)
 	}
 	free, err := diskFree(s.dir)
 	if err != nil || free < 0 {
 		return nil // unknown: let the write itself fail
 	}
-	if free < s.diskFreeLimit {
-		return fmt.Errorf("%w: %d bytes free in %s, limit %d", ErrDiskFull, free, s.dir, s.diskFreeLimit)
+	if free < limit {
+		return fmt.Errorf("%w: %d bytes free in %s, limit %d", ErrDiskFull, free, s.dir, limit)
 	}
 	return nil
 }
+
+// openingDiskFree is the free space Open's batch needs.
+const openingDiskFree = 16 << 20
