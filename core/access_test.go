@@ -251,3 +251,52 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkAccessPublishCheck is the check basic.publish makes on each
+// message: write on the exchange (cached after the first) and topic
+// permissions (none set: skipped). It must not allocate.
+func BenchmarkAccessPublishCheck(b *testing.B) {
+	users := NewUsers()
+	must(b, users.Put(UserSpec{Name: "u", PasswordHash: HashPassword("pw")}))
+	must(b, users.SetPermissions("u", "/", VHostPermissions{Configure: "^u-", Write: `^(u-.*|amq\.topic)$`, Read: "^u-"}))
+	br := NewBroker(Options{})
+	defer br.Close()
+	ctx := context.Background()
+	p, err := NewAuth(users).Login(ctx, LoginRequest{Username: "u", Password: "pw"})
+	must(b, err)
+	a, err := br.Open(ctx, p, "/", ConnInfo{})
+	must(b, err)
+	defer a.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.Check(ctx, KindExchange, "amq.topic", Write); err != nil {
+			b.Fatal(err)
+		}
+		if err := a.CheckTopic(ctx, "amq.topic", "sensors.7.temp", Write); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAccessTopicCheck is the same with a topic permission that
+// expands {client_id}: one regexp match per publish.
+func BenchmarkAccessTopicCheck(b *testing.B) {
+	users := NewUsers()
+	must(b, users.Put(UserSpec{Name: "u", PasswordHash: HashPassword("pw")}))
+	must(b, users.SetPermissions("u", "/", FullPermissions))
+	must(b, users.SetTopicPermissions("u", "/", TopicPermissions{Exchange: "amq.topic", Write: `^devices\.{client_id}\.`}))
+	br := NewBroker(Options{})
+	defer br.Close()
+	ctx := context.Background()
+	p, err := NewAuth(users).Login(ctx, LoginRequest{Username: "u", Password: "pw"})
+	must(b, err)
+	a, err := br.Open(ctx, p, "/", ConnInfo{ClientID: "d42"})
+	must(b, err)
+	defer a.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.CheckTopic(ctx, "amq.topic", "devices.d42.temp", Write); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -64,9 +64,22 @@ type pattern struct {
 	re   *regexp.Regexp
 	vars bool // has {username}, {vhost} or {client_id}: compiled per expansion
 	// expanded caches the patterns compiled per expansion (topic
-	// permissions only), so a publish does not compile a regexp.
-	expanded *sync.Map // string -> *regexp.Regexp
+	// permissions only), so that a publish neither builds nor compiles one.
+	expanded *expansions
 }
+
+// expansions are a variable pattern's compilations, by the values
+// expanded into it.
+type expansions struct {
+	mu sync.RWMutex
+	m  map[expansion]*regexp.Regexp // guarded by mu
+}
+
+type expansion struct{ user, vhost, clientID string }
+
+// maxExpansions bounds a pattern's cache (one entry per client id, for a
+// fleet of devices); past it the cache starts over.
+const maxExpansions = 100_000
 
 func compilePattern(src string) (pattern, error) {
 	p := pattern{src: src}
@@ -79,7 +92,7 @@ func compilePattern(src string) (pattern, error) {
 	case strings.Contains(src, "{"):
 		if strings.Contains(src, "{username}") || strings.Contains(src, "{vhost}") || strings.Contains(src, "{client_id}") {
 			p.vars = true
-			p.expanded = new(sync.Map)
+			p.expanded = &expansions{m: make(map[expansion]*regexp.Regexp)}
 		}
 	}
 	re, err := regexp.Compile(src)
@@ -98,16 +111,25 @@ func (p *pattern) match(name, user, vhost, clientID string) bool {
 	if !p.vars {
 		return p.re.MatchString(name)
 	}
-	src := strings.NewReplacer("{username}", regexp.QuoteMeta(user), "{vhost}", regexp.QuoteMeta(vhost),
-		"{client_id}", regexp.QuoteMeta(clientID)).Replace(p.src)
-	if re, ok := p.expanded.Load(src); ok {
-		return re.(*regexp.Regexp).MatchString(name)
+	key := expansion{user, vhost, clientID}
+	x := p.expanded
+	x.mu.RLock()
+	re := x.m[key]
+	x.mu.RUnlock()
+	if re == nil {
+		src := strings.NewReplacer("{username}", regexp.QuoteMeta(user), "{vhost}", regexp.QuoteMeta(vhost),
+			"{client_id}", regexp.QuoteMeta(clientID)).Replace(p.src)
+		var err error
+		if re, err = regexp.Compile(src); err != nil {
+			return false
+		}
+		x.mu.Lock()
+		if len(x.m) >= maxExpansions {
+			clear(x.m)
+		}
+		x.m[key] = re
+		x.mu.Unlock()
 	}
-	re, err := regexp.Compile(src)
-	if err != nil {
-		return false
-	}
-	p.expanded.Store(src, re)
 	return re.MatchString(name)
 }
 

@@ -80,14 +80,14 @@ func (c *client) delayRefusal() {
 	}
 }
 
-// checkPublish: write on the MQTT exchange and topic write on the topic's
-// routing key.
-func checkPublish(srv *Server, a *core.Access, name string) error {
+// checkPublish: write on the MQTT exchange and topic write on the
+// publish's routing key (its topic, mapped: the caller has it at hand).
+func checkPublish(srv *Server, a *core.Access, routingKey string) error {
 	x := srv.cfg.Exchange
 	if err := a.Check(srv.ctx, core.KindExchange, x, core.Write); err != nil {
 		return err
 	}
-	return a.CheckTopic(srv.ctx, x, topic.RoutingKey(name), core.Write)
+	return a.CheckTopic(srv.ctx, x, routingKey, core.Write)
 }
 
 // checkSubscribe: configure (to declare it), write (to bind) and read (to

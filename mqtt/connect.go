@@ -7,6 +7,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // connect handles CONNECT: checks, login, the session (taken over,
@@ -47,7 +48,7 @@ func (c *client) connect(pk *packets.Packet) error {
 			Payload:     pk.Connect.WillPayload,
 			Properties:  pk.Connect.WillProperties,
 		}
-		if err := checkPublish(c.srv, access, will.TopicName); err != nil {
+		if err := checkPublish(c.srv, access, topic.RoutingKey(will.TopicName)); err != nil {
 			c.srv.log.Warn("mqtt: will refused", "client", c.id, "user", access.Principal().Name, "topic", will.TopicName, "err", err)
 			access.Close()
 			c.refuse(packets.ErrNotAuthorized)

@@ -69,13 +69,13 @@ func (s *session) publish(pk *packets.Packet) error {
 		}
 		return nil
 	}
-	if err := checkPublish(s.srv, s.access, pk.TopicName); err != nil {
+	msg := toMessage(s.srv.cfg.Exchange, pk, s.origin)
+	if err := checkPublish(s.srv, s.access, msg.RoutingKey); err != nil {
 		return s.refusePublish(pk, typ, err)
 	}
 	if !s.cl.waitUnblocked() {
 		return nil
 	}
-	msg := toMessage(s.srv.cfg.Exchange, pk, s.origin)
 	var rc byte
 	var retainPos uint64
 	if pk.FixedHeader.Retain {
