@@ -257,7 +257,8 @@ func (a *Access) CheckInternalQueue(name string) error {
 
 // DeleteVHost deletes a vhost: its connections are asked to close, then
 // its queues (with their messages) and exchanges are deleted, from the
-// store too. Errors: 404 if it does not exist.
+// store too, and the OnVHostDeleted hooks run. Errors: 404 if it does not
+// exist.
 func (b *Broker) DeleteVHost(name string) error {
 	b.mu.Lock()
 	v := b.vhosts[name]
@@ -281,5 +282,12 @@ func (b *Broker) DeleteVHost(name string) error {
 			a.info.Close(reason)
 		}
 	}
-	return v.deleteAll()
+	err := v.deleteAll()
+	b.mu.RLock()
+	hooks := b.deletedHooks
+	b.mu.RUnlock()
+	for _, fn := range hooks {
+		fn(name)
+	}
+	return err
 }

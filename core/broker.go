@@ -34,6 +34,8 @@ type Broker struct {
 
 	mu     sync.RWMutex
 	vhosts map[string]*VHost // guarded by mu
+	// deletedHooks run after DeleteVHost; guarded by mu.
+	deletedHooks []func(vhost string)
 
 	// connMu guards the connection registry and the limit counters
 	// (VHost.conns too). It is taken alone.
@@ -127,6 +129,15 @@ func (b *Broker) ResidentBytes() int64 { return b.mem.resident.Load() }
 // not block: one that writes to the store appends and returns the
 // position rather than waiting for it. It must not modify msg.
 type PublishHook func(vhost string, msg *Message) (keep bool, pos uint64)
+
+// OnVHostDeleted installs fn, called on DeleteVHost's goroutine once a
+// vhost and its entities are gone, for what other packages keep per vhost
+// (the MQTT listener's retained messages and remembered sessions).
+func (b *Broker) OnVHostDeleted(fn func(vhost string)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deletedHooks = append(b.deletedHooks, fn)
+}
 
 // AddPublishHook installs h after the hooks already installed.
 func (b *Broker) AddPublishHook(h PublishHook) {

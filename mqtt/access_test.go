@@ -303,3 +303,34 @@ func TestMQTTLoginFailureDelay(t *testing.T) {
 		}
 	}
 }
+
+// TestMQTTVHostDelete: deleting a vhost disconnects its MQTT clients
+// (MQTT 5: 0x98 administrative action) and forgets its retained
+// messages, so a vhost of the same name starts empty.
+func TestMQTTVHostDelete(t *testing.T) {
+	b, users := accessBroker(t, time.Millisecond)
+	b.Core.AddVHost("tmp")
+	must(t, users.SetPermissions("other", "tmp", core.FullPermissions))
+	o := rawOpts{Version: 5, ClientID: "t1", Username: "tmp:other", Password: "other-pw"}
+	c := dialRaw(t, b.MQTTAddr, o)
+	pk, id := c.publishPacket("cfg/a", 1, "kept", nil)
+	pk[0] |= 1 // retain
+	c.write(t, pk)
+	c.await(t, typPuback, int(id), "PUBACK")
+	must(t, b.Core.DeleteVHost("tmp"))
+	if code := c.waitClosed(t, mqttWait); code != 0x98 {
+		t.Fatalf("DISCONNECT %#x, want 0x98", code)
+	}
+	if _, code := dialRawCode(t, b.MQTTAddr, o); code != 0x87 {
+		t.Fatalf("CONNACK to the deleted vhost %#x, want 0x87", code)
+	}
+	b.Core.AddVHost("tmp")
+	c = dialRaw(t, b.MQTTAddr, o)
+	c.subscribe(t, 0, rawSub{Filter: "cfg/#", Opts: 1})
+	c.ping(t)
+	select {
+	case p := <-c.pubs:
+		t.Fatalf("the deleted vhost's retained message came back: %s", p.Topic)
+	default:
+	}
+}

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/ferrymq/ferrymq/core"
@@ -91,4 +92,30 @@ func (s *Server) retain(vhost, topic string, msg *core.Message) (uint64, error) 
 	}
 	r.putLocked(vhost, topic, msg)
 	return pos, nil
+}
+
+// vhostDeleted forgets a deleted vhost's retained messages, in the store
+// too, and the sessions remembered in it that no connection holds (the
+// connections in it are closing and end their own).
+func (s *Server) vhostDeleted(vhost string) {
+	r := &s.retained
+	r.mu.Lock()
+	if s.cfg.Retained != nil {
+		for name := range r.vhosts[vhost] {
+			s.cfg.Retained.DeleteRetained(vhost, name)
+		}
+	}
+	delete(r.vhosts, vhost)
+	r.mu.Unlock()
+	prefix := vhost + "\x00"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, st := range s.sessions {
+		if strings.HasPrefix(key, prefix) && st.live == nil {
+			if st.will != nil {
+				st.will.Stop()
+			}
+			delete(s.sessions, key)
+		}
+	}
 }

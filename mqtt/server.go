@@ -139,6 +139,7 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	}
 	s.poller = p
 	b.AddPublishHook(s.retainFromAMQP)
+	b.OnVHostDeleted(s.vhostDeleted)
 	return s, nil
 }
 
