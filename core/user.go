@@ -81,7 +81,10 @@ type expansion struct{ user, vhost, clientID string }
 // fleet of devices); past it the cache starts over.
 const maxExpansions = 100_000
 
-func compilePattern(src string) (pattern, error) {
+// compilePattern compiles a permission pattern; with vars (topic
+// permissions), {username}, {vhost} and {client_id} are expanded at match
+// time.
+func compilePattern(src string, vars bool) (pattern, error) {
 	p := pattern{src: src}
 	switch {
 	case src == ".*" || src == "^.*" || src == "^.*$":
@@ -89,18 +92,24 @@ func compilePattern(src string) (pattern, error) {
 		return p, nil
 	case src == "":
 		src = "^$" // RabbitMQ: an empty pattern matches nothing (but the empty name)
-	case strings.Contains(src, "{"):
-		if strings.Contains(src, "{username}") || strings.Contains(src, "{vhost}") || strings.Contains(src, "{client_id}") {
-			p.vars = true
-			p.expanded = &expansions{m: make(map[expansion]*regexp.Regexp)}
-		}
+	case vars && (strings.Contains(src, "{username}") || strings.Contains(src, "{vhost}") || strings.Contains(src, "{client_id}")):
+		p.vars = true
+		p.expanded = &expansions{m: make(map[expansion]*regexp.Regexp)}
+		src = expand(src, "u", "v", "c") // checked as it will be compiled
 	}
 	re, err := regexp.Compile(src)
-	if err != nil && !p.vars {
+	if err != nil {
 		return p, fmt.Errorf("permission pattern %q: %w", p.src, err)
 	}
 	p.re = re
 	return p, nil
+}
+
+// expand replaces the variables of a topic permission pattern by the
+// connection's values, quoted: a client id ".*" matches only itself.
+func expand(src, user, vhost, clientID string) string {
+	return strings.NewReplacer("{username}", regexp.QuoteMeta(user), "{vhost}", regexp.QuoteMeta(vhost),
+		"{client_id}", regexp.QuoteMeta(clientID)).Replace(src)
 }
 
 // match runs the pattern against name, expanding variables first.
@@ -117,10 +126,8 @@ func (p *pattern) match(name, user, vhost, clientID string) bool {
 	re := x.m[key]
 	x.mu.RUnlock()
 	if re == nil {
-		src := strings.NewReplacer("{username}", regexp.QuoteMeta(user), "{vhost}", regexp.QuoteMeta(vhost),
-			"{client_id}", regexp.QuoteMeta(clientID)).Replace(p.src)
 		var err error
-		if re, err = regexp.Compile(src); err != nil {
+		if re, err = regexp.Compile(expand(p.src, user, vhost, clientID)); err != nil {
 			return false
 		}
 		x.mu.Lock()
@@ -132,6 +139,9 @@ func (p *pattern) match(name, user, vhost, clientID string) bool {
 	}
 	return re.MatchString(name)
 }
+
+// dummySalt stands in for a user that does not exist.
+var dummySalt [saltLen]byte
 
 // NewUsers returns an empty user database.
 func NewUsers() *Users { return &Users{users: make(map[string]*userEntry)} }
@@ -194,7 +204,7 @@ func (u *Users) SetPermissions(user, vhost string, p VHostPermissions) error {
 	var c [3]pattern
 	for i, src := range []string{p.Configure, p.Write, p.Read} {
 		var err error
-		if c[i], err = compilePattern(src); err != nil {
+		if c[i], err = compilePattern(src, false); err != nil {
 			return fmt.Errorf("user %q vhost %q: %w", user, vhost, err)
 		}
 	}
@@ -221,7 +231,7 @@ func (u *Users) SetTopicPermissions(user, vhost string, p TopicPermissions) erro
 		src  string
 	}{{Write, p.Write}, {Read, p.Read}} {
 		var err error
-		if c[x.perm], err = compilePattern(x.src); err != nil {
+		if c[x.perm], err = compilePattern(x.src, true); err != nil {
 			return fmt.Errorf("user %q vhost %q exchange %q: %w", user, vhost, p.Exchange, err)
 		}
 	}
@@ -258,6 +268,9 @@ func (u *Users) Authenticate(_ context.Context, req LoginRequest) (*Principal, e
 	e := u.entry(req.Username)
 	switch {
 	case e == nil:
+		// As long as a wrong password takes: the answer's timing does not
+		// tell which user names exist.
+		passwordMatches(dummySalt[:], dummySalt[:], req.Password)
 		return nil, fmt.Errorf("internal: user '%s' - no such user: %w", req.Username, ErrRefused)
 	case !req.Passwordless && (e.digest == nil || !passwordMatches(e.salt, e.digest, req.Password)):
 		return nil, fmt.Errorf("internal: user '%s' - invalid credentials: %w", req.Username, ErrRefused)
