@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ferrymq/ferrymq/core"
 )
@@ -130,4 +135,65 @@ auth_http:
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.wantErr)
 		}
 	}
+}
+
+// TestRunAccessControl: the binary with a config file of vhosts and
+// hashed users admits a user to its vhost only, enforces its permissions,
+// and logs a failed login at WARN after the configured delay.
+func TestRunAccessControl(t *testing.T) {
+	const file = `
+login_failure_delay: 50ms
+vhosts: [plant1]
+users:
+  - name: dev42
+    password_hash: kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR
+    permissions:
+      plant1: {configure: "^dev42-", write: "^amq\\.topic$", read: "^dev42-"}
+`
+	path := filepath.Join(t.TempDir(), "ferrymq.yaml")
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append(freePorts(), "--data-dir", t.TempDir(), "--config", path), &log)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	addr := waitFor(t, &log, readyLine)[1]
+	dial := func(user, pass, vhost string) (*amqp091.Connection, error) {
+		return amqp091.DialConfig("amqp://"+user+":"+pass+"@"+addr+"/"+vhost, amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+	}
+	conn, err := dial("dev42", "test12", "plant1")
+	if err != nil {
+		t.Fatalf("dev42 to plant1: %v", err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("dev42-q", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ch.QueueDeclare("other", false, true, false, false, nil)
+	var ae *amqp091.Error
+	if !errors.As(err, &ae) || ae.Code != amqp091.AccessRefused || ae.Reason != "ACCESS_REFUSED - configure access to queue 'other' in vhost 'plant1' refused for user 'dev42'" {
+		t.Errorf("declare of another's queue: %v", err)
+	}
+	if _, err := dial("dev42", "test12", ""); !errors.As(err, &ae) || ae.Code != amqp091.NotAllowed {
+		t.Errorf("dev42 to /: %v, want 530", err)
+	}
+	start := time.Now()
+	if _, err := dial("dev42", "wrong", "plant1"); !errors.As(err, &ae) || ae.Code != amqp091.AccessRefused {
+		t.Errorf("wrong password: %v, want 403", err)
+	}
+	if took := time.Since(start); took < 50*time.Millisecond {
+		t.Errorf("a failed login was answered after %v, before the delay", took)
+	}
+	waitFor(t, &log, regexp.MustCompile(`level=WARN msg="amqp: login failed" user=dev42 peer=127\.0\.0\.1:\d+ mechanism=PLAIN reason=".*invalid credentials`))
 }
