@@ -36,17 +36,21 @@ type registry struct {
 }
 
 func (r *registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if req.Method != http.MethodPost || req.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
-		http.Error(w, "want a form POST", http.StatusBadRequest)
-		return
+	form := req.URL.Query() // http_method get
+	if req.Method == http.MethodPost {
+		if req.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
+			http.Error(w, "want a form POST", http.StatusBadRequest)
+			return
+		}
+		if err := req.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		form = req.PostForm
 	}
-	if err := req.ParseForm(); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	f := map[string]string{"path": req.URL.Path}
-	for k := range req.PostForm {
-		f[k] = req.PostForm.Get(k)
+	f := map[string]string{"path": req.URL.Path, "method": req.Method}
+	for k := range form {
+		f[k] = form.Get(k)
 	}
 	r.mu.Lock()
 	r.forms = append(r.forms, f)
@@ -298,4 +302,22 @@ func TestHTTPBackendDown(t *testing.T) {
 		t.Fatalf("internal fallback: %v", err)
 	}
 	conn.Close()
+}
+
+// TestHTTPBackendGet: with http_method get the form is in the query string.
+func TestHTTPBackendGet(t *testing.T) {
+	reg := &registry{}
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	cfg := config(srv.URL, 0)
+	cfg.Method = "get"
+	_, amqpAddr, _ := broker(t, core.NewAuth(authhttp.New(cfg)))
+	conn, err := dialAMQP(amqpAddr, "dev1", "dev1-pw", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if f := reg.last("/auth/user"); f["method"] != http.MethodGet || f["username"] != "dev1" || f["password"] != "dev1-pw" {
+		t.Errorf("user_path request %v", f)
+	}
 }
