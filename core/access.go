@@ -68,19 +68,21 @@ type Access struct {
 	info  ConnInfo
 	topic bool // topic permissions may refuse something here
 
-	cache    [accessCacheSize]allowed
-	next     int // cache slot to fill next
+	cache    []allowed // made on the first check: most idle devices never need one
+	next     int       // cache slot to fill next once full
 	channels int // open channels counted against the user's limit
 	closed   atomic.Bool
 }
 
-const accessCacheSize = 16
+// accessCacheSize is how many checks a connection remembers (RabbitMQ's
+// channel keeps 12).
+const accessCacheSize = 8
 
 // allowed is a cached successful permission check.
 type allowed struct {
-	perm Permission
-	kind string
-	name string
+	name  string
+	perm  Permission
+	queue bool // else an exchange
 }
 
 // Open admits an authenticated user's connection to a vhost: the vhost
@@ -164,6 +166,9 @@ func (a *Access) OpenChannel() error {
 	b.connMu.Lock()
 	defer b.connMu.Unlock()
 	uc := b.users[a.p.Name]
+	if uc == nil {
+		return Errorf(CodeChannelError, "connection closed")
+	}
 	if a.p.MaxChannels > 0 && uc.channels >= a.p.MaxChannels {
 		return errLimit(CodeNotAllowed, "number of channels opened for user '%s' has reached the maximum allowed user limit of (%d)", a.p.Name, a.p.MaxChannels)
 	}
@@ -190,9 +195,10 @@ func (a *Access) Check(ctx context.Context, kind, name string, perm Permission) 
 	if kind == KindExchange && name == "" {
 		name = DefaultExchangeName
 	}
+	queue := kind == KindQueue
 	for i := range a.cache {
 		c := &a.cache[i]
-		if c.perm == perm && c.name == name && c.kind == kind {
+		if c.perm == perm && c.queue == queue && c.name == name {
 			return nil
 		}
 	}
@@ -204,7 +210,15 @@ func (a *Access) Check(ctx context.Context, kind, name string, perm Permission) 
 		}
 		return refused
 	}
-	a.cache[a.next] = allowed{perm: perm, kind: kind, name: name}
+	entry := allowed{name: name, perm: perm, queue: queue}
+	if len(a.cache) < accessCacheSize {
+		if a.cache == nil {
+			a.cache = make([]allowed, 0, accessCacheSize)
+		}
+		a.cache = append(a.cache, entry)
+		return nil
+	}
+	a.cache[a.next] = entry
 	a.next = (a.next + 1) % accessCacheSize
 	return nil
 }
