@@ -70,7 +70,7 @@ type Access struct {
 
 	cache    []allowed // made on the first check: most idle devices never need one
 	next     int       // cache slot to fill next once full
-	channels int // open channels counted against the user's limit
+	channels int       // open channels counted against the user's limit
 	closed   atomic.Bool
 }
 
