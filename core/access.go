@@ -103,6 +103,7 @@ func (b *Broker) Open(ctx context.Context, p *Principal, vhost string, info Conn
 	if err != nil || !ok {
 		refused := Errorf(CodeNotAllowed, "access to vhost '%s' refused for user '%s'", vhost, p.Name)
 		if err != nil {
+			b.log.Warn("auth backend failed: vhost access refused", "user", p.Name, "vhost", vhost, "err", err)
 			return nil, fmt.Errorf("%w (%v)", refused, err)
 		}
 		return nil, refused
@@ -206,6 +207,7 @@ func (a *Access) Check(ctx context.Context, kind, name string, perm Permission) 
 	if err != nil || !ok {
 		refused := refusal(perm, kind, name, a.v.name, a.p.Name)
 		if err != nil {
+			a.b.log.Warn("auth backend failed: access refused", "user", a.p.Name, "vhost", a.v.name, "kind", kind, "name", name, "permission", perm.String(), "err", err)
 			return fmt.Errorf("%w (%v)", refused, err)
 		}
 		return refused
@@ -236,6 +238,7 @@ func (a *Access) CheckTopic(ctx context.Context, exchange, routingKey string, pe
 	if err != nil || !ok {
 		refused := topicRefusal(perm, routingKey, exchange, a.v.name, a.p.Name)
 		if err != nil {
+			a.b.log.Warn("auth backend failed: topic access refused", "user", a.p.Name, "vhost", a.v.name, "exchange", exchange, "routing_key", routingKey, "permission", perm.String(), "err", err)
 			return fmt.Errorf("%w (%v)", refused, err)
 		}
 		return refused
