@@ -23,7 +23,8 @@ const maxExpiry = 4294967295
 const maxPriority = 255
 
 // queueArgs is the parsed form of a queue's x-arguments. It is immutable after
-// DeclareQueue.
+// DeclareQueue, but for expires (VHost.SetQueueExpires, under the queue's
+// lock).
 type queueArgs struct {
 	messageTTL    time.Duration // valid if hasMessageTTL
 	hasMessageTTL bool

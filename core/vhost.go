@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -552,6 +553,51 @@ func (q *Queue) assertEquivalent(d QueueDecl) error {
 		return inequivalent("auto_delete", "queue", q.name, vh, "'"+boolText(d.AutoDelete)+"'", "'"+boolText(q.autoDelete)+"'")
 	}
 	return assertArgsEquivalence(q.args, d.Arguments, equivalenceKeys, "queue", q.name, vh)
+}
+
+// SetQueueExpires changes a queue's x-expires (0: never), as a RabbitMQ
+// policy can after declaration, and records it for a durable queue. The
+// interval still counts from the queue's last use. It is for owners whose
+// idea of a queue's lifetime changes after declaring it: an MQTT 5 session
+// expiry set again at DISCONNECT or at the next CONNECT.
+func (v *VHost) SetQueueExpires(name string, d time.Duration) error {
+	if d < 0 || d > maxExpiry*time.Millisecond {
+		return Errorf(CodePreconditionFailed, "invalid x-expires %v for %s", d, rs("queue", name, v.name))
+	}
+	return v.topology(func() error {
+		q := v.queues[name]
+		if q == nil {
+			return v.noQueue(name)
+		}
+		q.mu.Lock()
+		if q.cfg.expires == d {
+			q.mu.Unlock()
+			return nil
+		}
+		args := maps.Clone(q.args)
+		if d == 0 {
+			delete(args, "x-expires")
+		} else {
+			if args == nil {
+				args = Table{}
+			}
+			args["x-expires"] = int64(d / time.Millisecond)
+		}
+		q.args, q.cfg.expires = args, d
+		if q.expiresTimer != nil {
+			q.expiresTimer.Stop()
+			q.expiresTimer = nil
+		}
+		if idle := q.unusedForLocked(q.now()); idle >= 0 {
+			q.armExpiresLocked(max(d-idle, 0))
+		}
+		rec := QueueRecord{VHost: v.name, Name: name, AutoDelete: q.autoDelete, Arguments: args, LastUsed: q.lastUsed}
+		q.mu.Unlock()
+		if q.persist {
+			v.topoPos = v.store.PutQueue(rec)
+		}
+		return nil
+	})
 }
 
 // stat returns the queue's declare-ok figures and counts as a use for
