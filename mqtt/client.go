@@ -41,7 +41,12 @@ type client struct {
 	noProblemInfo bool   // Request Problem Information 0
 	responseInfo  bool   // Request Response Information 1
 	expiry        uint32 // the CONNECT's session expiry
-	sess          *session
+	aliasMax      uint16 // topic aliases it takes from us (its Topic Alias Maximum)
+	// bridge is set for a Mosquitto bridge (protocol level with 0x80):
+	// like Mosquitto, it gets no echo of its own messages and every
+	// message with RETAIN as published.
+	bridge bool
+	sess   *session
 
 	// The reader's own.
 	rd       reader
@@ -110,10 +115,7 @@ func (c *client) handle(fh packets.FixedHeader, body []byte) error {
 		if fh.Type != packets.Connect {
 			return packets.ErrProtocolViolationRequireFirstConnect // [MQTT-3.1.0-1]
 		}
-		if err := pk.ConnectDecode(buf); err != nil {
-			return err
-		}
-		return c.connect(&pk)
+		return c.handleConnect(&pk, buf)
 	}
 	s := c.sess
 	switch fh.Type {
@@ -244,6 +246,14 @@ func (c *client) writePacket(pk *packets.Packet) error {
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24]
 	}
 	return c.write(buf.Bytes(), writeTimeout)
+}
+
+// writeRaw writes bytes encoded by hand (a CONNACK for a protocol level
+// mochi cannot encode for).
+func (c *client) writeRaw(b []byte) {
+	if err := c.write(b, finishTimeout); err != nil {
+		c.srv.log.Debug("mqtt: write failed", "client", c.id, "err", err)
+	}
 }
 
 // write writes whole packets; writers take turns, so packets never

@@ -1,8 +1,11 @@
 package mqtt
 
 import (
+	"bytes"
 	"crypto/rand"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -10,24 +13,91 @@ import (
 	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
+// Protocol levels [MQTT-3.1.2-2], and the bit Mosquitto sets on the level
+// of a bridge's CONNECT (its try_private) to say it is a bridge.
+const (
+	level31     = 3
+	level311    = 4
+	level5      = 5
+	levelBridge = 0x80
+)
+
+// protocolLevel reads the protocol name and level at the start of a
+// CONNECT body; ok is false when there are not that many bytes.
+func protocolLevel(body []byte) (name string, level byte, off int, ok bool) {
+	if len(body) < 2 {
+		return "", 0, 0, false
+	}
+	n := int(body[0])<<8 | int(body[1])
+	if len(body) < 2+n+1 {
+		return "", 0, 0, false
+	}
+	return string(body[2 : 2+n]), body[2+n], 2 + n, true
+}
+
+// handleConnect decodes and handles CONNECT. The protocol is settled
+// first: an unknown level gets the 3.1.1 form of CONNACK 0x01 whatever
+// the client speaks, as Mosquitto sends it [MQTT-3.1.2-2], and a
+// Mosquitto bridge's level (0x83, 0x84) is its own with the bridge bit
+// cleared.
+func (c *client) handleConnect(pk *packets.Packet, body []byte) error {
+	name, level, off, ok := protocolLevel(body)
+	if !ok {
+		return packets.ErrMalformedProtocolName
+	}
+	if name != "MQTT" && name != "MQIsdp" {
+		return packets.ErrProtocolViolationProtocolName // [MQTT-3.1.2-1]: closed without CONNACK
+	}
+	bridge := level&levelBridge != 0 && level&^levelBridge < level5
+	level &^= levelBridge
+	if (name == "MQIsdp") != (level == level31) || level < level31 || level > level5 {
+		c.writeRaw([]byte{packets.Connack << 4, 2, 0, packets.Err3UnsupportedProtocolVersion.Code})
+		return packets.ErrUnsupportedProtocolVersion
+	}
+	body[off] = level
+	c.mu.Lock()
+	c.version = level
+	c.mu.Unlock()
+	c.bridge = bridge
+	pk.ProtocolVersion = level
+	err := pk.ConnectDecode(body)
+	if err == nil && level == level5 && zeroLimit(body[off+4:]) {
+		err = packets.ErrProtocolViolation
+	}
+	if err != nil {
+		if level == level5 {
+			// A v5 client is told why [MQTT-4.13.1-1]; a 3.1.1 one is
+			// just disconnected.
+			code := packets.ErrMalformedPacket
+			if cd, ok := err.(packets.Code); ok && cd.Code >= 0x80 {
+				code = cd
+			}
+			c.refuse(code)
+		}
+		return err
+	}
+	return c.connect(pk)
+}
+
 // connect handles CONNECT: checks, login, the session (taken over,
 // resumed or new), then CONNACK. Until it returns the client has no
 // session, so no other packet is accepted.
 func (c *client) connect(pk *packets.Packet) error {
-	c.mu.Lock()
-	c.version = pk.ProtocolVersion
-	c.mu.Unlock()
 	props := &pk.Properties
 	c.maxPacket, c.expiry = props.MaximumPacketSize, props.SessionExpiryInterval
 	c.noProblemInfo = props.RequestProblemInfoFlag && props.RequestProblemInfo == 0
 	c.responseInfo = props.RequestResponseInfo == 1
+	c.aliasMax = props.TopicAliasMaximum
 	c.id = pk.Connect.ClientIdentifier
-	if ka := time.Duration(pk.Connect.Keepalive) * time.Second; ka > 0 {
-		c.keepalive = ka + ka/2 // [MQTT-3.1.2-24]
-	}
 	if code := c.validateConnect(pk); code != packets.CodeSuccess {
-		c.refuse(code)
+		if c.version == level5 || code.Code < 0x80 {
+			c.refuse(code)
+		}
 		return code
+	}
+	keepalive, serverKeepalive := c.srv.keepalive(pk.Connect.Keepalive, c.version)
+	if ka := time.Duration(keepalive) * time.Second; ka > 0 {
+		c.keepalive = ka + ka/2 // [MQTT-3.1.2-24]
 	}
 	var assigned string
 	if c.id == "" {
@@ -75,10 +145,14 @@ func (c *client) connect(pk *packets.Packet) error {
 		SessionPresent: present, // from core: sessions outlive restarts [MQTT-3.2.2-2]
 	}
 	ack.Properties.ReceiveMaximum = c.srv.cfg.ReceiveMaximum
-	if c.version == 5 {
+	if c.version == level5 {
 		ack.Properties.AssignedClientID = assigned
 		ack.Properties.MaximumPacketSize = c.srv.cfg.MaxPacketSize
 		ack.Properties.TopicAliasMaximum = c.srv.cfg.TopicAliasMaximum // [MQTT-3.2.2-18]
+		if serverKeepalive {
+			// [MQTT-3.2.2-21]
+			ack.Properties.ServerKeepAlive, ack.Properties.ServerKeepAliveFlag = keepalive, true
+		}
 	}
 	if err := c.writePacket(&ack); err != nil {
 		return err
@@ -88,15 +162,110 @@ func (c *client) connect(pk *packets.Packet) error {
 	return nil
 }
 
-// validateConnect checks what mochi's decoder leaves to the server.
-func (c *client) validateConnect(pk *packets.Packet) packets.Code {
-	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
-		return code
+// keepalive returns the Keep Alive a client gets for the one it asked
+// for, and whether that differs (to be sent as Server Keep Alive). Past
+// MaxKeepalive, 0 ("forever") included, an MQTT 5 client is given the
+// maximum; an older one, which cannot be told, is refused by
+// validateConnect, as Mosquitto does.
+func (s *Server) keepalive(asked uint16, version byte) (uint16, bool) {
+	max := s.cfg.MaxKeepalive
+	if max == 0 || (asked > 0 && asked <= max) || version < level5 {
+		return asked, false
 	}
-	if c.version < 5 && !pk.Connect.Clean && c.id == "" {
-		return packets.ErrClientIdentifierNotValid // [MQTT-3.1.3-8]
+	return max, true
+}
+
+// validateConnect checks what mochi's decoder leaves to the server. A
+// code of 0x80 or more closes a 3.x client without CONNACK (a malformed
+// CONNECT [MQTT-3.1.2-3], [MQTT-3.1.2-22], [MQTT-1.5.3-1]); a v5 client
+// gets it in the CONNACK.
+func (c *client) validateConnect(pk *packets.Packet) packets.Code {
+	cn := &pk.Connect
+	switch {
+	case pk.ReservedBit != 0:
+		return packets.ErrMalformedFlags
+	case c.version < level5 && cn.PasswordFlag && !cn.UsernameFlag:
+		// MQTT 5 allows a password alone.
+		return packets.ErrMalformedPassword
+	case cn.UsernameFlag && !validUTF8(cn.Username):
+		return packets.ErrMalformedUsername
+	case !cn.WillFlag && (cn.WillQos != 0 || cn.WillRetain):
+		return packets.ErrMalformedFlags // [MQTT-3.1.2-11], [MQTT-3.1.2-13]
+	case cn.WillFlag && (cn.WillQos > 2 || !validTopic(cn.WillTopic)):
+		return packets.ErrMalformedWillTopic // [MQTT-3.1.2-12]
+	}
+	if c.version < level5 {
+		if !cn.Clean && c.id == "" {
+			return packets.Err3ClientIdentifierNotValid // [MQTT-3.1.3-8]
+		}
+		if c.version == level31 && (c.id == "" || len(c.id) > 23) {
+			return packets.Err3ClientIdentifierNotValid // MQTT 3.1's limit
+		}
+		if max := c.srv.cfg.MaxKeepalive; max > 0 && (cn.Keepalive == 0 || cn.Keepalive > max) {
+			return packets.Err3ClientIdentifierNotValid // Mosquitto's answer to a Keep Alive over max_keepalive
+		}
+		return packets.CodeSuccess
+	}
+	switch {
+	case pk.Properties.AuthenticationMethod != "":
+		return packets.ErrBadAuthenticationMethod // §4.12: no method is supported
 	}
 	return packets.CodeSuccess
+}
+
+// zeroLimit reports whether the properties of a v5 CONNECT (props: the
+// body from the property length on) set Maximum Packet Size or Receive
+// Maximum to 0, a protocol error [MQTT-3.1.2-24]: mochi's decoder reads
+// both as absent. The decoder has checked the properties' structure.
+func zeroLimit(props []byte) bool {
+	n, i := 0, 0
+	for shift := 0; i < len(props) && i < 4; shift += 7 {
+		b := props[i]
+		i++
+		n |= int(b&0x7F) << shift
+		if b&0x80 == 0 {
+			break
+		}
+	}
+	end := min(i+n, len(props))
+	u16 := func(at int) int { // a length; past the end, one too long
+		if at+2 > end {
+			return end
+		}
+		return int(props[at])<<8 | int(props[at+1])
+	}
+	for i < end {
+		id := props[i]
+		i++
+		var size int
+		switch id {
+		case packets.PropRequestResponseInfo, packets.PropRequestProblemInfo:
+			size = 1
+		case packets.PropReceiveMaximum, packets.PropTopicAliasMaximum:
+			size = 2
+		case packets.PropSessionExpiryInterval, packets.PropMaximumPacketSize:
+			size = 4
+		case packets.PropAuthenticationMethod, packets.PropAuthenticationData:
+			size = 2 + u16(i)
+		case packets.PropUser:
+			size = 2 + u16(i)
+			size += 2 + u16(i+size)
+		default:
+			return false
+		}
+		if i+size > end {
+			return false
+		}
+		zero := true
+		for _, b := range props[i : i+size] {
+			zero = zero && b == 0
+		}
+		if zero && (id == packets.PropReceiveMaximum || id == packets.PropMaximumPacketSize) {
+			return true
+		}
+		i += size
+	}
+	return false
 }
 
 // refuse sends a CONNACK refusing the connection [MQTT-3.2.2-7], with the
@@ -124,8 +293,10 @@ func (c *client) refuse(code packets.Code) {
 // establish sets up the client's session before CONNACK: a session taken
 // over from another connection stops first (its unacked deliveries go
 // back to its queues) and that connection is closed [MQTT-3.1.4-3]; clean
-// start deletes the old session; otherwise its subscriptions are rebuilt
-// from its queues. It reports whether a session was present.
+// start, or an expiry passed while disconnected [MQTT-3.1.2-23], deletes
+// the old session; otherwise its subscriptions are rebuilt from its
+// queues. Wills that are due go out before it returns, so before the
+// CONNACK. It reports whether a session was present.
 func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access) (*session, bool, packets.Code) {
 	props := &pk.Properties
 	vhost := access.VHost()
@@ -134,10 +305,11 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		srv: srv, cl: c, clientID: c.id, vhost: vhost, access: access,
 		version:   c.version,
 		maxPacket: props.MaximumPacketSize,
+		aliasMax:  c.aliasMax,
 	}
 	s.drained.L = &s.mu
 	s.acks = core.NewSyncQueue(srv.broker, s.releaseAcks)
-	if s.version == 5 {
+	if s.version == level5 {
 		s.persistent = props.SessionExpiryInterval > 0
 		s.expiry = props.SessionExpiryInterval
 	} else {
@@ -156,16 +328,31 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		srv.log.Warn("mqtt: client id belongs to another user", "client", c.id, "user", user, "owner", owner)
 		return nil, false, packets.ErrClientIdentifierNotValid
 	}
-	resumable := st != nil && !pk.Connect.Clean
+	expired := false
+	if st != nil && st.expiry != nil {
+		expired = !time.Now().Before(st.expiresAt)
+		st.expiry.Stop()
+		st.expiry = nil
+	}
+	resumable := st != nil && !pk.Connect.Clean && !expired
 	// A 3.1.1 connection does not resume a live clean session it takes
 	// over [MQTT-3.1.2-6].
-	fresh := pk.Connect.Clean || (st != nil && st.live != nil && !st.live.persistent && s.version < 5)
+	fresh := pk.Connect.Clean || expired || (st != nil && st.live != nil && !st.live.persistent && s.version < level5)
+	var dueWill func()
+	if st != nil && st.will != nil {
+		// Reconnecting within the will delay cancels the will
+		// [MQTT-3.1.3-9]; a session ending (clean start) sends it now.
+		if st.will.Stop() && fresh {
+			dueWill = st.willSend
+		}
+		st.will, st.willSend = nil, nil
+	}
 	if st == nil || fresh {
 		nst := &state{origin: srv.origins.Add(1), owner: user}
 		if st != nil {
 			// The old connection ends later and must not see itself as
 			// the session's last connection.
-			nst.live, nst.will = st.live, st.will
+			nst.live = st.live
 			st.live = nil
 		}
 		st = nst
@@ -175,15 +362,14 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 	s.origin = st.origin
 	old := st.live
 	st.live = s
-	if st.will != nil {
-		// Reconnecting within the will delay cancels the will [MQTT-3.1.3-9].
-		st.will.Stop()
-		st.will = nil
-	}
 	srv.mu.Unlock()
 	s.st = st
+	if dueWill != nil {
+		dueWill()
+	}
 	if old != nil {
 		old.stop()
+		old.takenOver(fresh)
 		old.cl.close(packets.ErrSessionTakenOver)
 	}
 	present := false
@@ -205,17 +391,41 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		} else if err := s.consume(s.queueName(1), 1, true); err != nil {
 			srv.log.Warn("mqtt: session queue not consumed", "client", c.id, "err", err)
 		}
+		// This CONNECT's expiry interval is the session's now.
+		s.syncQueueExpiry()
 	}
 	return s, present, packets.CodeSuccess
 }
 
+// takenOver publishes the will of a connection whose session another
+// connection took over, before that one's CONNACK: unless the session
+// goes on (not fresh, persistent) within a will delay [MQTT-3.1.3-9], it
+// is due now [MQTT-3.1.4-3].
+func (s *session) takenOver(fresh bool) {
+	c := s.cl
+	c.mu.Lock()
+	will := c.will
+	c.will = nil
+	c.mu.Unlock()
+	if will == nil {
+		return
+	}
+	s.mu.Lock()
+	persistent := s.persistent
+	s.mu.Unlock()
+	if fresh || !persistent || s.willDelay(will) == 0 {
+		s.willPublisher(will)()
+	}
+}
+
 // endSession ends a connection's session: unacked deliveries go back to
 // the queues, and a session that is not persistent is deleted unless a
-// newer connection took it over.
+// newer connection took it over. A persistent MQTT 5 session is deleted
+// when its expiry interval has passed [MQTT-3.1.2-23].
 func (srv *Server) endSession(s *session) {
 	s.stop()
 	s.mu.Lock()
-	persistent := s.persistent
+	persistent, expiry := s.persistent, s.expiry
 	s.mu.Unlock()
 	srv.mu.Lock()
 	last := s.st.live == s
@@ -223,6 +433,11 @@ func (srv *Server) endSession(s *session) {
 		s.st.live = nil
 		if !persistent && s.st.will == nil {
 			delete(srv.sessions, s.key)
+		}
+		if persistent && s.version == level5 && expiry != noExpiry {
+			st, d := s.st, time.Duration(expiry)*time.Second
+			st.expiresAt = time.Now().Add(d)
+			st.expiry = time.AfterFunc(d, func() { srv.expireSession(s.key, st, s.vhost, s.clientID) })
 		}
 	}
 	srv.mu.Unlock()
@@ -232,10 +447,30 @@ func (srv *Server) endSession(s *session) {
 	s.access.Close()
 }
 
-// sendWill publishes a will through core, now or after its delay
-// [MQTT-3.1.3-9], which a persistent session's expiry cuts short.
-func (s *session) sendWill(will *packets.Packet) {
-	send := func() {
+// noExpiry is the session expiry interval that means "never" (MQTT 5
+// §3.1.2.11.2).
+const noExpiry = 0xFFFFFFFF
+
+// expireSession deletes a disconnected session whose expiry interval has
+// passed, unless a connection resumed it meanwhile.
+func (srv *Server) expireSession(key string, st *state, vhost *core.VHost, clientID string) {
+	srv.mu.Lock()
+	gone := srv.sessions[key] == st && st.live == nil && st.expiry != nil
+	if gone {
+		delete(srv.sessions, key)
+		st.expiry = nil
+	}
+	srv.mu.Unlock()
+	if gone {
+		for qos := byte(0); qos <= 1; qos++ {
+			vhost.DeleteQueue(sessionQueue(clientID, qos), false, false, 0)
+		}
+	}
+}
+
+// willPublisher returns what publishes a will through core.
+func (s *session) willPublisher(will *packets.Packet) func() {
+	return func() {
 		msg := toMessage(s.srv.cfg.Exchange, will, s.origin)
 		if will.FixedHeader.Retain {
 			s.vhost.Stamp(msg) // the store reads it from now on
@@ -249,12 +484,27 @@ func (s *session) sendWill(will *packets.Packet) {
 			s.srv.log.Debug("mqtt: will not routed", "client", s.clientID, "err", err)
 		}
 	}
+}
+
+// willDelay is how long a will waits [MQTT-3.1.3-9]: its delay, cut short
+// by the session's expiry (the session ends first).
+func (s *session) willDelay(will *packets.Packet) time.Duration {
 	delay := time.Duration(will.Properties.WillDelayInterval) * time.Second
 	s.mu.Lock()
-	if s.version == 5 && time.Duration(s.expiry)*time.Second < delay {
+	defer s.mu.Unlock()
+	if !s.persistent {
+		return 0
+	}
+	if s.version == level5 && time.Duration(s.expiry)*time.Second < delay {
 		delay = time.Duration(s.expiry) * time.Second
 	}
-	s.mu.Unlock()
+	return delay
+}
+
+// sendWill publishes a will through core, now or after its delay.
+func (s *session) sendWill(will *packets.Packet) {
+	send := s.willPublisher(will)
+	delay := s.willDelay(will)
 	if delay <= 0 {
 		send()
 		return
@@ -266,19 +516,70 @@ func (s *session) sendWill(will *packets.Packet) {
 		s.srv.mu.Unlock()
 		return
 	}
-	s.st.will = time.AfterFunc(delay, func() {
+	st := s.st
+	var t *time.Timer
+	t = time.AfterFunc(delay, func() {
 		s.srv.mu.Lock()
-		s.st.will = nil
+		due := st.will == t
+		if due {
+			st.will, st.willSend = nil, nil
+		}
 		s.srv.mu.Unlock()
-		send()
+		if due {
+			send()
+		}
 	})
+	st.will, st.willSend = t, send
 	s.srv.mu.Unlock()
 }
 
-// setExpiry takes the session expiry a DISCONNECT sets [MQTT-3.14.2-2].
+// setExpiry takes the session expiry a DISCONNECT sets [MQTT-3.14.2-2];
+// the session's queues then expire with it.
 func (s *session) setExpiry(expiry uint32) {
 	s.mu.Lock()
 	s.expiry = expiry
 	s.persistent = expiry > 0
 	s.mu.Unlock()
+	if expiry > 0 {
+		s.syncQueueExpiry()
+	}
+}
+
+// syncQueueExpiry sets the x-expires of the session's queues to its
+// expiry interval, so that they outlive it by nothing, across restarts
+// too. An interval beyond what x-expires can hold (about 49 days) leaves
+// them without one: such a session is ended by the expiry timer alone,
+// which a restart forgets.
+func (s *session) syncQueueExpiry() {
+	s.mu.Lock()
+	var d time.Duration
+	if s.version == level5 && s.expiry != noExpiry && s.expiry <= maxQueueExpiry {
+		d = time.Duration(s.expiry) * time.Second
+	}
+	s.mu.Unlock()
+	for qos := byte(0); qos <= 1; qos++ {
+		name := s.queueName(qos)
+		if s.vhost.Queue(name) == nil {
+			continue
+		}
+		if err := s.vhost.SetQueueExpires(name, d); err != nil {
+			s.srv.log.Warn("mqtt: session queue expiry not set", "client", s.clientID, "queue", name, "err", err)
+		}
+	}
+}
+
+// maxQueueExpiry is the longest session expiry, in seconds, a queue's
+// x-expires holds (2^32-1 ms, RabbitMQ's limit).
+const maxQueueExpiry = 4294967
+
+// validUTF8 checks an MQTT UTF-8 string: well-formed and without U+0000
+// [MQTT-1.5.3-1], [MQTT-1.5.3-2].
+func validUTF8(b []byte) bool {
+	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
+}
+
+// validTopic checks a topic name (a will's): not empty, no wildcards
+// [MQTT-3.3.2-2]. Its length is bounded by the encoding: 65,535 bytes.
+func validTopic(t string) bool {
+	return t != "" && !strings.ContainsAny(t, "+#")
 }

@@ -55,6 +55,11 @@ type Config struct {
 	// [1s], so that guessing passwords is slow; other clients are not held
 	// up. Negative: no delay.
 	LoginFailureDelay time.Duration
+	// MaxKeepalive is the longest Keep Alive, in seconds, a client may
+	// ask for [0: no limit]. An MQTT 5 client asking for more, or for none
+	// (0), is given this one as Server Keep Alive; an MQTT 3.x client,
+	// which cannot be told, is refused (CONNACK 0x02), as in Mosquitto.
+	MaxKeepalive uint16
 }
 
 func (c *Config) setDefaults() {
@@ -103,6 +108,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	origins  atomic.Uint64 // Message.Origin of each session, for no-local
+	tooLarge atomic.Uint64 // deliveries dropped as larger than the client takes
 	retained retainedIndex
 
 	mu        sync.Mutex
@@ -288,6 +294,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("mqtt: shutdown: %w", ctx.Err())
 	}
+}
+
+// Stats are a Server's counters.
+type Stats struct {
+	// DroppedTooLarge counts deliveries not sent because the PUBLISH
+	// would exceed the client's Maximum Packet Size [MQTT-3.1.2-25].
+	DroppedTooLarge uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{DroppedTooLarge: s.tooLarge.Load()}
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT

@@ -39,9 +39,17 @@ type state struct {
 	// per connection, so a message queued before a reconnect still counts
 	// as its own [MQTT-3.8.3-3].
 	origin uint64
-	will   *time.Timer
-	live   *session
-	owner  string // the user whose client id this is
+	// will waits out a will delay; willSend publishes that will, at once
+	// should the session end first. Guarded by Server.mu, as are the
+	// rest.
+	will     *time.Timer
+	willSend func()
+	// expiry ends a disconnected MQTT 5 session when its expiry interval
+	// has passed, at expiresAt [MQTT-3.1.2-23].
+	expiry    *time.Timer
+	expiresAt time.Time
+	live      *session
+	owner     string // the user whose client id this is
 }
 
 // subscription is one topic filter of a session.
@@ -70,6 +78,9 @@ type pendingAck struct {
 	id  uint16
 	typ byte
 	rc  byte
+	// counted: it answers a publish counted against the receive
+	// maximum, which it frees.
+	counted bool
 }
 
 type settleReq struct {
@@ -94,6 +105,7 @@ type session struct {
 	present    bool   // CONNACK session present
 	prefetch   uint32
 	maxPacket  uint32 // the client's maximum packet size; 0 = none
+	aliasMax   uint16 // the client's topic alias maximum; 0 = none
 
 	mu      sync.Mutex
 	closed  bool
@@ -118,17 +130,25 @@ type session struct {
 	// connacked is set once CONNACK is written: nothing of ours may
 	// go out before it, though a resumed session's queues deliver earlier.
 	connacked bool
+	// aliases are the topic aliases we set on this connection, up to
+	// aliasMax [MQTT-3.3.2-9]: the first aliasMax topics delivered keep
+	// theirs for the connection's life, as a device's few topics would.
+	aliases map[string]uint16
 }
 
 // replay is a retained-message replay owed to a new subscription once its
 // SUBACK is out.
 type replay struct{ filter, queue string }
 
-func (s *session) queueName(qos byte) string {
+func (s *session) queueName(qos byte) string { return sessionQueue(s.clientID, qos) }
+
+// sessionQueue names a session's queue for QoS 0 or for QoS 1 and 2
+// subscriptions, as RabbitMQ's MQTT plugin does.
+func sessionQueue(clientID string, qos byte) string {
 	if qos == 0 {
-		return "mqtt-subscription-" + s.clientID + "qos0"
+		return "mqtt-subscription-" + clientID + "qos0"
 	}
-	return "mqtt-subscription-" + s.clientID + "qos1"
+	return "mqtt-subscription-" + clientID + "qos1"
 }
 
 func sharedQueueName(group, filter string) string {
@@ -318,6 +338,11 @@ func (k *sink) Deliver(d core.Delivery) bool {
 			ids = append(ids, sub.id)
 		}
 	}
+	if s.cl.bridge {
+		// A Mosquitto bridge: nothing back to where it came from, and
+		// RETAIN as published, as Mosquitto treats its bridges.
+		noLocal, rap = true, true
+	}
 	settle := settleReq{q: d.Queue, c: d.Consumer, seq: d.Seq}
 	if noLocal && m.Origin == s.origin {
 		if k.acks {
@@ -335,12 +360,14 @@ func (k *sink) Deliver(d core.Delivery) bool {
 	// A retained message replayed to a new subscription always has RETAIN
 	// set [MQTT-3.3.1-8]; a live one only with retain-as-published.
 	pk.FixedHeader.Retain = m.Exchange == "" || (rap && isRetained(m))
+	newAlias := false
 	if s.version == 5 {
 		fillPublish(&pk, m, time.Now())
 		pk.Properties.SubscriptionIdentifier = ids
 		// mochi encodes response topic and correlation data only with
 		// this set; a PUBLISH must forward them [MQTT-3.3.2-15, -16].
 		pk.Mods.AllowResponseInfo = true
+		newAlias = s.aliasLocked(&pk)
 	}
 	if qos > 0 {
 		id := s.resendID(m.ID, d.Redelivered)
@@ -371,6 +398,12 @@ func (k *sink) Deliver(d core.Delivery) bool {
 		// Too large for the client or unencodable: dropped, as the spec
 		// says for the former [MQTT-3.1.2-25].
 		s.srv.log.Debug("mqtt: delivery dropped", "client", s.clientID, "topic", name, "err", err)
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			s.srv.tooLarge.Add(1)
+		}
+		if newAlias {
+			delete(s.aliases, name) // the client never learnt it
+		}
 		if qos > 0 {
 			delete(s.flight, pk.PacketID)
 		}
@@ -389,6 +422,30 @@ func (k *sink) Cancelled(*core.Consumer) {
 	delete(k.s.cons, k.queue)
 	delete(k.s.subs, k.queue)
 	k.s.mu.Unlock()
+}
+
+// aliasLocked replaces a PUBLISH's topic with its alias when the
+// connection has one, or gives the topic one while there are aliases left
+// [MQTT-3.3.2-9]; it reports the latter, which sends both.
+func (s *session) aliasLocked(pk *packets.Packet) bool {
+	if s.aliasMax == 0 {
+		return false
+	}
+	if a, ok := s.aliases[pk.TopicName]; ok {
+		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = a, true
+		pk.TopicName = ""
+		return false
+	}
+	if len(s.aliases) >= int(s.aliasMax) {
+		return false
+	}
+	if s.aliases == nil {
+		s.aliases = make(map[string]uint16)
+	}
+	a := uint16(len(s.aliases) + 1)
+	s.aliases[pk.TopicName] = a
+	pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = a, true
+	return true
 }
 
 // resendID returns the packet id a redelivered message had on the

@@ -36,7 +36,8 @@ func (s *session) publish(pk *packets.Packet) error {
 		s.st.inbound[pk.PacketID] = struct{}{}
 		s.mu.Unlock()
 		if seen {
-			s.acknowledge(pk.PacketID, typ, 0, 0)
+			// Not counted against the receive maximum a second time.
+			s.acks.Add(0, pendingAck{id: pk.PacketID, typ: typ})
 			return nil
 		}
 	}
@@ -114,7 +115,7 @@ func (s *session) publish(pk *packets.Packet) error {
 // acknowledge sends a PUBACK/PUBREC once store position pos is durable (0:
 // nothing to wait for), never ahead of an earlier one still waiting.
 func (s *session) acknowledge(id uint16, typ, rc byte, pos uint64) {
-	s.acks.Add(pos, pendingAck{id: id, typ: typ, rc: rc})
+	s.acks.Add(pos, pendingAck{id: id, typ: typ, rc: rc, counted: true})
 }
 
 // releaseAcks is the session's SyncQueue release: the acknowledgements go
@@ -132,13 +133,18 @@ func (s *session) releaseAcks(acks []pendingAck, err error, _ bool) {
 		if err != nil {
 			rc = packets.ErrUnspecifiedError.Code
 		}
-		s.writeAckLocked(a.id, a.typ, rc)
+		if a.typ == packets.Pubcomp {
+			rc = a.rc // nothing was stored for it
+		}
+		s.writeAckLocked(a.id, a.typ, rc, a.counted)
 	}
 }
 
-func (s *session) writeAckLocked(id uint16, typ, rc byte) {
-	s.unacked--
-	s.drained.Signal()
+func (s *session) writeAckLocked(id uint16, typ, rc byte, counted bool) {
+	if counted {
+		s.unacked--
+		s.drained.Signal()
+	}
 	if s.closed {
 		return
 	}
@@ -171,7 +177,7 @@ func (s *session) acked(pk *packets.Packet) {
 		}
 		delete(s.flight, id)
 		var resume []*core.Consumer
-		if pk.FixedHeader.Type == packets.Pubrec {
+		if pk.FixedHeader.Type == packets.Pubrec && pk.ReasonCode < 0x80 {
 			// The message is the client's now: ack it in core and finish
 			// the exchange, remembering the id (and holding its place in
 			// the receive maximum) until PUBCOMP.
@@ -185,7 +191,10 @@ func (s *session) acked(pk *packets.Packet) {
 		}
 		s.mu.Unlock()
 		if f.q != nil {
-			f.q.Settle(f.c, []uint64{f.seq}, 0)
+			// A PUBACK or PUBREC of 0x80 or more ends the exchange too
+			// (MQTT 5 §4.3.3): the client refused the message, which is
+			// not sent again.
+			f.q.Settle(f.c, []uint64{f.seq}, core.Ack)
 		}
 		for _, c := range resume {
 			c.Resume()
@@ -202,14 +211,15 @@ func (s *session) acked(pk *packets.Packet) {
 	case packets.Pubrel:
 		_, ok := s.st.inbound[id]
 		delete(s.st.inbound, id)
+		s.mu.Unlock()
 		var rc byte
 		if !ok {
 			rc = packets.ErrPacketIdentifierNotFound.Code
 		}
-		if !s.closed {
-			pc := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: id, ReasonCode: rc}
-			s.appendLocked(&pc)
-		}
+		// Behind the PUBRECs still waiting for the store, so that
+		// replies keep the order of what they answer.
+		s.acks.Add(0, pendingAck{id: id, typ: packets.Pubcomp, rc: rc})
+		return
 	}
 	s.mu.Unlock()
 }

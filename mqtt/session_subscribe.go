@@ -67,8 +67,14 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
 	}
 	// One binding per filter: a new subscription replaces the old one,
-	// which may be in the other QoS queue.
-	had := s.unbind(f.Filter)
+	// which may be in the other QoS queue. A shared group's bindings are
+	// all its members': only this member's own entry goes.
+	var had bool
+	if shared {
+		had = s.dropSub(queue, f.Filter)
+	} else {
+		had = s.unbind(f.Filter)
+	}
 	args := core.Table{argFilter: f.Filter, argQoS: int8(qos)}
 	if f.NoLocal {
 		args[argNoLocal] = true
@@ -114,7 +120,7 @@ func (s *session) ensureQueue(name string, durable, shared bool) error {
 	if !shared {
 		args[argOwner] = s.access.Principal().Name
 	}
-	if durable && s.expiry > 0 && s.expiry < 0xFFFFFFFF {
+	if durable && s.version == level5 && s.expiry > 0 && s.expiry <= maxQueueExpiry {
 		args["x-expires"] = int64(s.expiry) * 1000
 	}
 	// A shared group's queue goes with its last consumer, unless a
@@ -155,31 +161,63 @@ func (s *session) unbind(full string) bool {
 	return found
 }
 
+// dropSub removes a subscription from the session's own list for queue
+// and reports whether it was there.
+func (s *session) dropSub(queue, full string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.subs[queue]
+	if !ok {
+		return false
+	}
+	subs := old[:0]
+	for _, sub := range old {
+		if sub.full != full {
+			subs = append(subs, sub)
+		}
+	}
+	s.subs[queue] = subs
+	return len(subs) < len(old)
+}
+
 // unsubscribe removes filters and returns the UNSUBACK reason codes.
 func (s *session) unsubscribe(filters packets.Subscriptions) []byte {
 	codes := make([]byte, len(filters))
 	for i, f := range filters {
-		if !s.unbind(f.Filter) {
-			codes[i] = packets.CodeNoSubscriptionExisted.Code
-		}
+		found := false
 		if group, filter, shared := topic.Shared(f.Filter); shared {
-			// Leaving a group: stop competing for its queue.
-			queue := sharedQueueName(group, filter)
-			s.forgetGroup(queue, f.Filter)
-			s.mu.Lock()
-			c := s.cons[queue]
-			if len(s.subs[queue]) == 0 {
-				delete(s.cons, queue)
-			} else {
-				c = nil
-			}
-			s.mu.Unlock()
-			if c != nil {
-				c.Cancel()
-			}
+			found = s.leaveGroup(sharedQueueName(group, filter), f.Filter)
+		} else {
+			found = s.unbind(f.Filter)
+		}
+		if !found {
+			codes[i] = packets.CodeNoSubscriptionExisted.Code
 		}
 	}
 	return codes
+}
+
+// leaveGroup ends this member's part in a shared subscription: it stops
+// competing for the group's queue and forgets its durable membership. The
+// group's bindings are all its members' and stay: an auto-delete group
+// queue goes with its last consumer. It reports whether it was a member.
+func (s *session) leaveGroup(queue, full string) bool {
+	if !s.dropSub(queue, full) {
+		return false
+	}
+	s.forgetGroup(queue, full)
+	s.mu.Lock()
+	c := s.cons[queue]
+	if len(s.subs[queue]) == 0 {
+		delete(s.cons, queue)
+	} else {
+		c = nil
+	}
+	s.mu.Unlock()
+	if c != nil {
+		c.Cancel()
+	}
+	return true
 }
 
 // subscriptionFrom reads a subscription back from its binding arguments.
