@@ -346,8 +346,8 @@ func (c *client) writeDisconnect(pk *packets.Packet) {
 	pk.ProtocolVersion = c.version
 	pk.Mods.MaxSize = c.maxPacket
 	var buf bytes.Buffer
-	if pk.DisconnectEncode(&buf) != nil {
-		return
+	if pk.DisconnectEncode(&buf) != nil || (c.maxPacket > 0 && uint32(buf.Len()) > c.maxPacket) {
+		return // [MQTT-3.1.2-24]
 	}
 	// A writer stuck on a client that does not read gives up its turn
 	// within finishTimeout instead of its writeTimeout.

@@ -463,7 +463,7 @@ func (srv *Server) expireSession(key string, st *state, vhost *core.VHost, clien
 	srv.mu.Unlock()
 	if gone {
 		for qos := byte(0); qos <= 1; qos++ {
-			vhost.DeleteQueue(sessionQueue(clientID, qos), false, false, 0)
+			vhost.DeleteQueue(sessionQueueName(clientID, qos), false, false, 0)
 		}
 	}
 }

@@ -5,8 +5,12 @@ package mqtt
 // unless marked 3.1.1).
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -265,4 +269,151 @@ func TestConnack(t *testing.T) {
 			t.Errorf("the clean session's subscription was carried over: got %v (3.1.1 [MQTT-3.1.2-6])", got)
 		}
 	})
+}
+
+// connectPkt is a CONNECT built field by field: props nil for 3.x, else
+// the MQTT 5 properties (without their length).
+func connectPkt(name string, level, flags byte, keepalive uint16, props []byte, payload ...[]byte) []byte {
+	vh := append(mqttStr(name), level, flags)
+	vh = append(vh, u16(keepalive)...)
+	if props != nil {
+		vh = append(vh, withLen(props)...)
+	}
+	return mqttPkt(0x10, vh, bytes.Join(payload, nil))
+}
+
+// connectReply sends pkt on a new connection and returns the CONNACK's
+// body, or nil if the server closed the connection without one. A
+// refusal must be followed by the server closing the connection.
+func connectReply(t *testing.T, addr string, pkt []byte) []byte {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, mqttWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(mqttWait))
+	if _, err := conn.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	first, body, err := readMQTTPacket(r)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("neither CONNACK nor close within %v", mqttWait)
+	}
+	if err != nil {
+		return nil // closed
+	}
+	if first != 0x20 {
+		t.Fatalf("first packet %#x % x, want CONNACK", first, body)
+	}
+	if len(body) >= 2 && body[1] != 0 {
+		if _, _, err := readMQTTPacket(r); err == nil {
+			t.Fatalf("connection still open after refusing CONNACK % x", body)
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection not closed within %v of refusing CONNACK % x", mqttWait, body)
+		}
+	}
+	return body
+}
+
+// TestConnectValidation: each CONNECT gets the answer its protocol
+// version prescribes: a 3.x client a 3.1.1 return code or, for a
+// malformed CONNECT, no CONNACK at all; an MQTT 5 client a reason code.
+// The server has max keepalive 30 s.
+func TestConnectValidation(t *testing.T) {
+	b := startTestBroker(t, testBrokerOpts{MQTT: Config{MaxKeepalive: 30}})
+	guest := [][]byte{mqttStr("guest"), mqttStr("guest")}
+	id := func(s string) [][]byte { return append([][]byte{mqttStr(s)}, guest...) }
+	const userPass, clean = 0xC0, 0x02
+	ka := uint16(10)
+	v5 := func(props ...byte) []byte { return append([]byte{}, props...) }
+	const closed = -1
+	tests := []struct {
+		name string
+		pkt  []byte
+		want int // CONNACK reason code, or closed: no CONNACK
+		// exact is the whole CONNACK body expected, where it matters.
+		exact []byte
+		ska   int // MQTT 5 Server Keep Alive expected; 0: none
+	}{
+		{"3.1.1 accepted", connectPkt("MQTT", 4, userPass|clean, ka, nil, id("ok311")...), 0, nil, 0},
+		{"3.1.1 empty id without clean session [MQTT-3.1.3-8]", connectPkt("MQTT", 4, userPass, ka, nil, id("")...), 0x02, []byte{0, 2}, 0},
+		{"3.1.1 empty id with clean session", connectPkt("MQTT", 4, userPass|clean, ka, nil, id("")...), 0, nil, 0},
+		{"3.1 accepted, 23-byte id", connectPkt("MQIsdp", 3, userPass|clean, ka, nil, id(strings.Repeat("i", 23))...), 0, nil, 0},
+		{"3.1 empty id", connectPkt("MQIsdp", 3, userPass|clean, ka, nil, id("")...), 0x02, []byte{0, 2}, 0},
+		{"3.1 24-byte id", connectPkt("MQIsdp", 3, userPass|clean, ka, nil, id(strings.Repeat("i", 24))...), 0x02, []byte{0, 2}, 0},
+		{"level 6 [MQTT-3.1.2-2]", connectPkt("MQTT", 6, userPass|clean, ka, nil, id("l6")...), 0x01, []byte{0, 1}, 0},
+		{"level 2", connectPkt("MQTT", 2, userPass|clean, ka, nil, id("l2")...), 0x01, []byte{0, 1}, 0},
+		{"MQIsdp with level 4", connectPkt("MQIsdp", 4, userPass|clean, ka, nil, id("mq4")...), 0x01, []byte{0, 1}, 0},
+		{"level 6 with MQTT 5 properties", connectPkt("MQTT", 6, userPass|clean, ka, v5(), id("l6v5")...), 0x01, []byte{0, 1}, 0},
+		{"unknown protocol name [MQTT-3.1.2-1]", connectPkt("MQTX", 4, userPass|clean, ka, nil, id("name")...), closed, nil, 0},
+		{"3.1.1 reserved flag [MQTT-3.1.2-3]", connectPkt("MQTT", 4, userPass|clean|1, ka, nil, id("rsv")...), closed, nil, 0},
+		{"3.1.1 password without user name [MQTT-3.1.2-22]", connectPkt("MQTT", 4, 0x40|clean, ka, nil, mqttStr("pw"), mqttStr("guest")), closed, nil, 0},
+		{"3.1.1 user name not UTF-8 [MQTT-1.5.3-1]", connectPkt("MQTT", 4, userPass|clean, ka, nil, mqttStr("utf"), mqttStr("gu\xffst"), mqttStr("guest")), closed, nil, 0},
+		{"3.1.1 user name with U+0000", connectPkt("MQTT", 4, userPass|clean, ka, nil, mqttStr("nul"), mqttStr("gu\x00st"), mqttStr("guest")), closed, nil, 0},
+		{"3.1.1 keep alive over max_keepalive", connectPkt("MQTT", 4, userPass|clean, 60, nil, id("ka60")...), 0x02, []byte{0, 2}, 0},
+		{"3.1.1 keep alive 0 with max_keepalive", connectPkt("MQTT", 4, userPass|clean, 0, nil, id("ka0")...), 0x02, []byte{0, 2}, 0},
+		{"3.1.1 keep alive at max_keepalive", connectPkt("MQTT", 4, userPass|clean, 30, nil, id("ka30")...), 0, nil, 0},
+		{"5 accepted", connectPkt("MQTT", 5, userPass|clean, ka, v5(), id("ok5")...), 0, nil, 0},
+		{"5 reserved flag", connectPkt("MQTT", 5, userPass|clean|1, ka, v5(), id("rsv5")...), 0x81, nil, 0},
+		{"5 user name not UTF-8", connectPkt("MQTT", 5, userPass|clean, ka, v5(), mqttStr("utf5"), mqttStr("gu\xffst"), mqttStr("guest")), 0x81, nil, 0},
+		// MQTT 5 allows a password without a user name (section 3.1.2.9).
+		{"5 password without user name", connectPkt("MQTT", 5, 0x40|clean, ka, v5(), mqttStr("pw5"), mqttStr("x")), 0, nil, 0},
+		{"5 authentication method (section 4.12)", connectPkt("MQTT", 5, userPass|clean, ka, v5(append([]byte{0x15}, mqttStr("SCRAM-SHA-1")...)...), id("auth5")...), 0x8C, nil, 0},
+		{"5 maximum packet size 0 [MQTT-3.1.2-24]", connectPkt("MQTT", 5, userPass|clean, ka, v5(propMaxPacketSize, 0, 0, 0, 0), id("mps0")...), 0x82, nil, 0},
+		{"5 receive maximum 0", connectPkt("MQTT", 5, userPass|clean, ka, v5(propReceiveMaximum, 0, 0), id("rm0")...), 0x82, nil, 0},
+		{"5 maximum packet size 128 is not 0", connectPkt("MQTT", 5, userPass|clean, ka, v5(propMaxPacketSize, 0, 0, 0, 128), id("mps128")...), 0, nil, 0},
+		{"5 keep alive over max_keepalive [MQTT-3.2.2-21]", connectPkt("MQTT", 5, userPass|clean, 60, v5(), id("ka60v5")...), 0, nil, 30},
+		{"5 keep alive 0 with max_keepalive", connectPkt("MQTT", 5, userPass|clean, 0, v5(), id("ka0v5")...), 0, nil, 30},
+		{"5 keep alive under max_keepalive", connectPkt("MQTT", 5, userPass|clean, 30, v5(), id("ka30v5")...), 0, nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body := connectReply(t, b.MQTTAddr, tc.pkt)
+			if tc.want == closed {
+				if body != nil {
+					t.Fatalf("got CONNACK % x, want the connection closed without one", body)
+				}
+				return
+			}
+			if len(body) < 2 {
+				t.Fatalf("got CONNACK % x, want reason %#x", body, tc.want)
+			}
+			if int(body[1]) != tc.want {
+				t.Fatalf("CONNACK reason %#x, want %#x (% x)", body[1], tc.want, body)
+			}
+			if tc.exact != nil && !bytes.Equal(body, tc.exact) {
+				t.Fatalf("CONNACK body % x, want % x", body, tc.exact)
+			}
+			if tc.pkt[8] != 5 || body[1] != 0 { // level byte of a 4-character name
+				return
+			}
+			props, _, err := readProps(body[2:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			ska, ok := props.get(propServerKeepAlive)
+			if got := map[bool]int{true: ska}[ok]; got != tc.ska {
+				t.Fatalf("Server Keep Alive %d (present %v), want %d", ska, ok, tc.ska)
+			}
+		})
+	}
+}
+
+// TestServerKeepAliveEnforced: a client given a shorter Server Keep Alive
+// than it asked for is held to it: silent for 1.5 times that, it is
+// disconnected with 0x8D [MQTT-3.1.2-22].
+func TestServerKeepAliveEnforced(t *testing.T) {
+	b := startTestBroker(t, testBrokerOpts{MQTT: Config{MaxKeepalive: 1}})
+	c := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: "ska", KeepAlive: 600})
+	if ska, _ := c.Props.get(propServerKeepAlive); ska != 1 {
+		t.Fatalf("Server Keep Alive %d, want 1", ska)
+	}
+	if rc := c.waitClosed(t, mqttWait); rc != 0x8D {
+		t.Fatalf("closed with DISCONNECT %#x, want 0x8D", rc)
+	}
+	if d := c.closedAt.Sub(c.ConnackAt); d > 5*time.Second {
+		t.Fatalf("closed %v after CONNACK, want about 1.5 s", d)
+	}
 }

@@ -65,6 +65,8 @@ type rawOpts struct {
 	SessionExpiry  uint32 // MQTT 5 Session Expiry Interval; 0: absent
 	ReceiveMaximum uint16 // MQTT 5 Receive Maximum; 0: absent (65,535)
 	Will           *rawWill
+	// Props are more MQTT 5 CONNECT properties, encoded.
+	Props []byte
 	// AutoAck sends the PUBACK of each QoS 1 PUBLISH as it is read.
 	AutoAck bool
 	// Username and Password default to guest/guest when both are empty.
@@ -74,6 +76,8 @@ type rawOpts struct {
 type rawWill struct {
 	Topic, Payload string
 	QoS            byte
+	Retain         bool
+	Props          []byte // MQTT 5 will properties, encoded
 }
 
 // rawClient is an MQTT connection driven byte by byte. A goroutine reads
@@ -161,6 +165,9 @@ func (o rawOpts) connectPacket() []byte {
 	}
 	if w := o.Will; w != nil {
 		flags |= 0x04 | w.QoS<<3
+		if w.Retain {
+			flags |= 0x20
+		}
 	}
 	ka := o.KeepAlive
 	if ka == 0 {
@@ -176,12 +183,13 @@ func (o rawOpts) connectPacket() []byte {
 		if o.ReceiveMaximum > 0 {
 			props = append(append(props, propReceiveMaximum), u16(o.ReceiveMaximum)...)
 		}
+		props = append(props, o.Props...)
 		vh = append(vh, withLen(props)...)
 	}
 	payload := mqttStr(o.ClientID)
 	if w := o.Will; w != nil {
 		if o.Version == 5 {
-			payload = append(payload, 0) // no will properties
+			payload = append(payload, withLen(w.Props)...)
 		}
 		payload = append(payload, mqttStr(w.Topic)...)
 		payload = append(payload, mqttStr(w.Payload)...)

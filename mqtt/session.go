@@ -140,11 +140,11 @@ type session struct {
 // SUBACK is out.
 type replay struct{ filter, queue string }
 
-func (s *session) queueName(qos byte) string { return sessionQueue(s.clientID, qos) }
+func (s *session) queueName(qos byte) string { return sessionQueueName(s.clientID, qos) }
 
-// sessionQueue names a session's queue for QoS 0 or for QoS 1 and 2
+// sessionQueueName names a session's queue for QoS 0 or for QoS 1 and 2
 // subscriptions, as RabbitMQ's MQTT plugin does.
-func sessionQueue(clientID string, qos byte) string {
+func sessionQueueName(clientID string, qos byte) string {
 	if qos == 0 {
 		return "mqtt-subscription-" + clientID + "qos0"
 	}
