@@ -197,16 +197,24 @@ func (s *session) appendLocked(pk *packets.Packet) error {
 	pk.ProtocolVersion = s.version
 	s.enc.Reset()
 	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Publish:
+	switch typ := pk.FixedHeader.Type; {
+	case typ == packets.Publish:
 		err = pk.PublishEncode(&s.enc)
-	case packets.Puback:
+	case s.version == 5 && pk.ReasonCode != 0 && typ >= packets.Puback && typ <= packets.Pubcomp:
+		// mochi leaves out a reason code below 0x80, such as 0x10 No
+		// matching subscribers, which publishers rely on.
+		flags := byte(0)
+		if typ == packets.Pubrel {
+			flags = 0x02 // [MQTT-3.6.1-1]
+		}
+		s.enc.Write([]byte{typ<<4 | flags, 3, byte(pk.PacketID >> 8), byte(pk.PacketID), pk.ReasonCode})
+	case typ == packets.Puback:
 		err = pk.PubackEncode(&s.enc)
-	case packets.Pubrec:
+	case typ == packets.Pubrec:
 		err = pk.PubrecEncode(&s.enc)
-	case packets.Pubrel:
+	case typ == packets.Pubrel:
 		err = pk.PubrelEncode(&s.enc)
-	case packets.Pubcomp:
+	case typ == packets.Pubcomp:
 		err = pk.PubcompEncode(&s.enc)
 	}
 	if err != nil {
