@@ -67,6 +67,10 @@ type rawOpts struct {
 	Will           *rawWill
 	// Props are more MQTT 5 CONNECT properties, encoded.
 	Props []byte
+	// Name and Level, when set, replace the protocol name ("MQTT") and
+	// level (Version) on the wire: a Mosquitto bridge's 0x84.
+	Name  string
+	Level byte
 	// AutoAck sends the PUBACK of each QoS 1 PUBLISH as it is read.
 	AutoAck bool
 	// Username and Password default to guest/guest when both are empty.
@@ -173,7 +177,14 @@ func (o rawOpts) connectPacket() []byte {
 	if ka == 0 {
 		ka = 60
 	}
-	vh := append(mqttStr("MQTT"), o.Version, flags)
+	name, level := "MQTT", o.Version
+	if o.Name != "" {
+		name = o.Name
+	}
+	if o.Level != 0 {
+		level = o.Level
+	}
+	vh := append(mqttStr(name), level, flags)
 	vh = append(vh, u16(ka)...)
 	if o.Version == 5 {
 		var props []byte
