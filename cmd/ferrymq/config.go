@@ -38,6 +38,9 @@ type Config struct {
 	VHosts []VHostConfig `yaml:"vhosts"`
 	// MaxConnections is the node's connection limit over all listeners; 0: none.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxKeepalive is the longest MQTT Keep Alive in seconds a client may
+	// ask for, Mosquitto's max_keepalive; 0: no limit.
+	MaxKeepalive int `yaml:"max_keepalive"`
 	// LoginFailureDelay holds back the answer to a failed login.
 	LoginFailureDelay time.Duration `yaml:"login_failure_delay"`
 	// AuthBackends are asked in order, as RabbitMQ's auth_backends:
@@ -164,6 +167,9 @@ func (c *Config) validate() error {
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections)
 	}
+	if c.MaxKeepalive < 0 || c.MaxKeepalive > 65535 {
+		return fmt.Errorf("max_keepalive %d: want 0 (no limit) .. 65535 seconds", c.MaxKeepalive)
+	}
 	if err := validateUsers(c.Users, c.VHosts); err != nil {
 		return err
 	}
@@ -215,6 +221,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
 	fs.Var(&users, "user", "add a user as `name:password`, name:@file or name:env:VAR (repeatable; every permission on /; not loopback-only; guest/guest stays loopback-only unless replaced)")
 	fs.IntVar(&f.MaxConnections, "max-connections", 0, "most client connections over all listeners (0 = no limit)")
+	fs.IntVar(&f.MaxKeepalive, "max-keepalive", 0, "longest MQTT Keep Alive in `seconds` a client may ask for; MQTT 5 clients asking for more (or 0) get it as Server Keep Alive, 3.x clients are refused (0 = no limit)")
 	fs.DurationVar(&f.LoginFailureDelay, "login-failure-delay", def.LoginFailureDelay, "how long a failed login waits for its refusal (0 = none)")
 	fs.IntVar(&f.Heartbeat, "heartbeat", def.Heartbeat, "heartbeat interval in `seconds` proposed in connection.tune (0 = off)")
 	frameMax := fs.Uint("frame-max", uint(def.FrameMax), "largest frame in `bytes`")
@@ -304,6 +311,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.NodeName = f.NodeName
 		case "max-connections":
 			cfg.MaxConnections = f.MaxConnections
+		case "max-keepalive":
+			cfg.MaxKeepalive = f.MaxKeepalive
 		case "login-failure-delay":
 			cfg.LoginFailureDelay = f.LoginFailureDelay
 		case "bridge-url":

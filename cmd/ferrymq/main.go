@@ -198,7 +198,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	}
 
 	mq, err := mqtt.NewServer(broker, mqtt.Config{Auth: auth, LoginFailureDelay: cfg.loginFailureDelay(), Retained: store, Logger: logger,
-		UseIdentityAsUsername: cfg.TLS.UseIdentityAsUsername, CertUser: certUser, AllowedOrigins: cfg.WSAllowedOrigins})
+		UseIdentityAsUsername: cfg.TLS.UseIdentityAsUsername, CertUser: certUser, AllowedOrigins: cfg.WSAllowedOrigins,
+		MaxKeepalive: uint16(cfg.MaxKeepalive)})
 	if err != nil {
 		return fail("cannot start MQTT", "err", err)
 	}
