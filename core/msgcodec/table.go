@@ -32,13 +32,6 @@ func AppendTable(b []byte, t core.Table) ([]byte, error) {
 	return appendTable(b, t, 0)
 }
 
-// AppendArray appends a as an AMQP field array (a 32-bit byte length, then
-// tag octet and value for each element); element types are those of
-// AppendTable.
-func AppendArray(b []byte, a []any) ([]byte, error) {
-	return appendArray(b, a, 0)
-}
-
 func appendTable(b []byte, t core.Table, depth int) ([]byte, error) {
 	if depth > MaxTableDepth {
 		return b, fmt.Errorf("%w: nesting deeper than %d", ErrUnencodable, MaxTableDepth)
@@ -176,16 +169,6 @@ func ReadTable(b []byte) (core.Table, []byte, error) {
 		return nil, b, err
 	}
 	return t, rest, nil
-}
-
-// ReadArray reads a field array from the start of b and returns it with the
-// bytes that follow it; the rules are those of ReadTable.
-func ReadArray(b []byte) ([]any, []byte, error) {
-	a, rest, err := readArray(b, 0)
-	if err != nil {
-		return nil, b, err
-	}
-	return a, rest, nil
 }
 
 // container returns the body of a length-prefixed table or array and the

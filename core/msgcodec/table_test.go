@@ -33,11 +33,11 @@ func TestAppendTableConveniences(t *testing.T) {
 	}
 	loop := []any{nil}
 	loop[0] = loop
-	if _, err := AppendArray(nil, loop); !errors.Is(err, ErrUnencodable) {
+	if _, err := AppendTable(nil, core.Table{"loop": loop}); !errors.Is(err, ErrUnencodable) {
 		t.Fatalf("self-referencing array: %v", err)
 	}
-	arr, rest, err := ReadArray(cat(lenPrefixed(u8('t'), u8(1), u8('V')), []byte("tail")))
-	if err != nil || !reflect.DeepEqual(arr, []any{true, nil}) || string(rest) != "tail" {
-		t.Fatalf("%v %q %v", arr, rest, err)
+	tab, rest, err := ReadTable(cat(lenPrefixed(entry("a", 'A', lenPrefixed(u8('t'), u8(1), u8('V')))), []byte("tail")))
+	if err != nil || !reflect.DeepEqual(tab, core.Table{"a": []any{true, nil}}) || string(rest) != "tail" {
+		t.Fatalf("%v %q %v", tab, rest, err)
 	}
 }
