@@ -413,9 +413,10 @@ type Mosquitto struct {
 }
 
 // StartMosquitto starts Mosquitto on a free port and returns once it
-// accepts connections. It is killed when the test ends; its log is shown
+// accepts connections; extra are more lines of its configuration (a
+// bridge's connection). It is killed when the test ends; its log is shown
 // if the test failed.
-func StartMosquitto(t *testing.T) *Mosquitto {
+func StartMosquitto(t *testing.T, extra ...string) *Mosquitto {
 	t.Helper()
 	dir := t.TempDir()
 	m := &Mosquitto{
@@ -436,6 +437,7 @@ func StartMosquitto(t *testing.T) *Mosquitto {
 		// cannot write our temporary directory.
 		lines = append(lines, "user root")
 	}
+	lines = append(lines, extra...)
 	m.conf = filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(m.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
