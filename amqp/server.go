@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -122,7 +123,9 @@ func NewServer(b *core.Broker, cfg Config) *Server {
 }
 
 // Serve accepts connections on ln until Shutdown; it always returns a non-nil
-// error, ErrServerClosed after Shutdown. ln may be a TLS listener
+// error, ErrServerClosed after Shutdown. An Accept error ends Serve: to ride
+// out EMFILE and the like, ln retries them itself (cmd/ferrymq wraps every
+// listener so). ln may be a TLS listener
 // (tls.NewListener, amqps): a client whose certificate was verified may
 // then log in with SASL EXTERNAL.
 func (s *Server) Serve(ln net.Listener) error {
@@ -139,24 +142,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
-	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: back off as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("amqp: accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
+			return fmt.Errorf("amqp: accept on %s: %w", ln.Addr(), err)
 		}
-		backoff = 0
 		c := newConn(s, nc)
 		if !s.track(c) {
 			nc.Close()

@@ -156,30 +156,21 @@ var ErrServerClosed = errors.New("mqtt: Server closed")
 // its own goroutine. ln may be a TLS listener (tls.NewListener): each
 // connection's handshake then runs on its own goroutine within
 // HandshakeTimeout. It always returns a non-nil error, ErrServerClosed
-// after Shutdown.
+// after Shutdown. An Accept error ends Serve: to ride out EMFILE and the
+// like, ln retries them itself (cmd/ferrymq wraps every listener so).
 func (s *Server) Serve(ln net.Listener) error {
 	if !s.addListener(ln) {
 		return ErrServerClosed
 	}
 	defer s.accepting.Done()
-	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if s.isClosed() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: back off as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("mqtt: accept failed; retrying", "addr", ln.Addr().String(), "err", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
-			}
 			return fmt.Errorf("mqtt: accept on %s: %w", ln.Addr(), err)
 		}
-		backoff = 0
 		if tc, ok := c.(*tls.Conn); ok {
 			go func() {
 				if s.handshake(tc, "mqtts") != nil {

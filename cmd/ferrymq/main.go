@@ -241,6 +241,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 			return fail("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
 		}
 		logger.Info("listener ready", "proto", l.proto, "addr", ln.Addr().String())
+		ln = &retryListener{Listener: ln, proto: l.proto, log: logger}
 		if l.proto == "debug" {
 			cleanup.push(func(context.Context) { ln.Close() })
 		}
