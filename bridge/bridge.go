@@ -118,27 +118,116 @@ func (m *Manager) Close() {
 	m.wg.Wait()
 }
 
-// Status is a link's state, for the log and (later) metrics and the CLI.
+// Status is a link's state, for the log, the metrics, the management API
+// and the CLI. The counters count since the broker started.
 type Status struct {
-	Name         string
-	Upstream     string // the URL without credentials
-	Connected    bool
-	Backlog      int   // messages waiting in the outbound queue
-	BacklogBytes int64 // their body bytes
-	Forwarded    uint64
-	Received     uint64
+	Name      string
+	Upstream  string // the URL without credentials
+	Connected bool
+	// Paused: an operator paused the link (Manager.Pause); it stays
+	// disconnected, its outbound messages wait in its queue, until
+	// resumed or the broker restarts.
+	Paused       bool
+	Backlog      int    // messages in the outbound queue, ready or awaiting the upstream's confirm
+	BacklogBytes int64  // their body bytes
+	Forwarded    uint64 // messages the upstream confirmed
+	Received     uint64 // messages taken in from the upstream
 	Dropped      uint64 // dropped by a full buffer (overflow drop-oldest)
 	LoopsCut     uint64 // messages not forwarded because they had been here
-	LastError    string
+	// LastError is the latest failure (connect, or connection lost), kept
+	// after the link reconnects; LastErrorAt is when it happened.
+	LastError   string
+	LastErrorAt time.Time
+	// ConnectedAt is when the current connection was made; zero while
+	// disconnected.
+	ConnectedAt time.Time
+	// RateIn and RateOut are messages per second received and forwarded
+	// over the last few seconds (rateWindow).
+	RateIn, RateOut float64
 }
 
-// Status returns every link's status.
+// State is a one-word summary: "running", "connecting" or "paused".
+func (s Status) State() string {
+	switch {
+	case s.Paused:
+		return "paused"
+	case s.Connected:
+		return "running"
+	}
+	return "connecting"
+}
+
+// Status returns every link's status, in configuration order. It is safe
+// to call from any goroutine, and on a nil Manager (no bridges).
 func (m *Manager) Status() []Status {
+	if m == nil {
+		return nil
+	}
 	out := make([]Status, len(m.links))
 	for i, r := range m.links {
 		out[i] = r.status()
 	}
 	return out
+}
+
+// ErrNoLink is the error of Pause and Resume for a name no link has.
+var ErrNoLink = errors.New("bridge: no such link")
+
+func (m *Manager) link(name string) (*runner, error) {
+	if m != nil {
+		for _, r := range m.links {
+			if r.l.Name == name {
+				return r, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %q", ErrNoLink, name)
+}
+
+// Pause disconnects a link and keeps it disconnected until Resume:
+// outbound messages wait in its store-and-forward queue (within its
+// limits), inbound ones at the upstream (a persistent session or a
+// queue). Messages awaiting the upstream's confirm go back to the queue,
+// to be sent again after Resume. Pausing a paused link does nothing. It
+// is not remembered across restarts.
+func (m *Manager) Pause(name string) error {
+	r, err := m.link(name)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.paused {
+		r.mu.Unlock()
+		return nil
+	}
+	r.paused = true
+	r.resumed = make(chan struct{})
+	cancel := r.connCancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	r.log.Info("bridge paused")
+	return nil
+}
+
+// Resume lets a paused link connect again, at once. Resuming a link that
+// is not paused does nothing.
+func (m *Manager) Resume(name string) error {
+	r, err := m.link(name)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if !r.paused {
+		r.mu.Unlock()
+		return nil
+	}
+	r.paused = false
+	close(r.resumed)
+	r.mu.Unlock()
+	r.log.Info("bridge resumed")
+	return nil
 }
 
 // via reports whether msg has crossed a bridge from node already.
@@ -175,13 +264,32 @@ type runner struct {
 	log   *slog.Logger
 	queue *core.Queue // the store-and-forward queue; nil without outbound rules
 
-	connected         atomic.Bool
-	forwarded, recvd  atomic.Uint64
-	loops             atomic.Uint64
+	connected        atomic.Bool
+	forwarded, recvd atomic.Uint64
+	loops            atomic.Uint64
+
 	mu                sync.Mutex
 	lastErr           string
+	lastErrAt         time.Time
+	warned            string // the connect error last logged at WARN; "" after a connection
+	connectedAt       time.Time
 	lastLogged        Status
 	reportedDropCount uint64
+	samples           [rateWindow]sample // ring, by second; for RateIn and RateOut
+	nsamples          int
+	paused            bool
+	resumed           chan struct{}      // closed by Resume; made by Pause
+	connCancel        context.CancelFunc // ends the current connection attempt (Pause)
+}
+
+// rateWindow is how many seconds RateIn and RateOut average over, as
+// RabbitMQ's default rate interval (5 s).
+const rateWindow = 5
+
+// sample is the counters at one time, for rates.
+type sample struct {
+	at               time.Time
+	forwarded, recvd uint64
 }
 
 // queueName is the link's store-and-forward queue, visible like any queue.
@@ -217,10 +325,44 @@ func (r *runner) declare() error {
 	return nil
 }
 
-func (r *runner) setErr(err error) {
+// setErr records err as the link's last error and reports whether it is
+// new: the first connect failure since the link was last connected, or a
+// different one. Those are logged at WARN at once; a retry failing the
+// same way again is not, so that an operator sees each problem once,
+// without a line per retry.
+func (r *runner) setErr(err error) (changed bool) {
+	text := err.Error()
 	r.mu.Lock()
-	r.lastErr = err.Error()
+	defer r.mu.Unlock()
+	r.lastErr, r.lastErrAt = text, time.Now()
+	changed = text != r.warned
+	r.warned = text
+	return changed
+}
+
+// sampleRates records the counters for RateIn and RateOut; it runs once a
+// second.
+func (r *runner) sampleRates(now time.Time) {
+	r.mu.Lock()
+	r.samples[r.nsamples%len(r.samples)] = sample{at: now, forwarded: r.forwarded.Load(), recvd: r.recvd.Load()}
+	r.nsamples++
 	r.mu.Unlock()
+}
+
+// ratesLocked returns messages per second in and out from the oldest
+// sample, at most rateWindow seconds old, to the counters now; r.mu is
+// held.
+func (r *runner) ratesLocked(now time.Time, recvd, forwarded uint64) (in, out float64) {
+	if r.nsamples == 0 {
+		return 0, 0
+	}
+	n := len(r.samples)
+	oldest := r.samples[max(r.nsamples-n, 0)%n]
+	secs := now.Sub(oldest.at).Seconds()
+	if secs <= 0 {
+		return 0, 0
+	}
+	return float64(recvd-oldest.recvd) / secs, float64(forwarded-oldest.forwarded) / secs
 }
 
 func (r *runner) status() Status {
@@ -235,7 +377,11 @@ func (r *runner) status() Status {
 		s.Backlog, s.BacklogBytes, s.Dropped = qs.Messages+qs.Unacked, qs.Bytes, qs.Dropped
 	}
 	r.mu.Lock()
-	s.LastError = r.lastErr
+	s.LastError, s.LastErrorAt, s.Paused = r.lastErr, r.lastErrAt, r.paused
+	if s.Connected {
+		s.ConnectedAt = r.connectedAt
+	}
+	s.RateIn, s.RateOut = r.ratesLocked(time.Now(), s.Received, s.Forwarded)
 	r.mu.Unlock()
 	return s
 }
@@ -260,6 +406,9 @@ func (r *runner) checkDrops() {
 // logStatus logs the status if it changed.
 func (r *runner) logStatus() {
 	s := r.status()
+	// Rates and times change on their own: what is logged is a change of
+	// the rest.
+	s.RateIn, s.RateOut, s.ConnectedAt, s.LastErrorAt = 0, 0, time.Time{}, time.Time{}
 	r.mu.Lock()
 	changed := s != r.lastLogged
 	r.lastLogged = s
@@ -278,23 +427,40 @@ func (r *runner) run(ctx context.Context) {
 	defer tick.Stop()
 	drops := time.NewTicker(time.Second)
 	defer drops.Stop()
+	r.sampleRates(time.Now())
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-drops.C:
+			case now := <-drops.C:
 				r.checkDrops()
+				r.sampleRates(now)
 			case <-tick.C:
 				r.logStatus()
 			}
 		}
 	}()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		up, err := r.dial(ctx)
+		if r.waitResumed(ctx) {
+			attempt = 0 // an operator resumed it: connect at once
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		if !r.setConnCancel(cancel) {
+			cancel() // paused meanwhile
+			continue
+		}
+		up, err := r.dial(cctx)
 		if err != nil {
-			r.setErr(err)
-			r.log.Debug("bridge: connect failed", "err", err, "attempt", attempt)
+			cancel()
+			if r.isPaused() {
+				continue
+			}
+			if r.setErr(err) {
+				r.log.Warn("bridge: cannot connect to the upstream; retrying with backoff", "upstream", r.status().Upstream, "err", err, "attempt", attempt+1)
+			} else {
+				r.log.Debug("bridge: connect failed", "err", err, "attempt", attempt+1)
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(backoff(attempt, rand.Int64N)):
@@ -302,10 +468,13 @@ func (r *runner) run(ctx context.Context) {
 			continue
 		}
 		attempt = -1
+		r.mu.Lock()
+		r.warned, r.connectedAt = "", time.Now()
+		r.mu.Unlock()
 		r.connected.Store(true)
 		r.log.Info("bridge connected", "upstream", r.status().Upstream)
 		r.logStatus()
-		err = r.serve(ctx, up)
+		err = r.serve(cctx, up)
 		if errors.Is(err, errLost) {
 			if cause := up.lostCause(); cause != nil {
 				err = fmt.Errorf("%w: %v", errLost, cause)
@@ -313,12 +482,47 @@ func (r *runner) run(ctx context.Context) {
 		}
 		r.connected.Store(false)
 		up.close()
-		if err != nil && ctx.Err() == nil {
+		cancel()
+		if err != nil && cctx.Err() == nil {
 			r.setErr(err)
 			r.log.Warn("bridge disconnected", "err", err)
 		}
 		r.logStatus()
 	}
+}
+
+// waitResumed waits while the link is paused; it reports whether it
+// waited.
+func (r *runner) waitResumed(ctx context.Context) bool {
+	r.mu.Lock()
+	paused, resumed := r.paused, r.resumed
+	r.mu.Unlock()
+	if !paused {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+	case <-resumed:
+	}
+	return true
+}
+
+// setConnCancel installs what Pause calls to end the connection about to
+// be made; false if the link was paused meanwhile.
+func (r *runner) setConnCancel(cancel context.CancelFunc) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused {
+		return false
+	}
+	r.connCancel = cancel
+	return true
+}
+
+func (r *runner) isPaused() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.paused
 }
 
 func (r *runner) dial(ctx context.Context) (upstream, error) {

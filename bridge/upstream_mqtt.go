@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -130,6 +132,8 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	if err != nil {
 		return nil, err
 	}
+	sniff := &sniffConn{Conn: conn}
+	conn = sniff
 	u := &mqtt5Upstream{node: node, deliver: deliver, gone: make(chan struct{}), stop: make(chan struct{}),
 		queue: make(chan publishReq, l.Window), inflight: make(chan inflightPub, l.Window),
 		sess: state.NewInMemory()}
@@ -166,19 +170,100 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 		}
 	}
 	ca, err := u.c.Connect(ctx, cp)
+	if err == nil && ca.ReasonCode != 0 {
+		err = errors.New("refused")
+	}
 	if err != nil {
 		conn.Close()
 		u.sess.Close()
-		return nil, err
-	}
-	if ca.ReasonCode != 0 {
-		conn.Close()
-		u.sess.Close()
-		return nil, fmt.Errorf("bridge: upstream refused the connection: reason %#x", ca.ReasonCode)
+		return nil, connectError(err, ca, sniff.head())
 	}
 	go u.publishLoop()
 	go u.confirmLoop()
 	return u, nil
+}
+
+// sniffConn keeps the first bytes read from an MQTT 5 upstream: an MQTT
+// 3.1.1 broker answers an MQTT 5 CONNECT with a 3.1.1 CONNACK (return code
+// 0x01, unacceptable protocol version), which paho.golang cannot parse and
+// reports only as a read error.
+type sniffConn struct {
+	net.Conn
+	mu  sync.Mutex
+	buf []byte // up to 4 bytes: a 3.1.1 CONNACK's length
+}
+
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if k := min(n, 4-len(c.buf)); k > 0 {
+		c.buf = append(c.buf, p[:k]...)
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *sniffConn) head() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.buf...)
+}
+
+// mqtt5Refusals are the CONNACK reason codes of MQTT 5 (§3.2.2.2).
+var mqtt5Refusals = map[byte]string{
+	0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
+	0x83: "implementation specific error", 0x84: "unsupported protocol version",
+	0x85: "client identifier not valid", 0x86: "bad user name or password", 0x87: "not authorized",
+	0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned", 0x8C: "bad authentication method",
+	0x90: "topic name invalid", 0x95: "packet too large", 0x97: "quota exceeded",
+	0x99: "payload format invalid", 0x9A: "retain not supported", 0x9B: "QoS not supported",
+	0x9C: "use another server", 0x9D: "server moved", 0x9F: "connection rate exceeded",
+}
+
+// mqtt3Refusals are the CONNACK return codes of MQTT 3.1.1 (§3.2.2.3).
+var mqtt3Refusals = map[byte]string{
+	0x01: "unacceptable protocol version", 0x02: "identifier rejected", 0x03: "server unavailable",
+	0x04: "bad user name or password", 0x05: "not authorized",
+}
+
+// useMQTT3 is the advice for an upstream that does not speak MQTT 5.
+const useMQTT3 = "the upstream speaks MQTT 3.1.1 only: use an mqtt3:// (or mqtt3s://) URL for this link"
+
+// connectError says why an MQTT 5 upstream refused the bridge's CONNECT,
+// from paho's error, the CONNACK if paho parsed one, and the first bytes
+// the upstream sent (head): a 3.1.1 CONNACK, which paho cannot parse, is
+// recognised there, and a refusal of the protocol version comes with the
+// advice to use mqtt3://.
+func connectError(err error, ca *paho.Connack, head []byte) error {
+	if ca != nil && ca.ReasonCode != 0 {
+		what := mqtt5Refusals[ca.ReasonCode]
+		if what == "" {
+			what = "unknown reason"
+		}
+		if ca.Properties != nil && ca.Properties.ReasonString != "" {
+			what += ": " + ca.Properties.ReasonString
+		}
+		if ca.ReasonCode == 0x84 {
+			return fmt.Errorf("bridge: upstream refused the connection: CONNACK %#x %s; %s", ca.ReasonCode, what, useMQTT3)
+		}
+		return fmt.Errorf("bridge: upstream refused the connection: CONNACK %#x %s", ca.ReasonCode, what)
+	}
+	if len(head) == 4 && head[0] == 0x20 && head[1] == 0x02 && head[3] != 0 {
+		// A two-byte CONNACK is MQTT 3.1.1's; MQTT 5's has properties.
+		rc := head[3]
+		what := mqtt3Refusals[rc]
+		if what == "" {
+			what = "unknown return code"
+		}
+		if rc == 0x01 {
+			return fmt.Errorf("bridge: upstream refused MQTT 5 with an MQTT 3.1.1 CONNACK %#x (%s); %s", rc, what, useMQTT3)
+		}
+		return fmt.Errorf("bridge: upstream refused the connection with an MQTT 3.1.1 CONNACK %#x (%s); it speaks MQTT 3.1.1 only, use an mqtt3:// URL", rc, what)
+	}
+	if len(head) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) {
+		return fmt.Errorf("bridge: upstream closed the connection without answering CONNECT (%w); a broker that speaks MQTT 3.1.1 only may do that to MQTT 5: if so, use an mqtt3:// URL", err)
+	}
+	return fmt.Errorf("bridge: MQTT 5 connect: %w", err)
 }
 
 func (u *mqtt5Upstream) lose(err error) {
@@ -433,7 +518,7 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 		return nil, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bridge: MQTT 3.1.1 connect: %w", err)
 	}
 	go u.confirmLoop()
 	return u, nil

@@ -1,0 +1,251 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
+)
+
+// logBuffer is a slog destination the test reads while links write it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the logged lines containing every one of subs.
+func (b *logBuffer) lines(subs ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		all := l != ""
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor checks cond until it holds or 20 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+	}
+}
+
+// upstream is a real ferrymq MQTT listener (package mqtt over core) on a
+// free port, with one user u/right, standing in for the remote broker.
+type testUpstream struct {
+	broker *core.Broker
+	users  *core.Users
+	srv    *mqtt.Server
+	ln     net.Listener
+	addr   string
+	served chan error
+}
+
+func startUpstream(t *testing.T, addr string) *testUpstream {
+	t.Helper()
+	u := &testUpstream{broker: core.NewBroker(core.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}), users: core.NewUsers()}
+	t.Cleanup(u.broker.Close)
+	if err := u.users.Put(core.UserSpec{Name: "u", PasswordHash: core.HashPassword("right")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.users.SetPermissions("u", "/", core.FullPermissions); err != nil {
+		t.Fatal(err)
+	}
+	u.serve(t, addr)
+	return u
+}
+
+// serve starts the listener on addr ("127.0.0.1:0" for a free port).
+func (u *testUpstream) serve(t *testing.T, addr string) {
+	t.Helper()
+	srv, err := mqtt.NewServer(u.broker, mqtt.Config{Auth: core.NewAuth(u.users), LoginFailureDelay: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.srv, u.ln, u.addr, u.served = srv, ln, ln.Addr().String(), make(chan error, 1)
+	go func() { u.served <- srv.Serve(ln) }()
+	t.Cleanup(u.stop)
+}
+
+// stop closes the listener and every connection.
+func (u *testUpstream) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = u.srv.Shutdown(ctx)
+}
+
+// startLink runs one link from a local broker of its own, logging at
+// debug level into the returned buffer.
+func startLink(t *testing.T, l Link) (*Manager, *core.Broker, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	local := core.NewBroker(core.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(local.Close)
+	m, err := Start(local, []Link{l}, Options{Node: "edge", Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m, local, logs
+}
+
+// TestConnectErrorsLoggedOnce: a link whose upstream refuses its password
+// says so at WARN once, at the first attempt, not at every retry; a
+// different error (the upstream gone) is logged at WARN once more; the
+// status holds the last error and when it happened.
+func TestConnectErrorsLoggedOnce(t *testing.T) {
+	up := startUpstream(t, "127.0.0.1:0")
+	for _, tc := range []struct{ scheme, refusal string }{
+		{"mqtt", "CONNACK 0x86 bad user name or password"},
+		{"mqtt3", "MQTT 3.1.1 connect: not Authorized"}, // ferrymq answers 3.1.1 with 0x05
+	} {
+		t.Run(tc.scheme, func(t *testing.T) {
+			m, _, logs := startLink(t, Link{Name: "up", URL: tc.scheme + "://u:wrong@" + up.addr})
+			waitFor(t, "three failed attempts", func() bool { return len(logs.lines("connect failed", "attempt=3")) > 0 })
+			warns := logs.lines("level=WARN", "cannot connect")
+			if len(warns) != 1 || !strings.Contains(warns[0], tc.refusal) || !strings.Contains(warns[0], "attempt=1") {
+				t.Fatalf("want one WARN at the first attempt naming %q, got %q\n%s", tc.refusal, warns, logs)
+			}
+			if strings.Contains(warns[0], "wrong") {
+				t.Fatalf("the password is logged: %s", warns[0])
+			}
+			st := m.Status()[0]
+			if !strings.Contains(st.LastError, tc.refusal) || st.LastErrorAt.IsZero() || st.Connected || st.State() != "connecting" {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+	t.Run("error changes", func(t *testing.T) {
+		other := startUpstream(t, "127.0.0.1:0")
+		_, _, logs := startLink(t, Link{Name: "up", URL: "mqtt://u:wrong@" + other.addr})
+		waitFor(t, "the refusal logged", func() bool { return len(logs.lines("level=WARN", "cannot connect")) == 1 })
+		other.stop()
+		waitFor(t, "the second error logged", func() bool { return len(logs.lines("level=WARN", "cannot connect")) == 2 })
+		n := len(logs.lines("connect failed"))
+		waitFor(t, "two more attempts", func() bool { return len(logs.lines("connect failed")) >= n+2 })
+		warns := logs.lines("level=WARN", "cannot connect")
+		if len(warns) != 2 || !strings.Contains(warns[1], "connection refused") {
+			t.Fatalf("want the refusal then connection refused, each once: %q", warns)
+		}
+	})
+}
+
+// TestPauseResume: a paused link disconnects and holds its outbound
+// messages; resumed, it connects at once and forwards them upstream.
+func TestPauseResume(t *testing.T) {
+	up := startUpstream(t, "127.0.0.1:0")
+	upV := up.broker.VHost("/")
+	if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	m, local, logs := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Topics: []Topic{{Pattern: "t/#"}}})
+	waitFor(t, "connected", func() bool { return m.Status()[0].Connected })
+	if err := m.Pause("up"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "disconnected", func() bool { s := m.Status()[0]; return !s.Connected && s.Paused })
+	if got := m.Status()[0].State(); got != "paused" {
+		t.Fatalf("state %q", got)
+	}
+	const n = 20
+	for i := range n {
+		msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: []byte(fmt.Sprint(i))}
+		if _, err := local.VHost("/").Publish(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a backlog", func() bool { return m.Status()[0].Backlog == n })
+	if s := m.Status()[0]; s.Connected || s.Forwarded != 0 {
+		t.Fatalf("a paused link forwarded: %+v", s)
+	}
+	if err := m.Resume("up"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "forwarded upstream", func() bool { return upV.Queue("sink").Stats().Messages == n })
+	waitFor(t, "backlog gone", func() bool { s := m.Status()[0]; return s.Backlog == 0 && s.Forwarded == n && s.Connected })
+	waitFor(t, "a rate out", func() bool { return m.Status()[0].RateOut > 0 })
+	if len(logs.lines("bridge paused")) != 1 || len(logs.lines("bridge resumed")) != 1 {
+		t.Fatalf("pause and resume not logged once each:\n%s", logs)
+	}
+	if len(logs.lines("level=WARN")) != 0 {
+		t.Fatalf("a pause logged a warning:\n%s", logs)
+	}
+	if err := m.Pause("nope"); !errors.Is(err, ErrNoLink) {
+		t.Fatalf("Pause of an unknown link: %v", err)
+	}
+}
+
+// TestConnectErrorText: what a refused MQTT 5 CONNECT is reported as,
+// from the bytes an upstream answered with.
+func TestConnectErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ca   *paho.Connack
+		head []byte
+		err  error
+		want []string
+	}{
+		{"3.1.1 broker", nil, []byte{0x20, 0x02, 0x00, 0x01}, io.EOF, []string{"CONNACK 0x1", "unacceptable protocol version", "mqtt3://"}},
+		{"3.1.1 bad password", nil, []byte{0x20, 0x02, 0x00, 0x04}, io.EOF, []string{"bad user name or password", "mqtt3://"}},
+		{"v5 unsupported version", &paho.Connack{ReasonCode: 0x84}, nil, errors.New("x"), []string{"0x84", "mqtt3://"}},
+		{"v5 bad password", &paho.Connack{ReasonCode: 0x86, Properties: &paho.ConnackProperties{ReasonString: "nope"}}, nil, errors.New("x"), []string{"0x86 bad user name or password: nope"}},
+		{"closed at once", nil, nil, io.EOF, []string{"without answering CONNECT", "mqtt3://"}},
+		{"other", nil, nil, errors.New("i/o timeout"), []string{"MQTT 5 connect: i/o timeout"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := connectError(tc.err, tc.ca, tc.head).Error()
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("%q lacks %q", got, w)
+				}
+			}
+			if tc.name == "v5 bad password" && strings.Contains(got, "mqtt3") {
+				t.Errorf("%q advises mqtt3 for a bad password", got)
+			}
+		})
+	}
+}
