@@ -23,8 +23,14 @@ ARGS ?=
 
 .PHONY: build run test fuzz interop interop-amqp091 clean bench bench-deps
 
+# The version ferrymq --version prints and logs at start: the nearest tag,
+# commits since and the commit (git describe), else the Go toolchain's own
+# VCS stamp (see cmd/ferrymq/version.go).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS = $(if $(VERSION),-X main.version=$(VERSION))
+
 build:
-	$(GO) build -o bin/ferrymq ./cmd/ferrymq
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ferrymq ./cmd/ferrymq
 
 # The embedded defaults: AMQP on :5672, data in ./data.
 run: build

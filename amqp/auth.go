@@ -60,6 +60,7 @@ func (c *conn) login(startOk *wire.ConnectionStartOk, cert *x509.Certificate) (*
 	if passwordless {
 		name, err = c.externalUser(cert)
 	} else if name, pass, err = credentials(startOk.Mechanism, startOk.Response); err != nil {
+		c.srv.log.Warn("amqp: login failed", "peer", c.name, "mechanism", startOk.Mechanism, "reason", err)
 		return nil, c.refuse(asAMQPError(err, startOk))
 	}
 	var p *core.Principal

@@ -179,6 +179,32 @@ func (l Link) validate(node string) (*link, error) {
 	return v, nil
 }
 
+// Validate checks links as Start does, and loads the TLS files of the
+// secure ones, so that a config mistake is found before the broker opens
+// its store rather than by a link that never connects. It returns every
+// problem, joined (errors.Join), not only the first.
+func Validate(links []Link) error {
+	var errs []error
+	names := map[string]bool{}
+	for _, l := range links {
+		v, err := l.validate("")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if names[v.Name] {
+			errs = append(errs, fmt.Errorf("bridge %s: defined twice", v.Name))
+		}
+		names[v.Name] = true
+		if v.secure {
+			if _, err := v.tlsConfig(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // tlsConfig builds the client TLS configuration of a secure upstream.
 func (l *link) tlsConfig() (*tls.Config, error) {
 	c := &tls.Config{ServerName: l.TLS.ServerName, InsecureSkipVerify: l.TLS.InsecureSkipVerify}

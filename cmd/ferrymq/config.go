@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,7 +30,8 @@ type Config struct {
 	DebugListen    string       `yaml:"debug_listen"`   // Go's pprof at /debug/pprof/; empty: off
 	DataDir        string       `yaml:"data_dir"`
 	LogLevel       string       `yaml:"log_level"`
-	Heartbeat      int          `yaml:"heartbeat"` // seconds
+	LogFormat      string       `yaml:"log_format"` // text (slog's key=value) or json
+	Heartbeat      int          `yaml:"heartbeat"`  // seconds
 	FrameMax       uint32       `yaml:"frame_max"`
 	ChannelMax     uint16       `yaml:"channel_max"`
 	MaxMessageSize int          `yaml:"max_message_size"` // bytes
@@ -78,6 +82,7 @@ func defaultConfig() Config {
 		MQTTWSListen:   ":8083",
 		DataDir:        "./data",
 		LogLevel:       "info",
+		LogFormat:      "text",
 		Heartbeat:      60,
 		FrameMax:       131072,
 		ChannelMax:     2047,
@@ -130,54 +135,122 @@ func parseLogLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 }
 
-// validate reports the first setting that is out of range.
+// validate reports every setting that is out of range, joined into one
+// error (errors.Join: one line each), so that an operator fixes a config
+// in one round rather than one error per start. Nothing here opens the
+// store or binds a port: the caller runs it before either.
 func (c *Config) validate() error {
+	var errs []error
+	check := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.AMQPListen == "" {
-		return errors.New("amqp_listen is empty")
+		check(errors.New("amqp_listen is empty"))
+	}
+	for _, l := range c.listenAddrs() {
+		check(checkListenAddr(l.key, l.addr))
 	}
 	if c.DataDir == "" {
-		return errors.New("data_dir is empty")
+		check(errors.New("data_dir is empty"))
 	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
-		return err
+		check(err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		check(fmt.Errorf("log_format %q: want text or json", c.LogFormat))
 	}
 	if c.Heartbeat < 0 || c.Heartbeat > 65535 {
-		return fmt.Errorf("heartbeat %d: want 0 (off) .. 65535 seconds", c.Heartbeat)
+		check(fmt.Errorf("heartbeat %d: want 0 (off) .. 65535 seconds", c.Heartbeat))
 	}
 	if c.FrameMax < minFrameMax {
-		return fmt.Errorf("frame_max %d: want at least %d", c.FrameMax, minFrameMax)
+		check(fmt.Errorf("frame_max %d: want at least %d", c.FrameMax, minFrameMax))
 	}
 	if c.ChannelMax == 0 {
 		// 0 means "no limit" on the wire; amqp.Config would read it as
 		// "use the default", so refuse it rather than surprise anyone.
-		return errors.New("channel_max 0: want 1..65535")
+		check(errors.New("channel_max 0: want 1..65535"))
 	}
 	if c.MaxMessageSize <= 0 || c.MaxMessageSize > maxMaxMessageSize {
-		return fmt.Errorf("max_message_size %d: want 1..%d bytes", c.MaxMessageSize, maxMaxMessageSize)
+		check(fmt.Errorf("max_message_size %d: want 1..%d bytes", c.MaxMessageSize, maxMaxMessageSize))
 	}
 	if c.DiskFreeLimit < 0 {
-		return fmt.Errorf("disk_free_limit %d: want bytes >= 0 (0 = default)", c.DiskFreeLimit)
+		check(fmt.Errorf("disk_free_limit %d: want bytes >= 0 (0 = default)", c.DiskFreeLimit))
 	}
 	if c.MemoryBudget < 0 {
-		return fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget)
+		check(fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget))
 	}
-	if err := c.validateTLS(); err != nil {
-		return err
-	}
+	check(c.validateTLS())
 	if c.MaxConnections < 0 {
-		return fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections)
+		check(fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections))
 	}
 	if c.MaxKeepalive < 0 || c.MaxKeepalive > 65535 {
-		return fmt.Errorf("max_keepalive %d: want 0 (no limit) .. 65535 seconds", c.MaxKeepalive)
+		check(fmt.Errorf("max_keepalive %d: want 0 (no limit) .. 65535 seconds", c.MaxKeepalive))
 	}
+	if strings.Contains(c.NodeName, ",") {
+		// Bridged brokers list node names comma-separated in a header.
+		check(fmt.Errorf("node_name %q: must not contain a comma", c.NodeName))
+	}
+	check(bridge.Validate(c.Bridges))
 	if err := validateUsers(c.Users, c.VHosts); err != nil {
-		return err
+		check(err)
+	} else if _, err := buildUsers(c); err != nil { // bad permission patterns
+		check(err)
 	}
-	if err := c.validateAuthBackends(); err != nil {
-		return err
+	check(c.validateAuthBackends())
+	return errors.Join(errs...)
+}
+
+// listenAddr is one listener's address and the config key that sets it.
+type listenAddr struct{ key, addr string }
+
+// listenAddrs lists every listener's address setting; an empty address is
+// a listener that is off.
+func (c *Config) listenAddrs() []listenAddr {
+	return []listenAddr{
+		{"amqp_listen", c.AMQPListen},
+		{"amqps_listen", c.AMQPSListen},
+		{"mqtt_listen", c.MQTTListen},
+		{"mqtt_ws_listen", c.MQTTWSListen},
+		{"mqtts_listen", c.MQTTSListen},
+		{"mqtt_wss_listen", c.MQTTWSSListen},
+		{"debug_listen", c.DebugListen},
 	}
-	_, err := buildUsers(c) // bad permission patterns
-	return err
+}
+
+// checkListenAddr refuses an address net.Listen("tcp", addr) could never
+// bind, whatever the machine: no port, a port out of range or unknown by
+// name. Whether the host resolves, or the port is free, is only known at
+// bind time.
+func checkListenAddr(key, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want host:port or :port (%v)", key, addr, stripAddrErr(err))
+	}
+	if n, err := strconv.Atoi(port); err == nil {
+		if n < 0 || n > 65535 {
+			return fmt.Errorf("%s %q: port %d out of range 0..65535", key, addr, n)
+		}
+		return nil
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("%s %q: unknown port %q", key, addr, port)
+	}
+	return nil
+}
+
+// stripAddrErr drops the address net.SplitHostPort repeats in its error,
+// which checkListenAddr already quotes.
+func stripAddrErr(err error) string {
+	var ae *net.AddrError
+	if errors.As(err, &ae) {
+		return ae.Err
+	}
+	return err.Error()
 }
 
 // topicFlag collects repeated --bridge-topic flags.
@@ -219,6 +292,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.DebugListen, "debug-listen", "", "serve Go's pprof profiles at http://`address`/debug/pprof/ (default off; keep it on loopback)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
+	fs.StringVar(&f.LogFormat, "log-format", def.LogFormat, "log `format`: text (key=value) or json (one object a line)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Var(&users, "user", "add a user as `name:password`, name:@file or name:env:VAR (repeatable; every permission on /; not loopback-only; guest/guest stays loopback-only unless replaced)")
 	fs.IntVar(&f.MaxConnections, "max-connections", 0, "most client connections over all listeners (0 = no limit)")
 	fs.IntVar(&f.MaxKeepalive, "max-keepalive", 0, "longest MQTT Keep Alive in `seconds` a client may ask for; MQTT 5 clients asking for more (or 0) get it as Server Keep Alive, 3.x clients are refused (0 = no limit)")
@@ -248,6 +323,9 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("%w (see ferrymq --help)", err)
 	}
+	if *showVersion {
+		return Config{}, errVersion
+	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -261,11 +339,35 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	}
 	f.FrameMax, f.ChannelMax = uint32(*frameMax), uint16(*channelMax)
 
+	// From here on every problem is collected, and all are reported
+	// together once the flags are applied.
+	var errs []error
 	cfg := def
 	if configPath != "" {
 		if err := readConfigFile(configPath, &cfg); err != nil {
-			return Config{}, err
+			var ye yamlErrors
+			if !errors.As(err, &ye) {
+				return Config{}, err // unreadable, or not YAML at all
+			}
+			// The rest of the file was decoded: check it too.
+			errs = append(errs, ye...)
 		}
+		// A name twice in the file is a mistake; a --user with a name from
+		// the file replaces it on purpose (below).
+		errs = append(errs, duplicateUsers(cfg.Users, "in the file")...)
+	}
+	errs = append(errs, duplicateUsers(users, "in --user flags")...)
+	bridgeURL := false
+	var bridgeFlags []string
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "bridge-url" {
+			bridgeURL = true
+		} else if strings.HasPrefix(fl.Name, "bridge-") {
+			bridgeFlags = append(bridgeFlags, "--"+fl.Name)
+		}
+	})
+	if !bridgeURL && len(bridgeFlags) > 0 {
+		errs = append(errs, fmt.Errorf("%s set without --bridge-url (links in the config file take these settings as keys of bridges:)", strings.Join(bridgeFlags, ", ")))
 	}
 	fs.Visit(func(fl *flag.Flag) {
 		switch fl.Name {
@@ -295,6 +397,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.DataDir = f.DataDir
 		case "log-level":
 			cfg.LogLevel = f.LogLevel
+		case "log-format":
+			cfg.LogFormat = f.LogFormat
 		case "heartbeat":
 			cfg.Heartbeat = f.Heartbeat
 		case "frame-max":
@@ -327,25 +431,75 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 		}
 	})
 
-	if err := cfg.validate(); err != nil {
-		if configPath != "" {
-			return Config{}, fmt.Errorf("config (file %s and flags): %w", configPath, err)
-		}
-		return Config{}, fmt.Errorf("config: %w", err)
+	errs = append(errs, cfg.validate())
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, &configError{file: configPath, err: err}
 	}
 	return cfg, nil
 }
 
+// errVersion is what loadConfig returns for --version.
+var errVersion = errors.New("version requested")
+
+// configError is every problem found in the flags and the config file.
+type configError struct {
+	file string // the --config file, if any
+	err  error  // errors.Join of the problems
+}
+
+// Error puts the problems on one line when there is one, else one an
+// indented line each, under a count: the operator sees them all at once.
+func (e *configError) Error() string {
+	where := "config"
+	if e.file != "" {
+		where = "config (file " + e.file + " and flags)"
+	}
+	var list []string
+	if j, ok := e.err.(interface{ Unwrap() []error }); ok {
+		for _, err := range j.Unwrap() {
+			list = append(list, strings.Split(err.Error(), "\n")...)
+		}
+	} else {
+		list = strings.Split(e.err.Error(), "\n")
+	}
+	if len(list) == 1 {
+		return where + ": " + list[0]
+	}
+	return fmt.Sprintf("%s: %d errors:\n  %s", where, len(list), strings.Join(list, "\n  "))
+}
+
+func (e *configError) Unwrap() error { return e.err }
+
+// duplicateUsers reports each name that appears more than once in users.
+func duplicateUsers(users []UserConfig, where string) []error {
+	var errs []error
+	seen := map[string]int{}
+	for _, u := range users {
+		seen[u.Name]++
+		if seen[u.Name] == 2 && u.Name != "" {
+			errs = append(errs, fmt.Errorf("user %q defined more than once %s", u.Name, where))
+		}
+	}
+	return errs
+}
+
 // readConfigFile decodes the YAML file at path over cfg, leaving the keys the
 // file does not mention at their current values. Unknown keys are errors, so
-// a misspelt setting is not silently ignored.
+// a misspelt setting is not silently ignored. Wrong types and unknown keys
+// come back as yamlErrors, one per problem, each naming the key; the rest of
+// the file is still decoded into cfg.
 func readConfigFile(path string, cfg *Config) error {
-	file, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
-	defer file.Close()
-	dec := yaml.NewDecoder(file)
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	keys := map[int][]string{}
+	keyPaths(&root, "", keys)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	err = dec.Decode(cfg)
 	if errors.Is(err, io.EOF) {
@@ -354,7 +508,11 @@ func readConfigFile(path string, cfg *Config) error {
 	}
 	var typeErr *yaml.TypeError
 	if errors.As(err, &typeErr) {
-		return fmt.Errorf("config file %s: %s", path, describeYAMLErrors(typeErr.Errors))
+		out := make(yamlErrors, len(typeErr.Errors))
+		for i, e := range typeErr.Errors {
+			out[i] = fmt.Errorf("config file %s: %s", path, describeYAMLError(e, keys))
+		}
+		return out
 	}
 	if err != nil {
 		return fmt.Errorf("config file %s: %w", path, err)
@@ -362,19 +520,73 @@ func readConfigFile(path string, cfg *Config) error {
 	return nil
 }
 
-// unknownField matches yaml.v3's KnownFields message, which names the Go type
-// ("field x not found in type main.Config") rather than the file's terms.
-var unknownField = regexp.MustCompile(`^(line \d+): field (.+) not found in type \S+$`)
+// yamlErrors are the per-key problems of a config file that was otherwise
+// decoded.
+type yamlErrors []error
 
-// describeYAMLErrors joins yaml.v3's per-line errors into one line, calling
-// an unknown field an unknown key.
-func describeYAMLErrors(errs []string) string {
-	out := make([]string, len(errs))
-	for i, e := range errs {
-		if m := unknownField.FindStringSubmatch(e); m != nil {
-			e = fmt.Sprintf("%s: unknown key %q", m[1], m[2])
+func (e yamlErrors) Error() string { return errors.Join(e...).Error() }
+
+// keyPaths records, by line, the path of every key in the document below n
+// ("users[1].max_connections"), for naming the key of a yaml.v3 error,
+// which gives only a line.
+func keyPaths(n *yaml.Node, prefix string, out map[int][]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			keyPaths(c, prefix, out)
 		}
-		out[i] = e
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if prefix != "" {
+				p = prefix + "." + k.Value
+			}
+			out[k.Line] = append(out[k.Line], p)
+			if v.Line != k.Line {
+				out[v.Line] = append(out[v.Line], p)
+			}
+			keyPaths(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", prefix, i)
+			if c.Kind == yaml.ScalarNode {
+				out[c.Line] = append(out[c.Line], p)
+			}
+			keyPaths(c, p, out)
+		}
 	}
-	return strings.Join(out, "; ")
+}
+
+// yamlLine matches the start of yaml.v3's per-line errors; unknownField its
+// KnownFields message, which names the Go type ("field x not found in type
+// main.Config") rather than the file's terms.
+var (
+	yamlLine     = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownField = regexp.MustCompile(`^field (.+) not found in type \S+$`)
+)
+
+// describeYAMLError rewrites one of yaml.v3's per-line errors in the
+// file's terms: the line and the key it is about, and an unknown field
+// called an unknown key.
+func describeYAMLError(e string, keys map[int][]string) string {
+	m := yamlLine.FindStringSubmatch(e)
+	if m == nil {
+		return e
+	}
+	line, msg := m[1], m[2]
+	if u := unknownField.FindStringSubmatch(msg); u != nil {
+		return fmt.Sprintf("line %s: unknown key %q", line, u[1])
+	}
+	n, _ := strconv.Atoi(line)
+	switch ks := keys[n]; len(ks) {
+	case 0:
+		return e
+	case 1:
+		return fmt.Sprintf("line %s: key %s: %s", line, ks[0], msg)
+	default:
+		// A flow mapping ({a: 1, b: x}): yaml.v3 gives no column.
+		return fmt.Sprintf("line %s: one of keys %s: %s", line, strings.Join(ks, ", "), msg)
+	}
 }

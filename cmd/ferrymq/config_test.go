@@ -30,7 +30,7 @@ func TestLoadConfig(t *testing.T) {
 				"--log-level", "DEBUG", "--heartbeat", "5", "--frame-max", "8192", "--channel-max", "16",
 				"--max-message-size", "1024", "--user", "alice:secret", "--user", "bob:pa:ss"},
 			want: Config{
-				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", DataDir: "/tmp/x", LogLevel: "DEBUG",
+				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", DataDir: "/tmp/x", LogLevel: "DEBUG", LogFormat: "text",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second,
 				Users:             []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
@@ -48,7 +48,7 @@ users:
     tags: [administrator, monitoring]
 `,
 			want: Config{
-				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "./data", LogLevel: "info",
+				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "./data", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
@@ -67,7 +67,7 @@ users:
 `,
 			args: []string{"--amqp-listen", ":6000", "--user", "alice:from-flag"},
 			want: Config{
-				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "/var/lib/ferrymq", LogLevel: "info",
+				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "/var/lib/ferrymq", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second,
 				// Both are kept; users are applied in order, so the flag wins.
@@ -123,6 +123,23 @@ users:
 		{name: "unknown flag", args: []string{"--amqp-port", "5672"}, wantErr: "amqp-port"},
 		{name: "stray argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},
 		{name: "missing config file", args: []string{"--config", "/nonexistent/ferrymq.yaml"}, wantErr: "/nonexistent/ferrymq.yaml"},
+		{name: "log format json", args: []string{"--log-format", "json"}, want: func() Config { c := defaultConfig(); c.LogFormat = "json"; return c }()},
+		{name: "log format file", file: "log_format: json\n", want: func() Config { c := defaultConfig(); c.LogFormat = "json"; return c }()},
+		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: `log_format "xml": want text or json`},
+		{name: "listen address without port", args: []string{"--mqtt-listen", "127.0.0.1"}, wantErr: `mqtt_listen "127.0.0.1": want host:port or :port (missing port in address)`},
+		{name: "listen port out of range", args: []string{"--amqp-listen", ":70000"}, wantErr: `amqp_listen ":70000": port 70000 out of range`},
+		{name: "listen port unknown name", file: "debug_listen: localhost:nosuchservice\n", wantErr: `debug_listen "localhost:nosuchservice": unknown port "nosuchservice"`},
+		{name: "listen port by service name", args: []string{"--amqp-listen", "127.0.0.1:amqp"}, want: func() Config { c := defaultConfig(); c.AMQPListen = "127.0.0.1:amqp"; return c }()},
+		{name: "bridge flag without bridge url", args: []string{"--bridge-name", "cloud", "--bridge-topic", "a/#"}, wantErr: "--bridge-name, --bridge-topic set without --bridge-url"},
+		{name: "bad bridge url flag", args: []string{"--bridge-url", "http://x:1"}, wantErr: `bridge upstream: url scheme "http"`},
+		{name: "bridge ca file missing", file: "bridges:\n  - name: up\n    url: amqps://h:5671\n    tls: {ca_file: /nonexistent/ca.pem}\n", wantErr: "bridge up: ca_file: open /nonexistent/ca.pem"},
+		{name: "bridge defined twice", file: "bridges:\n  - {name: up, url: 'mqtt://h:1883'}\n  - {name: up, url: 'mqtt://h:1884'}\n", wantErr: "bridge up: defined twice"},
+		{name: "node name with comma", args: []string{"--node-name", "a,b"}, wantErr: `node_name "a,b": must not contain a comma`},
+		{name: "wrong type names the key", file: "amqp_listen: :5672\nheartbeat: often\n", wantErr: "line 2: key heartbeat: cannot unmarshal !!str `often` into int"},
+		{name: "wrong type in a list names the path", file: "users:\n  - name: a\n    password: b\n    max_connections: lots\n", wantErr: "line 4: key users[0].max_connections: cannot unmarshal"},
+		{name: "user twice in the file", file: "users:\n  - {name: a, password: b}\n  - {name: a, password: c}\n", wantErr: `user "a" defined more than once in the file`},
+		{name: "user twice in flags", args: []string{"--user", "a:b", "--user", "a:c"}, wantErr: `user "a" defined more than once in --user flags`},
+		{name: "tls cert file missing", args: []string{"--amqps-listen", ":0", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"}, wantErr: "/nonexistent/c.pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,5 +185,50 @@ func TestLoadConfigHelp(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestLoadConfigReportsEveryError: problems in the file and the flags are
+// reported together, one a line under a count, not the first one only.
+func TestLoadConfigReportsEveryError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferrymq.yaml")
+	file := `
+heartbeat: often
+amqp_lisen: ":5672"
+users:
+  - {name: a, password: b}
+  - {name: a, password: c}
+bridges:
+  - {name: up, url: "ftp://h:21"}
+`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig([]string{"--config", path, "--mqtt-listen", "nohost", "--bridge-overflow", "drop-oldest", "--log-format", "xml"}, io.Discard)
+	var ce *configError
+	if !errors.As(err, &ce) {
+		t.Fatalf("loadConfig: %v, want a *configError", err)
+	}
+	msg := err.Error()
+	want := []string{
+		"config (file " + path + " and flags): 7 errors:\n",
+		"\n  config file " + path + ": line 2: key heartbeat: cannot unmarshal",
+		"\n  config file " + path + `: line 3: unknown key "amqp_lisen"`,
+		"\n  user \"a\" defined more than once in the file",
+		"\n  --bridge-overflow set without --bridge-url",
+		"\n  mqtt_listen \"nohost\": want host:port",
+		"\n  log_format \"xml\"",
+		"\n  bridge up: url scheme \"ftp\"",
+	}
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error lacks %q:\n%s", w, msg)
+		}
+	}
+}
+
+func TestLoadConfigVersion(t *testing.T) {
+	if _, err := loadConfig([]string{"--version"}, io.Discard); !errors.Is(err, errVersion) {
+		t.Fatalf("loadConfig(--version) = %v, want errVersion", err)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -81,11 +82,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(os.Stdout, versionLine())
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ferrymq: %v\n", err)
 		return exitUsage
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.SlogLevel()}))
+	logger := newLogger(cfg, stderr)
+	logger.Info("ferrymq starting", "version", buildVersion(), "go", runtime.Version(), "pid", os.Getpid(), "data_dir", cfg.DataDir)
 	var cleanup cleanupStack
 	defer cleanup.unwind()
 	return serve(ctx, cfg, logger, &cleanup)
@@ -265,6 +271,17 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 		// cleanup stack calls: anything else is a failure.
 		return fail("server failed", "err", err)
 	}
+}
+
+// newLogger logs to w at cfg's level, as key=value text (slog's
+// TextHandler, what tests and the interop harness parse) or as one JSON
+// object a line (--log-format json, for log collectors).
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.SlogLevel()}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // nodeName is cfg.NodeName, or else the name generated at the first

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +19,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // TestMain lets a test re-run this test binary as the real ferrymq command
@@ -203,3 +209,147 @@ func TestSIGTERM(t *testing.T) {
 		t.Fatalf("no stopped line after SIGTERM:\n%s", log.String())
 	}
 }
+
+// runMain runs this test binary as the real ferrymq command with args and
+// returns its stdout, stderr and exit status.
+func runMain(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FERRYMQ_RUN_MAIN=1")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		t.Fatalf("run ferrymq %q: %v", args, err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// TestVersionFlag: --version prints one line on stdout and exits 0,
+// without starting anything.
+func TestVersionFlag(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	stdout, stderr, code := runMain(t, "--version", "--data-dir", dataDir)
+	if code != exitOK || stderr != "" {
+		t.Fatalf("ferrymq --version: exit %d, stderr %q", code, stderr)
+	}
+	if want := "ferrymq " + buildVersion() + " " + runtime.Version() + " "; !strings.HasPrefix(stdout, want) || strings.Count(stdout, "\n") != 1 {
+		t.Fatalf("ferrymq --version printed %q, want one line starting %q", stdout, want)
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("--version touched the data directory: %v", err)
+	}
+}
+
+func TestBuildVersion(t *testing.T) {
+	// A test binary has no VCS stamp and the module version "(devel)".
+	if v := buildVersion(); v != "devel" && !strings.HasPrefix(v, "devel-") && !strings.HasPrefix(v, "v") {
+		t.Errorf("buildVersion() = %q without -ldflags", v)
+	}
+	old := version
+	defer func() { version = old }()
+	version = "v1.2.3-4-gabcdef"
+	if v := buildVersion(); v != "v1.2.3-4-gabcdef" {
+		t.Errorf("buildVersion() = %q with version set by -ldflags", v)
+	}
+}
+
+// TestConfigErrorsExitBeforeStore: the real command with several config
+// mistakes reports them all in one message and exits 2 before it creates
+// (or opens) its data directory.
+func TestConfigErrorsExitBeforeStore(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(t.TempDir(), "ferrymq.yaml")
+	if err := os.WriteFile(path, []byte("bridges:\n  - {name: up, url: 'mqtt://h:1883', direction: sideways}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runMain(t, "--config", path, "--data-dir", dataDir, "--amqp-listen", "localhost:99999", "--bridge-topic", "a/#")
+	if code != exitUsage {
+		t.Fatalf("exit status %d, want %d; stderr:\n%s", code, exitUsage, stderr)
+	}
+	want := "ferrymq: config (file " + path + " and flags): 3 errors:\n" +
+		"  --bridge-topic set without --bridge-url (links in the config file take these settings as keys of bridges:)\n" +
+		"  amqp_listen \"localhost:99999\": port 99999 out of range 0..65535\n" +
+		"  bridge up: direction \"sideways\": want out, in or both\n"
+	if stderr != want || stdout != "" {
+		t.Fatalf("stderr:\n%s\nwant:\n%s(stdout %q)", stderr, want, stdout)
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the data directory was created before the config was checked: %v", err)
+	}
+}
+
+// TestRunLogFormatJSON: --log-format json logs one JSON object a line,
+// starting with the version line.
+func TestRunLogFormatJSON(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append(freePorts(), "--data-dir", t.TempDir(), "--log-format", "json"), &log)
+	}()
+	waitFor(t, &log, regexp.MustCompile(`"msg":"listener ready","proto":"mqtt-ws"`))
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("run returned %d; log:\n%s", code, log.String())
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	for i, line := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i+1, err, line)
+		}
+		if i == 0 && (rec["msg"] != "ferrymq starting" || rec["level"] != "INFO" || rec["version"] != buildVersion() || rec["go"] != runtime.Version()) {
+			t.Errorf("first line %s, want the start-up line with the version", line)
+		}
+	}
+}
+
+// TestRunLogsRefusedLogins: a refused AMQP or MQTT login is logged at
+// WARN with the user, the peer and the reason.
+func TestRunLogsRefusedLogins(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append(freePorts(), "--data-dir", t.TempDir(), "--user", "ops:right", "--login-failure-delay", "0"), &log)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	amqpAddr := waitFor(t, &log, readyLine)[1]
+	mqttAddr := waitFor(t, &log, regexp.MustCompile(`msg="listener ready" proto=mqtt addr=(\S+)`))[1]
+
+	_, err := amqp091.DialConfig("amqp://ops:wrong@"+amqpAddr+"/", amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second)})
+	var ae *amqp091.Error
+	if !errors.As(err, &ae) || ae.Code != amqp091.AccessRefused {
+		t.Fatalf("AMQP login with a wrong password: %v, want 403", err)
+	}
+	waitFor(t, &log, regexp.MustCompile(`level=WARN msg="amqp: login failed" user=ops peer=127\.0\.0\.1:\d+ mechanism=PLAIN reason=".*invalid credentials`))
+
+	// A PLAIN response without its NUL separators never reaches a backend.
+	_, err = amqp091.DialConfig("amqp://"+amqpAddr+"/", amqp091.Config{Dial: amqp091.DefaultDial(10 * time.Second), SASL: []amqp091.Authentication{malformedPlain{}}})
+	if !errors.As(err, &ae) || ae.Code != amqp091.AccessRefused {
+		t.Fatalf("AMQP login with a malformed PLAIN response: %v, want 403", err)
+	}
+	waitFor(t, &log, regexp.MustCompile(`level=WARN msg="amqp: login failed" peer=127\.0\.0\.1:\d+ mechanism=PLAIN reason=".*malformed response`))
+
+	if _, ca, err := mqtttest.DialV5(t, mqttAddr, mqtttest.V5Options{ClientID: "dev1", Username: "nobody", Password: "x"}); err == nil || ca == nil || ca.ReasonCode != 0x86 {
+		t.Fatalf("MQTT login of an unknown user: connack %+v, %v; want 0x86", ca, err)
+	}
+	waitFor(t, &log, regexp.MustCompile(`level=WARN msg="mqtt: login failed" user=nobody vhost=/ peer=127\.0\.0\.1:\d+ mechanism=mqtt client=dev1 reason=".*`))
+}
+
+// malformedPlain is a PLAIN login whose response lacks RFC 4616's NULs.
+type malformedPlain struct{}
+
+func (malformedPlain) Mechanism() string { return "PLAIN" }
+func (malformedPlain) Response() string  { return "ops right" }

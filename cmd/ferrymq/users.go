@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -64,33 +65,36 @@ func (v *VHostConfig) UnmarshalYAML(n *yaml.Node) error {
 }
 
 func validateUsers(users []UserConfig, vhosts []VHostConfig) error {
+	var errs []error
 	for i, u := range users {
 		if u.Name == "" {
-			return fmt.Errorf("users[%d]: name is empty", i)
+			errs = append(errs, fmt.Errorf("users[%d]: name is empty", i))
+			continue
 		}
 		switch {
 		case u.Password != "" && u.PasswordHash != "":
-			return fmt.Errorf("user %q: password and password_hash both set", u.Name)
+			errs = append(errs, fmt.Errorf("user %q: password and password_hash both set", u.Name))
 		case u.PasswordHash != "":
 			if err := core.CheckPasswordHash(u.PasswordHash); err != nil {
-				return fmt.Errorf("user %q: %w", u.Name, err)
+				errs = append(errs, fmt.Errorf("user %q: %w", u.Name, err))
 			}
 		case u.Password == "":
-			return fmt.Errorf("user %q: password is empty", u.Name)
+			errs = append(errs, fmt.Errorf("user %q: password is empty", u.Name))
 		}
 		if u.MaxConnections < 0 || u.MaxChannels < 0 {
-			return fmt.Errorf("user %q: limits must be >= 0 (0 = none)", u.Name)
+			errs = append(errs, fmt.Errorf("user %q: limits must be >= 0 (0 = none)", u.Name))
 		}
 	}
 	for i, v := range vhosts {
 		if v.Name == "" {
-			return fmt.Errorf("vhosts[%d]: name is empty", i)
+			errs = append(errs, fmt.Errorf("vhosts[%d]: name is empty", i))
+			continue
 		}
 		if v.MaxConnections < 0 || v.MaxQueues < 0 {
-			return fmt.Errorf("vhost %q: limits must be >= 0 (0 = none)", v.Name)
+			errs = append(errs, fmt.Errorf("vhost %q: limits must be >= 0 (0 = none)", v.Name))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // buildUsers returns the internal user database: guest/guest, then the
