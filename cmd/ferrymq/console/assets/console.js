@@ -112,6 +112,8 @@
 
   // ---------- the API ----------
 
+  const API_TIMEOUT_MS = 30000;
+
   class ApiError extends Error {
     constructor(status, message, body) { super(message); this.status = status; this.body = body; }
   }
@@ -120,19 +122,28 @@
   // work) unless opts.login is set; other failures throw ApiError with
   // RabbitMQ's "reason" as the message.
   async function api(method, path, body, opts = {}) {
-    const headers = Object.assign({ Authorization: 'Basic ' + (opts.auth || S.auth) }, opts.headers || {});
+    // X-Requested-With asks the server to leave WWW-Authenticate off a 401,
+    // which would otherwise make the browser show its own login prompt.
+    const headers = Object.assign({ Authorization: 'Basic ' + (opts.auth || S.auth), 'X-Requested-With': 'XMLHttpRequest' }, opts.headers || {});
     const init = { method, headers, cache: 'no-store' };
     if (body !== undefined) {
       headers['Content-Type'] = 'application/json';
       init.body = typeof body === 'string' ? body : JSON.stringify(body);
     }
-    let r;
+    // A broker that accepts the connection but never answers must not leave
+    // the page waiting for ever.
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), API_TIMEOUT_MS);
+    init.signal = ctl.signal;
+    let r, text;
     try {
       r = await fetch('api' + path, init);
+      text = await r.text();
     } catch (e) {
-      throw new ApiError(0, 'Broker unreachable: ' + e.message);
+      throw new ApiError(0, ctl.signal.aborted ? `No answer from the broker within ${API_TIMEOUT_MS / 1000} s` : 'Broker unreachable: ' + e.message);
+    } finally {
+      clearTimeout(timer);
     }
-    const text = await r.text();
     let data = null;
     if (text) { try { data = JSON.parse(text); } catch (e) { data = text; } }
     if (r.status === 401 && !opts.login) {
@@ -202,11 +213,14 @@
 
   // act runs an action, reports its result on the status line and refreshes
   // the view; it never throws.
-  async function act(what, fn, done) {
+  // With then set, it goes there instead of refreshing (after a delete, the
+  // object's own page has nothing left to show).
+  async function act(what, fn, done, then) {
     try {
       const res = await fn();
       flash(typeof done === 'function' ? done(res) : (done || what + ': done.'));
-      await refreshNow();
+      if (then) location.hash = then;
+      else await refreshNow();
       return res;
     } catch (e) {
       flash(what + ' failed: ' + e.message, 'error');
@@ -759,8 +773,7 @@
     }
     async function del() {
       if (!await ask(`Delete queue ${name} and its messages?`)) return;
-      const ok = await act('Delete queue', () => api('DELETE', base).then(() => true), `Queue ${name} deleted.`);
-      if (ok) location.hash = '#/queues';
+      await act('Delete queue', () => api('DELETE', base), `Queue ${name} deleted.`, '#/queues');
     }
     async function unbind(b) {
       await act('Unbind', () => api('DELETE', `/bindings/${enc(vhost)}/e/${enc(b.source)}/q/${enc(name)}/${enc(b.properties_key || '~')}`), 'Binding removed.');
@@ -850,8 +863,7 @@
     }
     async function del() {
       if (!await ask(`Delete exchange ${name}?`)) return;
-      const ok = await act('Delete exchange', () => api('DELETE', base).then(() => true), `Exchange ${name} deleted.`);
-      if (ok) location.hash = '#/exchanges';
+      await act('Delete exchange', () => api('DELETE', base), `Exchange ${name} deleted.`, '#/exchanges');
     }
     main.append(
       h('p', { class: 'small' }, h('a', { href: '#/exchanges', text: '← Exchanges' })),
