@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 )
 
@@ -96,4 +97,28 @@ func BenchmarkTopic10kBindings(b *testing.B) {
 			b.Fatal(res, err)
 		}
 	}
+}
+
+// BenchmarkPublishConsumeParallel publishes from every P into queues of
+// one vhost, one queue per goroutine, each with an auto-ack consumer: what
+// the publishers share is the vhost (its lock, its counters), not a queue.
+func BenchmarkPublishConsumeParallel(b *testing.B) {
+	v, _ := newTestBroker(b)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		name := fmt.Sprint("q", next.Add(1))
+		q := declareQ(b, v, name, nil)
+		if _, err := q.Consume(ConsumeOptions{Tag: "c", NoAck: true}, &discardSink{}); err != nil {
+			b.Error(err)
+			return
+		}
+		msg := &Message{Exchange: "", RoutingKey: name, Body: make([]byte, 64)}
+		for pb.Next() {
+			if _, err := v.Publish(msg); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

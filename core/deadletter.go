@@ -21,6 +21,7 @@ func (v *VHost) deadLetter(d *deadLetter) {
 	if x == nil {
 		v.log.Debug("dead-letter exchange missing: message dropped",
 			"vhost", v.name, "queue", d.queue, "exchange", d.dlx, "reason", d.reason)
+		v.countDrop(DropDeadLetterUnroutable, false)
 		return
 	}
 	// The internal flag only guards client publishes; a dead-letter exchange

@@ -82,6 +82,8 @@ type Queue struct {
 	deleted bool
 	closed  bool   // the broker is closing: arm no more timers
 	dropped uint64 // messages dropped from the head by x-max-length (drop-head)
+	// counters are the queue's message counts (stats.go); guarded by mu.
+	counters MessageCounters
 
 	lastUsed     int64 // Clock time of the last get/declare/last cancel (x-expires)
 	expiresTimer Timer
@@ -261,6 +263,7 @@ func (q *Queue) loadLocked(e *entry) *Message {
 	m, err := q.vhost.store.Load(e.id)
 	if err != nil {
 		q.vhost.log.Error("stored message unreadable: dropped", "vhost", q.vhost.name, "queue", q.name, "id", e.id, "err", err)
+		q.vhost.countDrop(DropUnreadable, false)
 		return nil
 	}
 	e.msg = m
@@ -279,6 +282,7 @@ func (q *Queue) forgetLocked(e *entry, fx *effects) {
 // store, and goes to the dead-letter exchange with reason if the queue has
 // one.
 func (q *Queue) dropLocked(fx *effects, e entry, reason string) {
+	q.vhost.countDrop(dropReasonOf(reason), q.cfg.hasDLX)
 	if q.cfg.hasDLX {
 		if msg := q.loadLocked(&e); msg != nil {
 			if e.stored && !fx.held {
@@ -313,6 +317,11 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 	if q.cfg.overflow != dropHead &&
 		((q.cfg.maxLength >= 0 && int64(q.ready)+1 > q.cfg.maxLength) ||
 			(q.cfg.maxBytes >= 0 && q.readyBytes+int64(msg.Size()) > q.cfg.maxBytes)) {
+		if q.cfg.overflow == rejectPublishDLX && q.cfg.hasDLX {
+			q.vhost.countDrop(DropMaxLen, true)
+		} else {
+			q.vhost.countDrop(DropOverflow, false)
+		}
 		if q.cfg.overflow == rejectPublishDLX {
 			q.deadLetterLocked(&fx, msg, reasonMaxLen)
 		}
@@ -349,6 +358,7 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 		}
 	}
 	q.pushLocked(e)
+	q.counters.Published++
 	q.dispatchLocked(&fx, now-1)
 	if q.expiring > 0 {
 		q.expireLocked(&fx, now)
@@ -424,6 +434,14 @@ func (q *Queue) dispatchLocked(fx *effects, cutoff int64) {
 		}
 		q.nextTag = tag
 		e := q.popLocked(level)
+		if c.noAck {
+			q.counters.DeliveredNoAck++
+		} else {
+			q.counters.Delivered++
+		}
+		if e.redelivered {
+			q.counters.Redelivered++
+		}
 		q.deliveredLocked(fx, &e, c.noAck)
 		if !c.noAck {
 			c.unacked++
@@ -733,6 +751,14 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 		}
 		e.msg = msg
 		q.nextTag++
+		if noAck {
+			q.counters.GotNoAck++
+		} else {
+			q.counters.Got++
+		}
+		if e.redelivered {
+			q.counters.Redelivered++
+		}
 		q.deliveredLocked(&fx, &e, noAck)
 		if !noAck {
 			q.unacked[q.nextTag] = unackedEntry{e: e}
@@ -741,6 +767,8 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 	}
 	if ok {
 		q.armTTLLocked(now)
+	} else {
+		q.counters.GetEmpty++
 	}
 	q.mu.Unlock()
 	fx.run(q.vhost)
@@ -786,6 +814,7 @@ func (q *Queue) Settle(c *Consumer, seqs []uint64, o Outcome) {
 		}
 		switch o {
 		case Ack:
+			q.counters.Acked++
 			q.forgetLocked(&u.e, &fx)
 		case Requeue:
 			u.e.redelivered = true

@@ -27,7 +27,9 @@ type VHost struct {
 	mem    *memBudget // the broker's
 	broker *Broker
 
-	mu        sync.RWMutex
+	mu sync.RWMutex
+	// stats follows mu on purpose: see vhostCounters.
+	stats     vhostCounters
 	exchanges map[string]*exchange // guarded by mu
 	queues    map[string]*Queue    // guarded by mu
 	// topoPos is the store position of the latest topology change; a
@@ -653,6 +655,7 @@ func (v *VHost) deleteQueue(q *Queue, check func() error) (uint32, error) {
 		}
 	}
 	purged, consumers := q.markDeletedLocked(&fx)
+	v.stats.retired.add(&q.counters)
 	q.mu.Unlock()
 	delete(v.queues, q.name)
 	for b := range q.bindings {
@@ -753,6 +756,7 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	if err != nil {
 		return PublishResult{}, err
 	}
+	v.stats.published.Add(1)
 	var hookPos uint64
 	if hs := v.broker.hooks.Load(); hs != nil {
 		for _, h := range *hs {
@@ -765,6 +769,9 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	}
 	res := v.publish(x, msg, ttl, "")
 	res.Pos = max(res.Pos, hookPos)
+	if res.Routed == 0 && !res.Rejected {
+		v.stats.unroutable.Add(1)
+	}
 	return res, nil
 }
 
@@ -839,9 +846,12 @@ func (v *VHost) publish(x *exchange, msg *Message, msgTTL time.Duration, deathRe
 		deaths, _ = msg.Properties.Headers["x-death"].([]any)
 	}
 	var res PublishResult
+	cycles := 0
 	for _, q := range r.queues {
 		if deaths != nil && isCycle(q.name, deaths) {
 			v.log.Debug("dead-letter cycle: message dropped", "vhost", v.name, "queue", q.name)
+			v.countDrop(DropDeadLetterCycle, false)
+			cycles++
 			continue
 		}
 		accepted, rejected, pos := q.enqueue(msg, msgTTL)
@@ -850,6 +860,9 @@ func (v *VHost) publish(x *exchange, msg *Message, msgTTL time.Duration, deathRe
 		}
 		res.Pos = max(res.Pos, pos)
 		res.Rejected = res.Rejected || rejected
+	}
+	if deathReason != "" && res.Routed == 0 && !res.Rejected && cycles == 0 {
+		v.countDrop(DropDeadLetterUnroutable, false)
 	}
 	return res
 }

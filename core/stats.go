@@ -1,0 +1,231 @@
+package core
+
+import "sync/atomic"
+
+// Message counters. They are the figures behind RabbitMQ's message_stats
+// (publish, deliver_get, ack, redeliver) and ferrymq's Prometheus metrics,
+// and they cost the message path nothing it does not already pay for:
+//
+//   - a queue's counters are plain fields written under the queue's lock,
+//     which every enqueue, delivery and settlement holds anyway, and read
+//     under it (Queue.Counters);
+//   - a vhost's delivery, get and ack figures are the sums of its queues'
+//     counters plus those of its deleted queues, folded in at deletion
+//     under the topology lock, so nothing per vhost is written per
+//     delivery;
+//   - the only shared write per message is VHost.Publish's one atomic add
+//     of published; unroutable and dropped messages add to vhost atomics
+//     on those (rare) paths only.
+//
+// Counters only grow, from broker start (they are not stored), and
+// summing them for a vhost holds its topology lock for reading while each
+// queue's lock is taken in turn: ~1 ms per 100,000 queues.
+
+// MessageCounters are message counts of a queue since it was created (or
+// recovered at start-up), or of all queues of a vhost (VHostCounters.Queues).
+type MessageCounters struct {
+	// Published counts messages enqueued: routed here and accepted,
+	// dead-lettered here or replayed as MQTT retained messages
+	// (RabbitMQ's queue "publish").
+	Published uint64
+	// Delivered counts deliveries to consumers awaiting an ack (RabbitMQ's
+	// "deliver"), DeliveredNoAck those to consumers in auto-ack mode
+	// ("deliver_no_ack").
+	Delivered, DeliveredNoAck uint64
+	// Got counts messages taken by basic.get awaiting an ack ("get"),
+	// GotNoAck those taken with no-ack ("get_no_ack"), GetEmpty the
+	// basic.get that found the queue empty ("get_empty").
+	Got, GotNoAck, GetEmpty uint64
+	// Acked counts deliveries settled with Ack ("ack").
+	Acked uint64
+	// Redelivered counts deliveries and gets of messages delivered before
+	// ("redeliver"), a subset of DeliverGet.
+	Redelivered uint64
+}
+
+// DeliverGet is RabbitMQ's "deliver_get": every message handed out, by
+// consumers and basic.get, with or without acks.
+func (c MessageCounters) DeliverGet() uint64 {
+	return c.Delivered + c.DeliveredNoAck + c.Got + c.GotNoAck
+}
+
+func (c *MessageCounters) add(o *MessageCounters) {
+	c.Published += o.Published
+	c.Delivered += o.Delivered
+	c.DeliveredNoAck += o.DeliveredNoAck
+	c.Got += o.Got
+	c.GotNoAck += o.GotNoAck
+	c.GetEmpty += o.GetEmpty
+	c.Acked += o.Acked
+	c.Redelivered += o.Redelivered
+}
+
+// DropReason says why a message left a queue, or the broker, without
+// being delivered or routed.
+type DropReason uint8
+
+// Why messages are dropped or dead-lettered. Expired, MaxLen and Rejected
+// are also the x-death reasons when the queue has a dead-letter exchange.
+const (
+	// DropExpired: its TTL passed while it waited in a queue.
+	DropExpired DropReason = iota
+	// DropMaxLen: x-overflow drop-head pushed it out of a full queue.
+	DropMaxLen
+	// DropRejected: a consumer rejected (nacked) it without requeueing.
+	DropRejected
+	// DropOverflow: x-overflow reject-publish (or reject-publish-dlx)
+	// refused it at the door; the publisher got a nack.
+	DropOverflow
+	// DropDeadLetterUnroutable: it was dead-lettered, but its dead-letter
+	// exchange does not exist or routed it to no queue.
+	DropDeadLetterUnroutable
+	// DropDeadLetterCycle: dead-lettering would have sent it back to a
+	// queue it died in, for a reason other than rejection.
+	DropDeadLetterCycle
+	// DropUnreadable: the store could not read back its paged-out body.
+	DropUnreadable
+	// NumDropReasons is the number of reasons, for arrays indexed by them.
+	NumDropReasons
+)
+
+var dropReasonNames = [NumDropReasons]string{
+	"expired", "maxlen", "rejected", "overflow", "dead_letter_unroutable", "dead_letter_cycle", "unreadable",
+}
+
+// String returns the reason's label value, as in ferrymq_messages_dropped_total{reason="expired"}.
+func (r DropReason) String() string {
+	if r < NumDropReasons {
+		return dropReasonNames[r]
+	}
+	return "unknown"
+}
+
+// VHostCounters are the message counts of one vhost since broker start.
+type VHostCounters struct {
+	VHost string
+	// Published counts messages clients published (VHost.Publish that
+	// got past the exchange and expiration checks), whether routed or
+	// not; RabbitMQ's vhost and overview "publish".
+	Published uint64
+	// Unroutable counts those of them that reached no queue (RabbitMQ's
+	// unroutable_dropped plus unroutable_returned: core does not know
+	// the mandatory flag). A publish dropped by a publish hook (a
+	// bridge's loop guard) is not counted here.
+	Unroutable uint64
+	// Queues sums the counters of the vhost's queues, deleted ones
+	// included: deliveries, gets, acks and redeliveries of the vhost.
+	Queues MessageCounters
+	// Dropped counts messages lost, by reason; a message that went to a
+	// dead-letter exchange instead is counted in DeadLettered.
+	Dropped [NumDropReasons]uint64
+	// DeadLettered counts messages republished to a dead-letter exchange,
+	// by reason (DropExpired, DropMaxLen, DropRejected; DropMaxLen also
+	// for reject-publish-dlx).
+	DeadLettered [NumDropReasons]uint64
+}
+
+// vhostCounters are a vhost's own counters. published sits right after
+// VHost.mu, whose reader count every publish already writes (the exchange
+// lookup), so its add usually lands on a cache line the publisher holds.
+type vhostCounters struct {
+	published    atomic.Uint64
+	unroutable   atomic.Uint64
+	dropped      [NumDropReasons]atomic.Uint64
+	deadLettered [NumDropReasons]atomic.Uint64
+	// retired sums the counters of deleted queues; guarded by VHost.mu.
+	retired MessageCounters
+}
+
+// countDrop records a message lost or dead-lettered for reason.
+func (v *VHost) countDrop(reason DropReason, deadLettered bool) {
+	if deadLettered {
+		v.stats.deadLettered[reason].Add(1)
+		return
+	}
+	v.stats.dropped[reason].Add(1)
+}
+
+// dropReasonOf maps an x-death reason to its DropReason.
+func dropReasonOf(reason string) DropReason {
+	switch reason {
+	case reasonExpired:
+		return DropExpired
+	case reasonMaxLen:
+		return DropMaxLen
+	}
+	return DropRejected
+}
+
+// Counters returns the queue's message counters.
+func (q *Queue) Counters() MessageCounters {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.counters
+}
+
+// Counters returns the vhost's message counters. It takes each queue's
+// lock in turn under the topology lock held for reading, so that a queue
+// deleted meanwhile is counted exactly once.
+func (v *VHost) Counters() VHostCounters {
+	c := VHostCounters{
+		VHost:      v.name,
+		Published:  v.stats.published.Load(),
+		Unroutable: v.stats.unroutable.Load(),
+	}
+	for r := range NumDropReasons {
+		c.Dropped[r] = v.stats.dropped[r].Load()
+		c.DeadLettered[r] = v.stats.deadLettered[r].Load()
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	c.Queues = v.stats.retired
+	for _, q := range v.queues {
+		q.mu.Lock()
+		c.Queues.add(&q.counters)
+		q.mu.Unlock()
+	}
+	return c
+}
+
+// VHostCounters returns the counters of every vhost, in no particular
+// order.
+func (b *Broker) VHostCounters() []VHostCounters {
+	b.mu.RLock()
+	vs := make([]*VHost, 0, len(b.vhosts))
+	for _, v := range b.vhosts {
+		vs = append(vs, v)
+	}
+	b.mu.RUnlock()
+	out := make([]VHostCounters, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, v.Counters())
+	}
+	return out
+}
+
+// QueueSnapshot is one queue's figures for per-object metrics and status
+// pages: its current state and its counters, read under one lock.
+type QueueSnapshot struct {
+	VHost, Name string
+	Durable     bool
+	QueueStats
+	Counters MessageCounters
+}
+
+// EachQueue calls fn with a snapshot of every queue of the vhost, holding
+// the topology lock for reading (fn must not call into the vhost) and each
+// queue's lock only while its snapshot is taken.
+func (v *VHost) EachQueue(fn func(QueueSnapshot)) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, q := range v.queues {
+		q.mu.Lock()
+		s := QueueSnapshot{
+			VHost: v.name, Name: q.name, Durable: q.durable,
+			QueueStats: QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped},
+			Counters:   q.counters,
+		}
+		q.mu.Unlock()
+		fn(s)
+	}
+}

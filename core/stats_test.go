@@ -1,0 +1,210 @@
+package core
+
+import (
+	"testing"
+	"time"
+)
+
+// TestCounters drives each path that moves a counter and checks every
+// counter of the vhost and the queue afterwards, so that a path counting
+// twice or in the wrong place shows up as a difference.
+func TestCounters(t *testing.T) {
+	type want struct {
+		published, unroutable uint64
+		queue                 MessageCounters // of queue "q"
+		dropped, dead         map[DropReason]uint64
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T, v *VHost, clk *manualClock)
+		want want
+	}{
+		{
+			name: "publish to a queue and to nowhere",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				declareQ(t, v, "q", nil)
+				publish(t, v, "", "q", "a")
+				publish(t, v, "", "q", "b")
+				publish(t, v, "", "nowhere", "c")
+			},
+			want: want{published: 3, unroutable: 1, queue: MessageCounters{Published: 2}},
+		},
+		{
+			name: "consume with acks, then requeue and redeliver",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				q := declareQ(t, v, "q", nil)
+				c, s := consume(t, q, ConsumeOptions{})
+				publish(t, v, "", "q", "a")
+				publish(t, v, "", "q", "b")
+				ds := s.take()
+				q.Settle(c, seqs(ds[:1]), Ack)
+				q.Settle(c, seqs(ds[1:]), Requeue) // delivered again at once, redelivered
+				q.Settle(c, seqs(s.take()), Ack)
+			},
+			want: want{published: 2, queue: MessageCounters{Published: 2, Delivered: 3, Redelivered: 1, Acked: 2}},
+		},
+		{
+			name: "auto-ack consumer",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				q := declareQ(t, v, "q", nil)
+				consume(t, q, ConsumeOptions{NoAck: true})
+				publish(t, v, "", "q", "a")
+			},
+			want: want{published: 1, queue: MessageCounters{Published: 1, DeliveredNoAck: 1}},
+		},
+		{
+			name: "basic.get with and without ack, and empty",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				q := declareQ(t, v, "q", nil)
+				publish(t, v, "", "q", "a")
+				publish(t, v, "", "q", "b")
+				d, _ := q.Get(false)
+				q.Settle(nil, []uint64{d.Seq}, Ack)
+				q.Get(true)
+				q.Get(true)
+			},
+			want: want{published: 2, queue: MessageCounters{Published: 2, Got: 1, GotNoAck: 1, GetEmpty: 1, Acked: 1}},
+		},
+		{
+			name: "expired without and with a dead-letter exchange",
+			run: func(t *testing.T, v *VHost, clk *manualClock) {
+				declareQ(t, v, "q", Table{"x-message-ttl": int64(10)})
+				declareQ(t, v, "dlq", nil)
+				declareQ(t, v, "q2", Table{"x-message-ttl": int64(10), "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
+				publish(t, v, "", "q", "a")
+				publish(t, v, "", "q2", "b")
+				clk.Advance(time.Second)
+			},
+			want: want{published: 2, queue: MessageCounters{Published: 1},
+				dropped: map[DropReason]uint64{DropExpired: 1}, dead: map[DropReason]uint64{DropExpired: 1}},
+		},
+		{
+			name: "max length: drop-head and reject-publish",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				declareQ(t, v, "q", Table{"x-max-length": int64(1)})
+				declareQ(t, v, "r", Table{"x-max-length": int64(1), "x-overflow": "reject-publish"})
+				publish(t, v, "", "q", "a")
+				publish(t, v, "", "q", "b")
+				publish(t, v, "", "r", "a")
+				if res := publish(t, v, "", "r", "b"); !res.Rejected {
+					t.Fatal("reject-publish did not reject")
+				}
+			},
+			// The rejected publish reached no queue but is not unroutable: the publisher gets a nack.
+			want: want{published: 4, queue: MessageCounters{Published: 2},
+				dropped: map[DropReason]uint64{DropMaxLen: 1, DropOverflow: 1}},
+		},
+		{
+			name: "rejected, to a missing dead-letter exchange",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				q := declareQ(t, v, "q", Table{"x-dead-letter-exchange": "gone"})
+				c, s := consume(t, q, ConsumeOptions{})
+				publish(t, v, "", "q", "a")
+				q.Settle(c, seqs(s.take()), Reject)
+			},
+			want: want{published: 1, queue: MessageCounters{Published: 1, Delivered: 1},
+				dead: map[DropReason]uint64{DropRejected: 1}, dropped: map[DropReason]uint64{DropDeadLetterUnroutable: 1}},
+		},
+		{
+			name: "a deleted queue's counts stay in the vhost",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				q := declareQ(t, v, "gone", nil)
+				publish(t, v, "", "gone", "a")
+				q.Get(true)
+				if _, err := v.DeleteQueue("gone", false, false, 0); err != nil {
+					t.Fatal(err)
+				}
+				declareQ(t, v, "q", nil)
+			},
+			want: want{published: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, clk := newTestBroker(t)
+			tt.run(t, v, clk)
+			got := v.Counters()
+			if got.VHost != "/" || got.Published != tt.want.published || got.Unroutable != tt.want.unroutable {
+				t.Errorf("vhost %q published %d unroutable %d, want / %d %d", got.VHost, got.Published, got.Unroutable, tt.want.published, tt.want.unroutable)
+			}
+			if q := v.Queue("q"); q != nil {
+				if c := q.Counters(); c != tt.want.queue {
+					t.Errorf("queue counters\n got %+v\nwant %+v", c, tt.want.queue)
+				}
+			}
+			for r := range NumDropReasons {
+				if got.Dropped[r] != tt.want.dropped[r] {
+					t.Errorf("dropped %s = %d, want %d", r, got.Dropped[r], tt.want.dropped[r])
+				}
+				if got.DeadLettered[r] != tt.want.dead[r] {
+					t.Errorf("dead-lettered %s = %d, want %d", r, got.DeadLettered[r], tt.want.dead[r])
+				}
+			}
+			// The vhost's sums include every queue, deleted ones too.
+			var sum MessageCounters
+			v.EachQueue(func(s QueueSnapshot) { sum.add(&s.Counters) })
+			v.mu.RLock()
+			sum.add(&v.stats.retired)
+			v.mu.RUnlock()
+			if sum != got.Queues {
+				t.Errorf("vhost queue sums %+v, want %+v", got.Queues, sum)
+			}
+		})
+	}
+}
+
+// TestCountersDeletedQueue checks that the counts of a deleted queue move
+// into the vhost's sums and are not lost or counted twice.
+func TestCountersDeletedQueue(t *testing.T) {
+	v, _ := newTestBroker(t)
+	q := declareQ(t, v, "gone", nil)
+	publish(t, v, "", "gone", "a")
+	q.Get(true)
+	before := v.Counters().Queues
+	if _, err := v.DeleteQueue("gone", false, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	after := v.Counters().Queues
+	want := MessageCounters{Published: 1, GotNoAck: 1}
+	if before != want || after != want {
+		t.Fatalf("sums before %+v, after %+v, want %+v both", before, after, want)
+	}
+	if got := after.DeliverGet(); got != 1 {
+		t.Fatalf("DeliverGet = %d, want 1", got)
+	}
+}
+
+// TestCountersNoAllocs: counting adds no allocation to publish, deliver and
+// ack (the benchmarks' paths).
+func TestCountersNoAllocs(t *testing.T) {
+	v, _ := newTestBroker(t)
+	q := declareQ(t, v, "q", nil)
+	s := &discardSink{}
+	c, err := q.Consume(ConsumeOptions{Tag: "c", Prefetch: 100}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &Message{RoutingKey: "q", Body: make([]byte, 64)}
+	var tag [1]uint64
+	// Warm up the router pool and the unacked map.
+	for range 10 {
+		_, _ = v.Publish(msg)
+		tag[0] = s.last.Seq
+		q.Settle(c, tag[:], Ack)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := v.Publish(msg); err != nil {
+			t.Fatal(err)
+		}
+		tag[0] = s.last.Seq
+		q.Settle(c, tag[:], Ack)
+	})
+	// Under -race sync.Pool drops the router at random; the counts below
+	// are still checked.
+	if allocs != 0 && !raceEnabled {
+		t.Fatalf("%v allocations per publish+deliver+ack, want 0", allocs)
+	}
+	if got := q.Counters(); got.Published != got.Acked || got.Delivered != got.Acked || got.Acked < 1010 {
+		t.Fatalf("counters %+v", got)
+	}
+}
