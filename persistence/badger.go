@@ -167,6 +167,7 @@ func (s *Store) collect() int {
 // runGC rewrites value-log files while Badger finds one at least half
 // garbage, and returns how many it rewrote.
 func (s *Store) runGC() int {
+	s.stats.gcRuns.Add(1)
 	n := 0
 	for {
 		select {
@@ -178,6 +179,7 @@ func (s *Store) runGC() int {
 		switch {
 		case err == nil:
 			n++
+			s.stats.gcFilesRewritten.Add(1)
 			continue
 		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
 		default:

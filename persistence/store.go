@@ -130,6 +130,7 @@ type Store struct {
 	w writer // owned by the writer goroutine (and by Open before it starts)
 
 	commits atomic.Uint64 // commit attempts, for tests of group commit
+	stats   storeStats    // figures for Stats
 
 	// sweepReq asks the writer for an orphan sweep (see sweepChunk); set
 	// by the GC goroutine after GC moved something.
@@ -209,6 +210,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.diskFreeLimit = opts.DiskFreeLimit
 	}
 	s.w.init()
+	s.stats.init()
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)

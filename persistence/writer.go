@@ -93,6 +93,8 @@ type writer struct {
 
 	key, val []byte // scratch
 	ready    []waiter
+
+	batchOps int // ops in the batch being committed, for StoreStats
 }
 
 func (w *writer) init() {
@@ -340,7 +342,9 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 		}
 	}
 
+	w.batchOps = len(ops)
 	err := s.commit()
+	w.batchOps = 0
 	if err == nil {
 		// Readers move to the new version before the messages leave
 		// pending: see Load.
@@ -771,6 +775,15 @@ func (s *Store) commit() error {
 		return nil
 	}
 	s.commits.Add(1)
+	start := time.Now()
+	err := s.commitOverlay()
+	s.stats.observeCommit(w.batchOps, time.Since(start), err)
+	return err
+}
+
+// commitOverlay is commit once the overlay is known to hold writes.
+func (s *Store) commitOverlay() error {
+	w := &s.w
 	if hook := s.testCommitHook.Load(); hook != nil {
 		if err := (*hook)(); err != nil {
 			return s.failed(err)
