@@ -61,7 +61,12 @@
 // until the last clears. Broker.Blocked is read before every publish by
 // the protocol servers, which then hold the publisher (AMQP:
 // connection.blocked, the reader waits; MQTT: the reader waits, so
-// PUBACK/PUBREC does). Broker.Alarms lists what is in effect.
+// PUBACK/PUBREC does); both also stop reading in the middle of a large
+// message, since what has arrived of it is memory too. Broker.Alarms
+// lists what is in effect. Broker.WatchMemory raises and clears
+// AlarmMemory from the Go runtime's reading (MemoryInUse), with a lower
+// mark to clear at; under it, a queue holding more than its share of the
+// limit in transient messages refuses more it cannot deliver at once.
 //
 // # Lock order
 //
@@ -71,6 +76,8 @@
 //
 //	Broker.mu                 vhost map; Close holds it over VHost.mu
 //	Broker.connMu             taken alone
+//	memWatch.mu               the memory limit's reading (WatchMemory);
+//	                          held over Block/Unblock
 //	Broker.alarms.mu          held while watchers run: amqp Server.mu, then
 //	                          outbound.mu (connection.blocked)
 //	VHost.mu                  topology (RLock on the publish path)

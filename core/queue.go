@@ -85,6 +85,15 @@ type Queue struct {
 	// counters are the queue's message counts (stats.go); guarded by mu.
 	counters MessageCounters
 
+	// transient is the body bytes of ready messages that live only in
+	// memory (not stored), counted against the memory limit.
+	transient int64
+	// backlog caps the ready messages as an MQTT session's queue is
+	// capped (SetBacklogLimit); discarded counts the messages dropped or
+	// refused by it, or refused under the memory alarm.
+	backlog   BacklogLimit
+	discarded uint64
+
 	lastUsed     int64 // Clock time of the last get/declare/last cancel (x-expires)
 	expiresTimer Timer
 	ttlTimer     Timer
@@ -166,13 +175,17 @@ type QueueStats struct {
 	Unacked   int   // delivered, not yet settled
 	Consumers int
 	Dropped   uint64 // dropped from the head by a length limit, since start
+	// Discarded counts the messages dropped or refused beyond the
+	// queue's backlog limit (SetBacklogLimit) or refused under the memory
+	// alarm, since start.
+	Discarded uint64
 }
 
 // Stats returns the queue's current figures.
 func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped}
+	return QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped, Discarded: q.discarded}
 }
 
 // CheckAccess returns a 405 RESOURCE_LOCKED if the queue is exclusive to a
@@ -237,6 +250,23 @@ func (q *Queue) pushLocked(e entry) {
 	if e.stored && e.msg != nil {
 		q.vhost.mem.resident.Add(int64(e.size))
 	}
+	if !e.stored {
+		q.addTransientLocked(int64(e.size))
+	}
+}
+
+// addTransientLocked counts n more (or, negative, fewer) bytes of
+// transient messages ready in the queue, and whether it holds any.
+func (q *Queue) addTransientLocked(n int64) {
+	m := q.vhost.mem
+	before := q.transient
+	q.transient += n
+	switch {
+	case before == 0 && q.transient > 0:
+		m.transientQueues.Add(1)
+	case before > 0 && q.transient == 0:
+		m.transientQueues.Add(-1)
+	}
 }
 
 func (q *Queue) popLocked(level int) entry {
@@ -248,6 +278,9 @@ func (q *Queue) popLocked(level int) entry {
 	}
 	if e.stored && e.msg != nil {
 		q.vhost.mem.resident.Add(-int64(e.size))
+	}
+	if !e.stored {
+		q.addTransientLocked(-int64(e.size))
 	}
 	return e
 }
@@ -329,6 +362,21 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 		fx.run(q.vhost)
 		return false, true, 0
 	}
+	stored := q.persist && msg.Properties.Persistent()
+	// A message that cannot be delivered at once (others are ready before
+	// it) to a queue at its backlog limit, or holding more than its share
+	// of the memory limit in transient messages under the memory alarm:
+	// what can wait on disk does; the rest is dropped or refused, never
+	// held in memory without bound. An MQTT session's QoS 0 messages are
+	// dropped, as Mosquitto does, unknown to the publisher; otherwise the
+	// publisher is told (nack, PUBACK 0x97).
+	backlogFull := q.ready > 0 && q.backlogFullLocked(int64(msg.Size()))
+	drop := backlogFull && (q.backlog.DropAll || !msg.Properties.Persistent())
+	if drop || (q.ready > 0 && !stored && (backlogFull || q.vhost.mem.transientShareExceeded(q.transient))) {
+		q.discarded++
+		q.mu.Unlock()
+		return drop, !drop, 0
+	}
 	ttl := time.Duration(-1)
 	if q.cfg.hasMessageTTL {
 		ttl = q.cfg.messageTTL
@@ -348,12 +396,13 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 		// the expiry pass after it drops it ("deliver now or never").
 		e.deadline = now + int64(ttl)
 	}
-	if q.persist && msg.Properties.Persistent() {
+	if stored {
 		e.stored = true
 		pos = q.vhost.store.Enqueue(q.vhost.name, q.name, e.seq, msg, e.deadline)
-		// Over the budget, a message that cannot be delivered at once
-		// waits on disk only; the queue keeps its 40-byte entry.
-		if q.ready > 0 && q.vhost.mem.over(int64(e.size)) {
+		// Over the budget or the backlog limit, a message that cannot be
+		// delivered at once waits on disk only; the queue keeps its
+		// 40-byte entry.
+		if q.ready > 0 && (backlogFull || q.vhost.mem.over(int64(e.size))) {
 			e.msg = nil
 		}
 	}

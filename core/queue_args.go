@@ -303,3 +303,34 @@ func typedValue(v any, present bool) string {
 	}
 	return "the value " + erlangPlain(v) + " of type '" + amqpTypeName(v) + "'"
 }
+
+// BacklogLimit caps a queue's ready messages the way Mosquitto caps a
+// session's queue (max_queued_messages, max_queued_bytes): only messages
+// that cannot be delivered at once count, not those in flight. Beyond it a
+// message is dropped if DropAll is set or it is transient (counted in
+// QueueStats.Discarded, the publisher not told, as Mosquitto drops QoS 0);
+// a persistent one waits on disk if the queue is durable (paged out, as
+// over the memory budget), else it is refused, and the publisher is told
+// (nack, PUBACK 0x97). These are not RabbitMQ x-arguments: the MQTT
+// listener sets them on its sessions' queues from its own configuration.
+type BacklogLimit struct {
+	Messages int64 // ready messages; 0: no limit
+	Bytes    int64 // body bytes of ready messages; 0: no limit
+	DropAll  bool  // drop persistent messages too (a QoS 0 queue)
+}
+
+// SetBacklogLimit sets (or, with the zero BacklogLimit, removes) the
+// queue's backlog limit. Messages already queued stay.
+func (q *Queue) SetBacklogLimit(l BacklogLimit) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.backlog = l
+}
+
+// backlogFullLocked reports whether a message of size bytes would take the
+// ready messages past the backlog limit.
+func (q *Queue) backlogFullLocked(size int64) bool {
+	l := &q.backlog
+	return (l.Messages > 0 && int64(q.ready) >= l.Messages) ||
+		(l.Bytes > 0 && q.readyBytes+size > l.Bytes)
+}
