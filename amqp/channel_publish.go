@@ -75,14 +75,42 @@ func (ch *channel) handleHeader(payload []byte) error {
 	if size == 0 {
 		return ch.completePublish()
 	}
-	c.body = make([]byte, 0, size)
+	// The body's buffer is made when its bytes come (handleBody), not
+	// here: a header announcing 16 MiB costs nothing by itself.
 	return nil
 }
 
+// firstBodyBuf is the least a body buffer grows by: small steps would
+// copy a large body many times over.
+const firstBodyBuf = 4 << 10
+
 func (ch *channel) handleBody(payload []byte) error {
 	c := &ch.content
-	if uint64(len(c.body))+uint64(len(payload)) > c.size {
+	have, n := uint64(len(c.body)), uint64(len(payload))
+	if have+n > c.size {
 		return newError(wire.FrameError, "content body exceeds the %d bytes its header announced", c.size)
+	}
+	if have+n > uint64(cap(c.body)) {
+		if have+n < c.size {
+			// A body in several frames grows with what arrived, doubling
+			// up to its announced size, so memory follows the bytes
+			// received. Under a resource alarm the reader stops here,
+			// as it would at the publish: partly received bodies are
+			// memory too.
+			if !ch.c.waitUnblocked() {
+				ch.content = content{} // closing: the rest is ignored
+				return nil
+			}
+		}
+		// A body in one frame, the common case, or its last frame: one
+		// buffer of the exact size.
+		want := c.size
+		if have+n < c.size {
+			want = min(c.size, max(2*uint64(cap(c.body)), 2*(have+n), firstBodyBuf))
+		}
+		b := make([]byte, have, want)
+		copy(b, c.body)
+		c.body = b
 	}
 	c.body = append(c.body, payload...)
 	if uint64(len(c.body)) == c.size {

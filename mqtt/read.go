@@ -139,7 +139,18 @@ func (c *client) nextPacket() (fh packets.FixedHeader, body []byte, n int, err e
 		return fh, nil, 0, packets.ErrPacketTooLarge // [MQTT-3.2.2-15]
 	}
 	if len(in) < i+length {
-		c.rd.reserve(i + length)
+		if len(in) == cap(*c.rd.buf) {
+			// The packet fills the buffer and more is to come: grow it
+			// with what arrived, doubling up to the packet's size, so a
+			// fixed header announcing 16 MiB costs nothing until the
+			// bytes do. Under a resource alarm the reader stops here, as
+			// it would at the PUBLISH: a partly received packet is
+			// memory too.
+			if !c.waitUnblocked() {
+				return fh, nil, 0, nil // closing: readPackets sees it
+			}
+			c.rd.reserve(min(i+length, max(2*len(in), maxReadBuf)))
+		}
 		return fh, nil, 0, nil
 	}
 	fh.Remaining = length
