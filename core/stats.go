@@ -203,9 +203,10 @@ func (b *Broker) VHostCounters() []VHostCounters {
 	return out
 }
 
-// QueueSnapshot is one queue's figures for per-object metrics and status
-// pages: its current state and its counters, read under one lock.
-type QueueSnapshot struct {
+// QueueFigures are one queue's figures for per-object metrics: its current
+// state and its counters, read under one lock. (QueueSnapshot, in
+// snapshot.go, is the fuller description for the management API.)
+type QueueFigures struct {
 	VHost, Name string
 	Durable     bool
 	QueueStats
@@ -215,12 +216,12 @@ type QueueSnapshot struct {
 // EachQueue calls fn with a snapshot of every queue of the vhost, holding
 // the topology lock for reading (fn must not call into the vhost) and each
 // queue's lock only while its snapshot is taken.
-func (v *VHost) EachQueue(fn func(QueueSnapshot)) {
+func (v *VHost) EachQueue(fn func(QueueFigures)) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, q := range v.queues {
 		q.mu.Lock()
-		s := QueueSnapshot{
+		s := QueueFigures{
 			VHost: v.name, Name: q.name, Durable: q.durable,
 			QueueStats: QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped},
 			Counters:   q.counters,

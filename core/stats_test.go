@@ -142,7 +142,7 @@ func TestCounters(t *testing.T) {
 			}
 			// The vhost's sums include every queue, deleted ones too.
 			var sum MessageCounters
-			v.EachQueue(func(s QueueSnapshot) { sum.add(&s.Counters) })
+			v.EachQueue(func(s QueueFigures) { sum.add(&s.Counters) })
 			v.mu.RLock()
 			sum.add(&v.stats.retired)
 			v.mu.RUnlock()
