@@ -134,6 +134,12 @@ type Status struct {
 	Received     uint64 // messages taken in from the upstream
 	Dropped      uint64 // dropped by a full buffer (overflow drop-oldest)
 	LoopsCut     uint64 // messages not forwarded because they had been here
+	// QueueLost counts the times the store-and-forward queue was found
+	// deleted (by an administrator) and made again; LostMessages is the
+	// ready messages it held when last seen (each second), which went
+	// with it.
+	QueueLost    uint64
+	LostMessages uint64
 	// LastError is the latest failure (connect, or connection lost), kept
 	// after the link reconnects; LastErrorAt is when it happened.
 	LastError   string
@@ -259,14 +265,20 @@ func withVia(h core.Table, node string) core.Table {
 
 // runner is one link at run time.
 type runner struct {
-	m     *Manager
-	l     *link
-	log   *slog.Logger
-	queue *core.Queue // the store-and-forward queue; nil without outbound rules
+	m   *Manager
+	l   *link
+	log *slog.Logger
+	// queue is the store-and-forward queue, nil without outbound rules;
+	// remade (under qmu) if it is deleted.
+	queue atomic.Pointer[core.Queue]
+	qmu   sync.Mutex
 
 	connected        atomic.Bool
 	forwarded, recvd atomic.Uint64
 	loops            atomic.Uint64
+	queueLost        atomic.Uint64
+	lostMsgs         atomic.Uint64
+	lastBacklog      atomic.Int64 // ready messages when last looked at (1 s)
 
 	mu                sync.Mutex
 	lastErr           string
@@ -321,7 +333,7 @@ func (r *runner) declare() error {
 			return fmt.Errorf("bridge %s: bind %s: %w", r.l.Name, t.Pattern, err)
 		}
 	}
-	r.queue = r.m.vhost.Queue(name)
+	r.queue.Store(r.m.vhost.Queue(name))
 	return nil
 }
 
@@ -371,9 +383,10 @@ func (r *runner) status() Status {
 	s := Status{
 		Name: r.l.Name, Upstream: u.String(), Connected: r.connected.Load(),
 		Forwarded: r.forwarded.Load(), Received: r.recvd.Load(), LoopsCut: r.loops.Load(),
+		QueueLost: r.queueLost.Load(), LostMessages: r.lostMsgs.Load(),
 	}
-	if r.queue != nil {
-		qs := r.queue.Stats()
+	if q := r.queue.Load(); q != nil {
+		qs := q.Stats()
 		s.Backlog, s.BacklogBytes, s.Dropped = qs.Messages+qs.Unacked, qs.Bytes, qs.Dropped
 	}
 	r.mu.Lock()
@@ -390,10 +403,21 @@ func (r *runner) status() Status {
 // dropping is the one thing a bridge does to data that must never be
 // silent.
 func (r *runner) checkDrops() {
-	if r.queue == nil {
+	q := r.queue.Load()
+	if q == nil {
 		return
 	}
-	dropped := r.queue.Stats().Dropped
+	if r.m.vhost.Queue(r.queueName()) != q {
+		// Deleted while no consumer was there to notice (the link is
+		// down): buffer again at once, not at the next connection.
+		if err := r.ensureQueue(); err != nil {
+			r.log.Error("bridge queue deleted and not made again", "queue", r.queueName(), "err", err)
+		}
+		return
+	}
+	qs := q.Stats()
+	dropped := qs.Dropped
+	r.lastBacklog.Store(int64(qs.Messages))
 	r.mu.Lock()
 	n := dropped - r.reportedDropCount
 	r.reportedDropCount = dropped
@@ -467,14 +491,20 @@ func (r *runner) run(ctx context.Context) {
 			}
 			continue
 		}
-		attempt = -1
 		r.mu.Lock()
 		r.warned, r.connectedAt = "", time.Now()
 		r.mu.Unlock()
 		r.connected.Store(true)
 		r.log.Info("bridge connected", "upstream", r.status().Upstream)
 		r.logStatus()
+		connectedAt := time.Now()
 		err = r.serve(cctx, up)
+		if time.Since(connectedAt) >= stableAfter {
+			// A connection that held resets the backoff; one that failed
+			// at once (an upstream that accepts and drops, a local fault)
+			// must not turn into a reconnect storm.
+			attempt = 0
+		}
 		if errors.Is(err, errLost) {
 			if cause := up.lostCause(); cause != nil {
 				err = fmt.Errorf("%w: %v", errLost, cause)
@@ -488,6 +518,13 @@ func (r *runner) run(ctx context.Context) {
 			r.log.Warn("bridge disconnected", "err", err)
 		}
 		r.logStatus()
+		if cctx.Err() != nil {
+			continue // paused or stopping: no backoff
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff(attempt, rand.Int64N)):
+		}
 	}
 }
 
@@ -524,6 +561,10 @@ func (r *runner) isPaused() bool {
 	defer r.mu.Unlock()
 	return r.paused
 }
+
+// stableAfter is how long a connection must have lasted for the next
+// reconnect to start again from the shortest backoff.
+const stableAfter = 10 * time.Second
 
 func (r *runner) dial(ctx context.Context) (upstream, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -566,7 +607,7 @@ func (r *runner) serve(ctx context.Context, up upstream) error {
 			return err
 		}
 	}
-	if r.queue == nil {
+	if r.queue.Load() == nil {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -574,5 +615,12 @@ func (r *runner) serve(ctx context.Context, up upstream) error {
 			return errors.New("connection lost")
 		}
 	}
-	return r.forward(ctx, up)
+	for {
+		err := r.forward(ctx, up)
+		if !errors.Is(err, errQueueLost) {
+			return err
+		}
+		// Keep the upstream connection: the queue is made again at the
+		// top of forward.
+	}
 }

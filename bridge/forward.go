@@ -21,6 +21,10 @@ const windowBytes = 64 << 20
 // queue holds its deliveries until settle resumes the consumer.
 type outSink struct {
 	ch chan core.Delivery
+	// gone is closed when the queue is deleted under the consumer (an
+	// administrator's queue.delete): the link then remakes it.
+	gone     chan struct{}
+	goneOnce sync.Once
 
 	mu      sync.Mutex
 	bytes   int // bodies delivered and not yet settled
@@ -59,10 +63,16 @@ func (s *outSink) settle(d core.Delivery, how core.Outcome) {
 	}
 }
 
-func (s *outSink) Cancelled(*core.Consumer) {}
+// Cancelled implements core.DeliverySink: core calls it only when the
+// queue was deleted.
+func (s *outSink) Cancelled(*core.Consumer) { s.goneOnce.Do(func() { close(s.gone) }) }
 
 // errLost is what done reports for messages the upstream never confirmed.
 var errLost = errors.New("bridge: connection to the upstream lost")
+
+// errQueueLost is what forward returns when the store-and-forward queue
+// was deleted under it: the runner remakes the queue and goes on.
+var errQueueLost = errors.New("bridge: store-and-forward queue deleted")
 
 // errClosed is the cause of a connection the bridge closed itself.
 var errClosed = errors.New("bridge: link stopped")
@@ -73,9 +83,12 @@ var errClosed = errors.New("bridge: link stopped")
 // confirmed goes back to the queue at its original place, so the next
 // connection sends it again, in order: at least once, order kept.
 func (r *runner) forward(ctx context.Context, up upstream) error {
+	if err := r.ensureQueue(); err != nil {
+		return err
+	}
 	ds := make(chan core.Delivery, r.l.Window)
-	sink := &outSink{ch: ds}
-	cons, err := r.queue.Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window)}, sink)
+	sink := &outSink{ch: ds, gone: make(chan struct{})}
+	cons, err := r.queue.Load().Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window)}, sink)
 	if err != nil {
 		return err
 	}
@@ -98,6 +111,10 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 			return nil
 		case <-up.lost():
 			return errLost
+		case <-sink.gone:
+			// What is in flight still completes upstream; its settles
+			// are no-ops on the deleted queue.
+			return errQueueLost
 		case d := <-ds:
 			select {
 			case <-up.lost():

@@ -327,6 +327,10 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 	}
 	s.key = vhost.Name() + "\x00" + c.id
 
+	// Read before srv.mu, a leaf lock: a persistent session whose durable
+	// queue is gone lost its subscriptions and messages.
+	markerGone := vhost.Queue(sessionQueueName(c.id, 1)) == nil
+
 	srv.mu.Lock()
 	st := srv.sessions[s.key]
 	if owner := sessionOwner(st, s); owner != "" && owner != user {
@@ -353,6 +357,14 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		}
 		st.will, st.willSend = nil, nil
 	}
+	// A session whose queue was deleted (by an administrator) did not
+	// survive: it starts afresh and CONNACK says so, session present 0,
+	// which tells the client to subscribe again [MQTT-3.2.2-4].
+	lost := st != nil && !fresh && (st.lost || (st.persistent && markerGone))
+	countLost := lost && !st.lost // counted when it happened if it was live
+	if lost {
+		fresh = true
+	}
 	if st == nil || fresh {
 		nst := &state{origin: srv.origins.Add(1), owner: user}
 		if st != nil {
@@ -366,9 +378,17 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		resumable = false
 	}
 	s.origin = st.origin
+	st.persistent = s.persistent
 	old := st.live
 	st.live = s
 	srv.mu.Unlock()
+	if lost {
+		if countLost {
+			srv.lost.Add(1)
+		}
+		srv.log.Warn("mqtt: session's queue was deleted; the session starts afresh, session present 0",
+			"client", c.id, "vhost", vhost.Name())
+	}
 	s.st = st
 	if dueWill != nil {
 		dueWill()

@@ -109,6 +109,7 @@ type Server struct {
 
 	origins  atomic.Uint64 // Message.Origin of each session, for no-local
 	tooLarge atomic.Uint64 // deliveries dropped as larger than the client takes
+	lost     atomic.Uint64 // sessions whose queue was deleted under them
 	retained retainedIndex
 
 	mu        sync.Mutex
@@ -292,11 +293,16 @@ type Stats struct {
 	// DroppedTooLarge counts deliveries not sent because the PUBLISH
 	// would exceed the client's Maximum Packet Size [MQTT-3.1.2-25].
 	DroppedTooLarge uint64
+	// SessionsLost counts sessions whose queue was deleted (by an
+	// administrator, or an AMQP client allowed to) while they were
+	// connected or away: each was logged at WARN and started afresh,
+	// its queued messages lost.
+	SessionsLost uint64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{DroppedTooLarge: s.tooLarge.Load()}
+	return Stats{DroppedTooLarge: s.tooLarge.Load(), SessionsLost: s.lost.Load()}
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT

@@ -50,6 +50,11 @@ type state struct {
 	expiresAt time.Time
 	live      *session
 	owner     string // the user whose client id this is
+	// persistent: the session keeps a durable queue, which marks it; if
+	// that queue is gone at the next CONNECT, so is the session's state.
+	// lost: a queue of the live session was deleted under it.
+	persistent bool
+	lost       bool
 }
 
 // subscription is one topic filter of a session.
@@ -426,10 +431,15 @@ func (k *sink) Deliver(d core.Delivery) bool {
 // Cancelled implements core.DeliverySink: the queue was deleted (by an
 // AMQP client, or x-expires).
 func (k *sink) Cancelled(*core.Consumer) {
-	k.s.mu.Lock()
-	delete(k.s.cons, k.queue)
-	delete(k.s.subs, k.queue)
-	k.s.mu.Unlock()
+	s := k.s
+	s.mu.Lock()
+	delete(s.cons, k.queue)
+	delete(s.subs, k.queue)
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		s.srv.queueLost(s, k.queue)
+	}
 }
 
 // aliasLocked replaces a PUBLISH's topic with its alias when the
@@ -590,4 +600,24 @@ func (s *session) stop() {
 			f.q.Settle(f.c, []uint64{f.seq}, core.Requeue)
 		}
 	}
+}
+
+// queueLost handles a queue of a live session deleted under it (queue.delete
+// by an administrator): what it held is lost, and so are the
+// subscriptions bound to it. The loss is logged and counted, and the
+// connection closed (MQTT 5: DISCONNECT 0x98 Administrative action), so
+// that the client reconnects to session present 0 and subscribes again,
+// rather than go on believing in subscriptions that no longer deliver.
+// The reconnect makes the queues again.
+func (srv *Server) queueLost(s *session, queue string) {
+	srv.mu.Lock()
+	if s.st.live == s {
+		s.st.lost = true
+	}
+	srv.mu.Unlock()
+	srv.lost.Add(1)
+	srv.log.Warn("mqtt: session's queue was deleted; its messages and subscriptions are lost, closing the connection",
+		"client", s.clientID, "queue", queue)
+	// Not on the deleter's goroutine: closing writes a DISCONNECT.
+	go s.cl.close(packets.ErrAdministrativeAction)
 }
