@@ -59,7 +59,7 @@ func TestBridgeQueueDeleted(t *testing.T) {
 			if err := up.Stop(t); err != nil {
 				t.Fatal(err)
 			}
-			waitLog(t, edge, "bridge disconnected")
+			waitLog(t, edge, "connected=false")
 			_, admin = dialBroker(t, edge)
 			if _, err := admin.QueueDelete("bridge.upstream", false, false, false); err != nil {
 				t.Fatalf("queue.delete bridge.upstream: %v", err)
