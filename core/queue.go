@@ -185,6 +185,10 @@ type QueueStats struct {
 func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.statsLocked()
+}
+
+func (q *Queue) statsLocked() QueueStats {
 	return QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped, Discarded: q.discarded}
 }
 
@@ -374,6 +378,11 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 	drop := backlogFull && (q.backlog.DropAll || !msg.Properties.Persistent())
 	if drop || (q.ready > 0 && !stored && (backlogFull || q.vhost.mem.transientShareExceeded(q.transient))) {
 		q.discarded++
+		if backlogFull {
+			q.vhost.countDrop(DropBacklog, false)
+		} else {
+			q.vhost.countDrop(DropMemory, false)
+		}
 		q.mu.Unlock()
 		return drop, !drop, 0
 	}

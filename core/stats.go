@@ -84,12 +84,19 @@ const (
 	DropDeadLetterCycle
 	// DropUnreadable: the store could not read back its paged-out body.
 	DropUnreadable
+	// DropBacklog: a queue at its backlog limit (an MQTT session's,
+	// Queue.SetBacklogLimit) dropped or refused it.
+	DropBacklog
+	// DropMemory: under the memory alarm, a queue holding more than its
+	// share of transient messages refused it.
+	DropMemory
 	// NumDropReasons is the number of reasons, for arrays indexed by them.
 	NumDropReasons
 )
 
 var dropReasonNames = [NumDropReasons]string{
 	"expired", "maxlen", "rejected", "overflow", "dead_letter_unroutable", "dead_letter_cycle", "unreadable",
+	"backlog", "memory",
 }
 
 // String returns the reason's label value, as in ferrymq_messages_dropped_total{reason="expired"}.
@@ -223,7 +230,7 @@ func (v *VHost) EachQueue(fn func(QueueFigures)) {
 		q.mu.Lock()
 		s := QueueFigures{
 			VHost: v.name, Name: q.name, Durable: q.durable,
-			QueueStats: QueueStats{Messages: q.ready, Bytes: q.readyBytes, Unacked: len(q.unacked), Consumers: len(q.consumers), Dropped: q.dropped},
+			QueueStats: q.statsLocked(),
 			Counters:   q.counters,
 		}
 		q.mu.Unlock()

@@ -106,6 +106,17 @@ func TestCounters(t *testing.T) {
 				dead: map[DropReason]uint64{DropRejected: 1}, dropped: map[DropReason]uint64{DropDeadLetterUnroutable: 1}},
 		},
 		{
+			name: "beyond a backlog limit",
+			run: func(t *testing.T, v *VHost, _ *manualClock) {
+				q := declareQ(t, v, "q", nil)
+				q.SetBacklogLimit(BacklogLimit{Messages: 1, DropAll: true})
+				publish(t, v, "", "q", "a")
+				publish(t, v, "", "q", "b")
+			},
+			// Dropped by the queue, not unroutable: the queue took it (as Mosquitto drops QoS 0).
+			want: want{published: 2, queue: MessageCounters{Published: 1}, dropped: map[DropReason]uint64{DropBacklog: 1}},
+		},
+		{
 			name: "a deleted queue's counts stay in the vhost",
 			run: func(t *testing.T, v *VHost, _ *manualClock) {
 				q := declareQ(t, v, "gone", nil)
