@@ -357,6 +357,8 @@
   // use_regex, sort, sort_reverse) as RabbitMQ does; a server answering with a
   // plain list is paged here.
   function listing(opts) {
+    // A vhost column says nothing once one vhost is chosen.
+    opts.cols = opts.cols.filter((c) => !(S.vhost && c.key === 'vhost'));
     const st = { page: 1, size: opts.pageSize || 100, filter: '', regex: false, sort: opts.sort || '', rev: false, total: 0 };
     const el = h('div', { class: 'listing', id: opts.id });
     const filter = h('input', { placeholder: 'Filter by name', class: 'filter', oninput: () => { st.page = 1; st.filter = filter.value; debounce(); } });
@@ -539,6 +541,10 @@
     for (const se of series) {
       g.strokeStyle = se.color; g.lineWidth = 2; g.beginPath();
       samples.forEach((s, i) => { const y = padT + (ht - padT - padB) * (1 - (s[se.key] || 0) / max); if (i) g.lineTo(xs(i), y); else g.moveTo(xs(i), y); });
+      if (samples.length === 1) { // one poll so far: a flat line across
+        const y = padT + (ht - padT - padB) * (1 - (samples[0][se.key] || 0) / max);
+        g.moveTo(padL, y); g.lineTo(w, y);
+      }
       g.stroke();
     }
   }
