@@ -26,6 +26,7 @@ type channel struct {
 	limit     *core.Limit // basic.qos global=true: shared by all consumers of the channel
 	confirm   confirms
 	tx        *txState // non-nil after tx.select
+	listed    listed   // what the operations API shows of the above
 	scratch   struct { // reused by decode
 		publish wire.BasicPublish
 		ack     wire.BasicAck
@@ -181,6 +182,8 @@ func (ch *channel) shutdown() {
 	ch.flowBlocked = nil
 	un := ch.unacked.takeAll(nil)
 	ch.mu.Unlock()
+	// After mu: listing holds chanList.mu while it takes each channel's mu.
+	ch.c.listedChans.remove(ch)
 	for _, s := range consumers {
 		s.cons.Cancel()
 	}
@@ -300,6 +303,7 @@ func (ch *channel) handleMethod(m wire.Method) error {
 		}
 		if !ch.confirm.on {
 			ch.confirm.on = true
+			ch.listed.confirm.Store(true)
 			ch.confirm.q = core.NewSyncQueue(ch.c.srv.broker, ch.releaseConfirms)
 		}
 		return ch.reply(m.NoWait, &wire.ConfirmSelectOk{})
@@ -309,6 +313,7 @@ func (ch *channel) handleMethod(m wire.Method) error {
 		}
 		if ch.tx == nil {
 			ch.tx = &txState{}
+			ch.listed.tx.Store(true)
 		}
 		ch.c.out.writeMethod(ch.id, &wire.TxSelectOk{})
 		return nil

@@ -19,6 +19,10 @@ type sink struct {
 	// and Resume dispatches once ready.
 	ready bool
 	cons  *core.Consumer
+	// For listing only (the operations API).
+	prefetch  uint32
+	exclusive bool
+	args      core.Table
 }
 
 // Deliver implements core.DeliverySink. It runs with the queue's lock
@@ -83,8 +87,10 @@ func (ch *channel) qos(m *wire.BasicQos) error {
 	}
 	if m.Global {
 		ch.limit.SetMax(uint32(m.PrefetchCount))
+		ch.listed.global.Store(uint32(m.PrefetchCount))
 	} else {
 		ch.prefetch = uint32(m.PrefetchCount)
+		ch.listed.prefetch.Store(ch.prefetch)
 	}
 	ch.c.out.writeMethod(ch.id, &wire.BasicQosOk{})
 	return nil
@@ -113,7 +119,7 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 		}
 		priority = int32(p)
 	}
-	s := &sink{ch: ch, tag: tag, noAck: m.NoAck}
+	s := &sink{ch: ch, tag: tag, noAck: m.NoAck, prefetch: ch.prefetch, exclusive: m.Exclusive, args: m.Arguments}
 	cons, err := q.Consume(core.ConsumeOptions{
 		Tag: tag, NoAck: m.NoAck, Exclusive: m.Exclusive, Priority: priority,
 		Prefetch: ch.prefetch, Shared: ch.limit, Owner: ch.c.id, Arguments: m.Arguments,

@@ -42,6 +42,9 @@ type conn struct {
 	open atomic.Bool
 
 	channels map[uint16]*channel
+	// listedChans mirrors channels for the operations API (ListChannels).
+	listedChans chanList
+	started     time.Time // when the client connected
 	// confirmDirty lists the channels holding publisher acks to send at
 	// the end of this read batch.
 	confirmDirty []*channel
@@ -68,6 +71,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		forced:   make(chan string, 1),
 		done:     make(chan struct{}),
 		name:     nc.RemoteAddr().String(),
+		started:  time.Now(),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.out.init(nc)
@@ -211,9 +215,7 @@ func (c *conn) handshake() error {
 	if err := c.expect(&open); err != nil {
 		return err
 	}
-	c.access, err = c.srv.broker.Open(c.ctx, principal, open.VirtualHost, core.ConnInfo{
-		Protocol: "amqp", Peer: c.name, Close: c.forceClose,
-	})
+	c.access, err = c.srv.broker.Open(c.ctx, principal, open.VirtualHost, c.connInfo(startOk.ClientProperties))
 	if err != nil {
 		c.srv.log.Warn("amqp: connection refused", "peer", c.name, "user", principal.Name, "vhost", open.VirtualHost, "err", err)
 		return c.refuse(asAMQPError(err, &open))
@@ -420,7 +422,9 @@ func (c *conn) handleFrame(f wire.Frame) (done bool, err error) {
 		if err := c.access.OpenChannel(); err != nil {
 			return false, err
 		}
-		c.channels[f.Channel] = newChannel(c, f.Channel)
+		ch := newChannel(c, f.Channel)
+		c.channels[f.Channel] = ch
+		c.listedChans.add(ch)
 		c.out.writeMethod(f.Channel, &wire.ChannelOpenOk{})
 		return false, nil
 	}

@@ -7,19 +7,36 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // ConnInfo describes a client connection to core: what the limits count,
-// what deleting a vhost closes, what the operations API lists.
+// what deleting a vhost closes, what the operations API lists
+// (Broker.Connections). It is fixed when the connection opens.
 type ConnInfo struct {
-	Protocol string // "amqp" or "mqtt"
-	Peer     string // host:port
+	// Name identifies the connection in the operations API, as RabbitMQ
+	// forms it: "127.0.0.1:54321 -> 127.0.0.1:5672" (ConnName). Open
+	// fills it from Peer and Local when empty.
+	Name     string
+	Protocol string // ProtocolAMQP091, ProtocolMQTT311, ProtocolMQTT5
+	Peer     string // the client's host:port
+	Local    string // the listener's host:port the client reached
 	// ClientID is the MQTT client identifier: it expands {client_id} in
 	// topic permissions and owns the mqtt-subscription-<id> queues.
 	ClientID string
+	TLS      bool
+	// ConnectedAt is when the client connected; Open fills it when zero.
+	ConnectedAt time.Time
+	// ClientProperties are AMQP's connection.start-ok client-properties
+	// (for MQTT: client_id); core only keeps them for listing.
+	ClientProperties Table
 	// Close asks the connection to close from another goroutine (its vhost
-	// was deleted) with reason; it must not block.
+	// was deleted, an operator closed it) with reason; it must not block.
 	Close func(reason string)
+	// ListChannels, if set, lists the connection's channels now; it is
+	// called from the operations API's goroutine, never on a hot path, and
+	// must not call into core.
+	ListChannels func() []ChannelInfo
 }
 
 // VHostLimits are RabbitMQ's per-vhost limits; 0: none.
@@ -108,6 +125,7 @@ func (b *Broker) Open(ctx context.Context, p *Principal, vhost string, info Conn
 		}
 		return nil, refused
 	}
+	stampInfo(&info, b.clock.Now())
 	a := &Access{b: b, v: v, p: p, info: info, topic: true}
 	if ts, ok := p.Authz.(TopicScoper); ok {
 		a.topic = ts.HasTopicPermissions(p, vhost)
@@ -131,7 +149,7 @@ func (b *Broker) Open(ctx context.Context, p *Principal, vhost string, info Conn
 	}
 	uc.conns++
 	v.conns++
-	b.conns[a] = struct{}{}
+	b.registerLocked(a)
 	return a, nil
 }
 
@@ -143,7 +161,7 @@ func (a *Access) Close() {
 	b := a.b
 	b.connMu.Lock()
 	defer b.connMu.Unlock()
-	delete(b.conns, a)
+	b.unregisterLocked(a)
 	a.v.conns--
 	if uc := b.users[a.p.Name]; uc != nil {
 		uc.conns--

@@ -41,6 +41,7 @@ type Broker struct {
 	// (VHost.conns too). It is taken alone.
 	connMu   sync.Mutex
 	conns    map[*Access]struct{}
+	byName   map[string]*Access // by ConnInfo.Name, for the operations API
 	users    map[string]*userConns
 	maxConns int
 }
@@ -49,7 +50,7 @@ type Broker struct {
 func NewBroker(opts Options) *Broker {
 	b := &Broker{
 		clock: opts.Clock, log: opts.Logger, store: opts.Store, vhosts: make(map[string]*VHost),
-		conns: make(map[*Access]struct{}), users: make(map[string]*userConns), maxConns: opts.MaxConnections,
+		conns: make(map[*Access]struct{}), byName: make(map[string]*Access), users: make(map[string]*userConns), maxConns: opts.MaxConnections,
 	}
 	switch {
 	case opts.MemoryBudget == 0:

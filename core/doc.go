@@ -75,7 +75,11 @@
 // locks, then the sinks' and stores' that core calls into:
 //
 //	Broker.mu                 vhost map; Close holds it over VHost.mu
-//	Broker.connMu             taken alone
+//	Broker.connMu             taken alone: the connection registry
+//	                          (Connections copies it); the protocol's
+//	                          Close and ListChannels callbacks run after
+//	                          it is released (amqp: chanList.mu, then each
+//	                          channel.mu)
 //	memWatch.mu               the memory limit's reading (WatchMemory);
 //	                          held over Block/Unblock
 //	Broker.alarms.mu          held while watchers run: amqp Server.mu, then

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +97,10 @@ type Broker struct {
 	// MQTTWSAddr is the host:port the MQTT-over-WebSocket listener is
 	// bound to; the endpoint is ws://MQTTWSAddr/mqtt.
 	MQTTWSAddr string
+	// HTTPAddr is the host:port of the management HTTP listener, and
+	// HTTPURL its base URL ("http://127.0.0.1:40125", no trailing slash);
+	// both empty when the test turned it off (--http-listen "").
+	HTTPAddr, HTTPURL string
 	// DataDir is the broker's --data-dir, removed when the test ends.
 	DataDir string
 	// Cmd is the child process; Stop, Kill and WaitExit wait for it, so
@@ -130,8 +135,15 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 		"--amqp-listen", "127.0.0.1:0",
 		"--mqtt-listen", "127.0.0.1:0",
 		"--mqtt-ws-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0",
 		"--data-dir", dataDir,
 	}, args...)
+	// The management listener is waited for too, unless the last
+	// --http-listen turned it off.
+	protos := readyProtos
+	if httpListenArg(args) != "" {
+		protos = append(slices.Clone(readyProtos), "http")
+	}
 
 	// A pipe of our own, not Cmd.StderrPipe: Cmd.Wait closes that one and
 	// must not be called before it is drained, which would tie Wait to EOF.
@@ -156,7 +168,7 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 	}
 
 	ready := make(chan map[string]string, 1)
-	go b.readStderr(pr, ready)
+	go b.readStderr(pr, protos, ready)
 	go func() {
 		b.waitErr = b.Cmd.Wait()
 		close(b.exited)
@@ -178,33 +190,51 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 		b.Addr = addrs["amqp"]
 		b.MQTTAddr = addrs["mqtt"]
 		b.MQTTWSAddr = addrs["mqtt-ws"]
+		if b.HTTPAddr = addrs["http"]; b.HTTPAddr != "" {
+			b.HTTPURL = "http://" + b.HTTPAddr
+		}
 		b.URL = "amqp://guest:guest@" + b.Addr + "/"
 		return b
 	case <-b.exited:
 		b.drainOutput()
 		b.shown = true
 		t.Fatalf("ferrymq exited before its listeners (%s) were ready: %v\noutput:\n%s",
-			strings.Join(readyProtos, ", "), b.waitErr, b.Output())
+			strings.Join(protos, ", "), b.waitErr, b.Output())
 	case <-timer.C:
 		b.Cmd.Process.Kill()
 		<-b.exited
 		b.drainOutput()
 		b.shown = true
 		t.Fatalf("ferrymq did not log %q for each of %s within %v\noutput:\n%s",
-			readyMsg, strings.Join(readyProtos, ", "), readyTimeout, b.Output())
+			readyMsg, strings.Join(protos, ", "), readyTimeout, b.Output())
 	}
 	return nil // not reached: t.Fatalf ends the test goroutine
 }
 
+// httpListenArg returns the value of the last --http-listen in args (flags:
+// the last one counts).
+func httpListenArg(args []string) string {
+	v := ""
+	for i, a := range args {
+		switch {
+		case (a == "--http-listen" || a == "-http-listen") && i+1 < len(args):
+			v = args[i+1]
+		case strings.HasPrefix(a, "--http-listen="):
+			v = strings.TrimPrefix(a, "--http-listen=")
+		}
+	}
+	return v
+}
+
 // readStderr copies the child's stderr into the output buffer line by line
 // until EOF, sending the listener addresses by proto on ready once a
-// readiness line has appeared for each of readyProtos. It never blocks on
+// readiness line has appeared for each of protos. It never blocks on
 // anything but the pipe, so the child never stalls on a full stderr.
-func (b *Broker) readStderr(r *os.File, ready chan<- map[string]string) {
+func (b *Broker) readStderr(r *os.File, protos []string, ready chan<- map[string]string) {
 	defer close(b.outDone)
 	defer r.Close()
 	br := bufio.NewReader(r)
-	addrs := make(map[string]string, len(readyProtos))
+	addrs := make(map[string]string, len(protos))
 	sent := false
 	for {
 		line, err := br.ReadString('\n')
@@ -214,7 +244,7 @@ func (b *Broker) readStderr(r *os.File, ready chan<- map[string]string) {
 				if _, dup := addrs[proto]; !dup {
 					addrs[proto] = addr
 				}
-				if allReady(addrs) {
+				if allReady(addrs, protos) {
 					ready <- addrs // buffered, sent once
 					sent = true
 				}
@@ -226,8 +256,8 @@ func (b *Broker) readStderr(r *os.File, ready chan<- map[string]string) {
 	}
 }
 
-func allReady(addrs map[string]string) bool {
-	for _, p := range readyProtos {
+func allReady(addrs map[string]string, protos []string) bool {
+	for _, p := range protos {
 		if addrs[p] == "" {
 			return false
 		}

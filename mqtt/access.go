@@ -51,8 +51,19 @@ func (c *client) login(pk *packets.Packet) (*core.Access, packets.Code) {
 		c.delayRefusal()
 		return nil, packets.ErrBadUsernameOrPassword
 	}
+	local := c.conn.LocalAddr().String()
+	proto := core.ProtocolMQTT311
+	switch c.version {
+	case 5:
+		proto = core.ProtocolMQTT5
+	case 3:
+		proto = core.ProtocolMQTT31
+	}
 	a, err := srv.broker.Open(srv.ctx, p, vhost, core.ConnInfo{
-		Protocol: "mqtt", Peer: peer, ClientID: c.id,
+		Name: core.ConnName(peer, local), Protocol: proto, Peer: peer, Local: local, ClientID: c.id, TLS: c.tls,
+		ClientProperties: core.Table{"client_id": c.id},
+		// MQTT 5: DISCONNECT 0x98 Administrative action; 3.x: the
+		// connection is closed, the only way it can be told.
 		Close: func(string) { c.close(packets.ErrAdministrativeAction) },
 	})
 	if err != nil {

@@ -142,7 +142,7 @@ func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*broke
 		return nil, fmt.Errorf("ferrymq binary: %w (run make build)", err)
 	}
 	data := filepath.Join(dir, "ferrymq-data")
-	args := append([]string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0",
+	args := append([]string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
 		"--data-dir", data, "--log-level", "info"}, extra...)
 	cmd := exec.Command(bin, args...)
 	lines := make(chan string, 64)

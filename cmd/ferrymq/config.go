@@ -24,10 +24,14 @@ import (
 // file and the command-line flags, in that order of increasing precedence.
 // The yaml tags are the keys of the config file.
 type Config struct {
-	AMQPListen     string       `yaml:"amqp_listen"`
-	MQTTListen     string       `yaml:"mqtt_listen"`
-	MQTTWSListen   string       `yaml:"mqtt_ws_listen"` // MQTT over WebSocket, at /mqtt
-	DebugListen    string       `yaml:"debug_listen"`   // Go's pprof at /debug/pprof/; empty: off
+	AMQPListen   string `yaml:"amqp_listen"`
+	MQTTListen   string `yaml:"mqtt_listen"`
+	MQTTWSListen string `yaml:"mqtt_ws_listen"` // MQTT over WebSocket, at /mqtt
+	DebugListen  string `yaml:"debug_listen"`   // Go's pprof at /debug/pprof/; empty: off
+	// HTTPListen serves the management API (and /metrics, the console);
+	// empty: off. HTTPSListen serves it over TLS; empty (the default): off.
+	HTTPListen     string       `yaml:"http_listen"`
+	HTTPSListen    string       `yaml:"https_listen"`
 	DataDir        string       `yaml:"data_dir"`
 	LogLevel       string       `yaml:"log_level"`
 	LogFormat      string       `yaml:"log_format"` // text (slog's key=value) or json
@@ -80,6 +84,7 @@ func defaultConfig() Config {
 		AMQPListen:     ":5672",
 		MQTTListen:     ":1883",
 		MQTTWSListen:   ":8083",
+		HTTPListen:     ":15672",
 		DataDir:        "./data",
 		LogLevel:       "info",
 		LogFormat:      "text",
@@ -289,6 +294,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.TLS.Key, "tls-key", "", "PEM private key `file` of the TLS listeners (reloaded on SIGHUP)")
 	fs.StringVar(&f.TLS.CA, "tls-ca", "", "PEM `file` of the CAs client certificates must chain to")
 	fs.StringVar(&f.TLS.Verify, "tls-verify", "none", "client certificates: `mode` none, peer (verified if given) or peer_required")
+	fs.StringVar(&f.HTTPListen, "http-listen", def.HTTPListen, "management HTTP API (RabbitMQ's, with /metrics and the web console) listen `address`; \"\" turns it off")
+	fs.StringVar(&f.HTTPSListen, "https-listen", "", "management HTTP API over TLS listen `address`, conventionally :15671 (default off; needs --tls-cert, --tls-key)")
 	fs.StringVar(&f.DebugListen, "debug-listen", "", "serve Go's pprof profiles at http://`address`/debug/pprof/ (default off; keep it on loopback)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
@@ -393,6 +400,10 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.TLS.Verify = f.TLS.Verify
 		case "debug-listen":
 			cfg.DebugListen = f.DebugListen
+		case "http-listen":
+			cfg.HTTPListen = f.HTTPListen
+		case "https-listen":
+			cfg.HTTPSListen = f.HTTPSListen
 		case "data-dir":
 			cfg.DataDir = f.DataDir
 		case "log-level":

@@ -30,7 +30,7 @@ func TestLoadConfig(t *testing.T) {
 				"--log-level", "DEBUG", "--heartbeat", "5", "--frame-max", "8192", "--channel-max", "16",
 				"--max-message-size", "1024", "--user", "alice:secret", "--user", "bob:pa:ss"},
 			want: Config{
-				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", DataDir: "/tmp/x", LogLevel: "DEBUG", LogFormat: "text",
+				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/tmp/x", LogLevel: "DEBUG", LogFormat: "text",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second,
 				Users:             []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
@@ -48,7 +48,7 @@ users:
     tags: [administrator, monitoring]
 `,
 			want: Config{
-				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "./data", LogLevel: "info", LogFormat: "text",
+				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "./data", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
@@ -67,7 +67,7 @@ users:
 `,
 			args: []string{"--amqp-listen", ":6000", "--user", "alice:from-flag"},
 			want: Config{
-				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", DataDir: "/var/lib/ferrymq", LogLevel: "info", LogFormat: "text",
+				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/var/lib/ferrymq", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second,
 				// Both are kept; users are applied in order, so the flag wins.

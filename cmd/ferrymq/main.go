@@ -40,6 +40,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/cmd/ferrymq/mgmt"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/persistence"
@@ -219,6 +220,14 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 		}
 	})
 
+	// The management API: last to start, first to stop.
+	mg := mgmt.New(mgmt.Options{Broker: broker, Auth: auth, Users: users, Logger: logger, Node: node})
+	cleanup.push(func(ctx context.Context) {
+		if err := mg.Shutdown(ctx); err != nil {
+			logger.Warn("http shutdown incomplete", "err", err)
+		}
+	})
+
 	// Every server closes its listeners in Shutdown; the debug one is
 	// closed on its own.
 	ws := func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }
@@ -236,6 +245,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 		{"mqtts", cfg.MQTTSListen, true, true, mq.Serve},
 		{"mqtt-wss", cfg.MQTTWSSListen, true, true, ws},
 		{"debug", cfg.DebugListen, true, false, debug},
+		{"http", cfg.HTTPListen, true, false, mg.Serve},
+		{"https", cfg.HTTPSListen, true, true, mg.Serve},
 	}
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
@@ -247,6 +258,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 			return fail("cannot listen", "proto", l.proto, "addr", l.addr, "err", err)
 		}
 		logger.Info("listener ready", "proto", l.proto, "addr", ln.Addr().String())
+		mg.AddListener(l.proto, ln.Addr())
 		ln = &retryListener{Listener: ln, proto: l.proto, log: logger}
 		if l.proto == "debug" {
 			cleanup.push(func(context.Context) { ln.Close() })
@@ -256,7 +268,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 		}
 		go func() {
 			err := l.serve(ln)
-			if !errors.Is(err, amqp.ErrServerClosed) && !errors.Is(err, mqtt.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			if !errors.Is(err, amqp.ErrServerClosed) && !errors.Is(err, mqtt.ErrServerClosed) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("%s on %s: %w", l.proto, ln.Addr(), err)
 			}
 		}()

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 // readyLine is the line interop tests parse for the bound address.
 // freePorts are the listen flags that keep a test off the default ports.
 func freePorts() []string {
-	return []string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0"}
+	return []string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"}
 }
 
 var readyLine = regexp.MustCompile(`msg="listener ready" proto=amqp addr=(\S+)`)
@@ -91,9 +91,9 @@ func TestRunLogsBoundAddressAndStops(t *testing.T) {
 	if strings.HasSuffix(addr, ":0") {
 		t.Fatalf("logged addr=%s, want the bound port", addr)
 	}
-	waitFor(t, &log, regexp.MustCompile(`msg="listener ready" proto=mqtt-ws addr=\S+`))
-	if n := strings.Count(log.String(), `msg="listener ready"`); n != 3 {
-		t.Fatalf("%d listener ready lines, want 3 (amqp, mqtt, mqtt-ws):\n%s", n, log.String())
+	waitFor(t, &log, regexp.MustCompile(`msg="listener ready" proto=http addr=\S+`))
+	if n := strings.Count(log.String(), `msg="listener ready"`); n != 4 {
+		t.Fatalf("%d listener ready lines, want 4 (amqp, mqtt, mqtt-ws, http):\n%s", n, log.String())
 	}
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

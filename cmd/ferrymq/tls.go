@@ -44,7 +44,7 @@ type TLSConfig struct {
 
 // tlsWanted reports whether any TLS listener is configured.
 func (c *Config) tlsWanted() bool {
-	return c.AMQPSListen != "" || c.MQTTSListen != "" || c.MQTTWSSListen != ""
+	return c.AMQPSListen != "" || c.MQTTSListen != "" || c.MQTTWSSListen != "" || c.HTTPSListen != ""
 }
 
 // validateTLS checks the tls: block: the names in it, and that the files
