@@ -122,7 +122,7 @@ func (ch *channel) consume(m *wire.BasicConsume) error {
 	s := &sink{ch: ch, tag: tag, noAck: m.NoAck, prefetch: ch.prefetch, exclusive: m.Exclusive, args: m.Arguments}
 	cons, err := q.Consume(core.ConsumeOptions{
 		Tag: tag, NoAck: m.NoAck, Exclusive: m.Exclusive, Priority: priority,
-		Prefetch: ch.prefetch, Shared: ch.limit, Owner: ch.c.id, Arguments: m.Arguments,
+		Prefetch: ch.prefetch, Shared: ch.limit, Owner: ch.c.id, Arguments: m.Arguments, Protocol: "amqp",
 	}, s)
 	if err != nil {
 		return err

@@ -88,7 +88,7 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 	}
 	ds := make(chan core.Delivery, r.l.Window)
 	sink := &outSink{ch: ds, gone: make(chan struct{})}
-	cons, err := r.queue.Load().Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window)}, sink)
+	cons, err := r.queue.Load().Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window), Protocol: "bridge"}, sink)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,9 @@ type ConsumeOptions struct {
 	// Consume, and decodes x-priority into Priority.
 	Owner     uint64
 	Arguments Table
+	// Protocol says who consumes ("amqp", "mqtt", "bridge"); core only
+	// counts consumers by it (VHostCounters.Totals).
+	Protocol string
 }
 
 // DeliverySink receives a consumer's deliveries. The channel implements it.
@@ -52,6 +55,7 @@ type Consumer struct {
 	prefetch uint32
 	shared   *Limit
 	priority int32
+	protocol string
 
 	unacked   uint32 // deliveries not yet settled (guarded by q.mu)
 	blocked   bool   // the sink refused a delivery; waits for Resume (q.mu)

@@ -683,7 +683,7 @@ func (q *Queue) Consume(opts ConsumeOptions, sink DeliverySink) (*Consumer, erro
 	}
 	c := &Consumer{
 		q: q, tag: opts.Tag, sink: sink, noAck: opts.NoAck, prefetch: opts.Prefetch,
-		shared: opts.Shared, priority: opts.Priority,
+		shared: opts.Shared, priority: opts.Priority, protocol: opts.Protocol,
 	}
 	q.consumers = append(q.consumers, c)
 	q.addToLevelLocked(c)

@@ -129,6 +129,21 @@ type VHostCounters struct {
 	// by reason (DropExpired, DropMaxLen, DropRejected; DropMaxLen also
 	// for reject-publish-dlx).
 	DeadLettered [NumDropReasons]uint64
+	// Totals are the vhost's queues now, summed.
+	Totals QueueTotals
+}
+
+// QueueTotals sum the current state of a vhost's queues (RabbitMQ's
+// queue_totals and object_totals).
+type QueueTotals struct {
+	Queues     int
+	Ready      int   // ready messages
+	ReadyBytes int64 // their body bytes
+	Unacked    int   // delivered, not yet settled
+	Consumers  int
+	// ConsumersBy counts the consumers by ConsumeOptions.Protocol ("" for
+	// those that gave none).
+	ConsumersBy map[string]int
 }
 
 // vhostCounters are a vhost's own counters. published sits right after
@@ -186,9 +201,21 @@ func (v *VHost) Counters() VHostCounters {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	c.Queues = v.stats.retired
+	t := &c.Totals
+	t.Queues = len(v.queues)
 	for _, q := range v.queues {
 		q.mu.Lock()
 		c.Queues.add(&q.counters)
+		t.Ready += q.ready
+		t.ReadyBytes += q.readyBytes
+		t.Unacked += len(q.unacked)
+		t.Consumers += len(q.consumers)
+		for _, cons := range q.consumers {
+			if t.ConsumersBy == nil {
+				t.ConsumersBy = make(map[string]int, 3)
+			}
+			t.ConsumersBy[cons.protocol]++
+		}
 		q.mu.Unlock()
 	}
 	return c
@@ -236,4 +263,31 @@ func (v *VHost) EachQueue(fn func(QueueFigures)) {
 		q.mu.Unlock()
 		fn(s)
 	}
+}
+
+// ProtocolConns count the open client connections of one protocol
+// (ConnInfo.Protocol) and their channels.
+type ProtocolConns struct {
+	Protocol              string
+	Connections, Channels int
+}
+
+// ConnectionCounts counts the open connections and channels by protocol,
+// in no particular order, without copying the registry.
+func (b *Broker) ConnectionCounts() []ProtocolConns {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	var out []ProtocolConns
+	for a := range b.conns {
+		i := 0
+		for i < len(out) && out[i].Protocol != a.info.Protocol {
+			i++
+		}
+		if i == len(out) {
+			out = append(out, ProtocolConns{Protocol: a.info.Protocol})
+		}
+		out[i].Connections++
+		out[i].Channels += a.channels
+	}
+	return out
 }

@@ -1,6 +1,8 @@
 package core
 
 import (
+	"context"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -217,5 +219,53 @@ func TestCountersNoAllocs(t *testing.T) {
 	}
 	if got := q.Counters(); got.Published != got.Acked || got.Delivered != got.Acked || got.Acked < 1010 {
 		t.Fatalf("counters %+v", got)
+	}
+}
+
+// TestTotalsAndConnectionCounts checks the current-state sums that the
+// metrics scrape reads: queues, ready, unacked, consumers by protocol, and
+// connections and channels by protocol.
+func TestTotalsAndConnectionCounts(t *testing.T) {
+	users := NewUsers()
+	must(t, users.Put(UserSpec{Name: "u", PasswordHash: HashPassword("pw")}))
+	must(t, users.SetPermissions("u", "/", FullPermissions))
+	b := NewBroker(Options{})
+	defer b.Close()
+	ctx := context.Background()
+	p, err := NewAuth(users).Login(ctx, LoginRequest{Username: "u", Password: "pw"})
+	must(t, err)
+	open := func(proto string, channels int) *Access {
+		a, err := b.Open(ctx, p, "/", ConnInfo{Protocol: proto})
+		must(t, err)
+		for range channels {
+			must(t, a.OpenChannel())
+		}
+		return a
+	}
+	a1, a2, m := open("amqp", 2), open("amqp", 1), open("mqtt", 0)
+	defer a1.Close()
+	defer m.Close()
+	a2.Close()
+	got := map[string]ProtocolConns{}
+	for _, c := range b.ConnectionCounts() {
+		got[c.Protocol] = c
+	}
+	if got["amqp"] != (ProtocolConns{"amqp", 1, 2}) || got["mqtt"] != (ProtocolConns{"mqtt", 1, 0}) || len(got) != 2 {
+		t.Errorf("connection counts %+v", got)
+	}
+
+	v := b.VHost("/")
+	q1, q2 := declareQ(t, v, "q1", nil), declareQ(t, v, "q2", nil)
+	consume(t, q1, ConsumeOptions{Protocol: "amqp"})
+	consume(t, q1, ConsumeOptions{Tag: "c2", Protocol: "amqp"})
+	consume(t, q2, ConsumeOptions{Protocol: "mqtt", Prefetch: 1})
+	publish(t, v, "", "q2", "one")  // delivered, unacked
+	publish(t, v, "", "q2", "two!") // ready: the prefetch of 1 is taken
+	tot := v.Counters().Totals
+	want := QueueTotals{Queues: 2, Ready: 1, ReadyBytes: 4, Unacked: 1, Consumers: 3}
+	by := tot.ConsumersBy
+	tot.ConsumersBy = nil
+	if !reflect.DeepEqual(tot, want) || by["amqp"] != 2 || by["mqtt"] != 1 {
+		t.Errorf("totals %+v by %v, want %+v and amqp 2, mqtt 1", tot, by, want)
 	}
 }

@@ -543,7 +543,7 @@ func (s *session) consume(queue string, qos byte, acks bool) error {
 		return errors.New("queue " + queue + " vanished")
 	}
 	c, err := q.Consume(core.ConsumeOptions{
-		Tag: "mqtt-" + s.clientID, NoAck: !acks, Prefetch: s.prefetch,
+		Tag: "mqtt-" + s.clientID, NoAck: !acks, Prefetch: s.prefetch, Protocol: "mqtt",
 	}, &sink{s: s, queue: queue, qos: qos, acks: acks, idBase: queueIDBase(queue)})
 	if err != nil {
 		return err
