@@ -255,6 +255,8 @@
       start();
     } catch (e) {
       $('login-error').textContent = e.status === 401 ? 'Login failed: wrong username or password, or the user may not use the management API.' : 'Login failed: ' + e.message;
+      $('login-pass').value = ''; // ready for the next try
+      $('login-pass').focus();
     } finally {
       $('login-submit').disabled = false;
     }
