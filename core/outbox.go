@@ -18,20 +18,29 @@ type Outbox struct {
 	Buf     []byte
 	spare   []byte
 	refused []*Consumer
+	// taken is the length of the buffer the writer took and has not
+	// given back: output too, until it is written.
+	taken int
 }
 
 const (
-	// outboxHighWater is where deliveries stop: about one write's worth
-	// for a client that keeps up, little memory for one that does not.
-	outboxHighWater = 1 << 20
+	// outboxHighWater is where deliveries stop, counting what is being
+	// written: about two writes' worth for a client that keeps up, little
+	// memory for one that does not.
+	outboxHighWater = 2 << 20
 	// outboxMaxSpare is the largest buffer kept for reuse after a write:
 	// a burst of big messages should not pin its memory forever.
 	outboxMaxSpare = 4 << 20
 )
 
-// Full reports whether Buf is past the high-water mark: deliveries are
-// refused until the writer takes it.
-func (o *Outbox) Full() bool { return len(o.Buf) >= outboxHighWater }
+// Full reports whether the output not yet written, Buf and what the
+// writer took, is past the high-water mark: deliveries are refused until
+// the writer has written enough of it, so a client that stopped reading
+// holds at most the mark and one message, whatever its queues hold.
+func (o *Outbox) Full() bool { return len(o.Buf)+o.taken >= outboxHighWater }
+
+// Pending is the output not yet written: Buf and what the writer took.
+func (o *Outbox) Pending() int { return len(o.Buf) + o.taken }
 
 // Refuse records that c was refused a delivery, for whatever reason the
 // owner had (a full Buf, a protocol's in-flight limit), so that it is
@@ -55,11 +64,13 @@ func (o *Outbox) TakeRefused() []*Consumer {
 func (o *Outbox) Take() []byte {
 	buf := o.Buf
 	o.Buf, o.spare = o.spare[:0], nil
+	o.taken += len(buf)
 	return buf
 }
 
 // Written takes back a buffer from Take once it is written, for reuse.
 func (o *Outbox) Written(buf []byte) {
+	o.taken = max(o.taken-len(buf), 0)
 	if cap(buf) <= outboxMaxSpare {
 		o.spare = buf[:0]
 	}
@@ -68,5 +79,5 @@ func (o *Outbox) Written(buf []byte) {
 // Reset drops the output and the refused consumers: the connection is
 // going away and its consumers with it.
 func (o *Outbox) Reset() {
-	o.Buf, o.spare, o.refused = nil, nil, nil
+	o.Buf, o.spare, o.refused, o.taken = nil, nil, nil, 0
 }

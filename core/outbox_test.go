@@ -2,7 +2,8 @@ package core
 
 import "testing"
 
-// TestOutbox: deliveries stop at the high-water mark; a written buffer is
+// TestOutbox: deliveries stop at the high-water mark, counting what the
+// writer took until it is written; a written buffer is
 // reused unless a burst made it too big to keep; refused consumers are
 // handed back once; Reset drops both.
 func TestOutbox(t *testing.T) {
@@ -24,10 +25,13 @@ func TestOutbox(t *testing.T) {
 				t.Fatalf("Full = %v, want %v", o.Full(), tc.full)
 			}
 			buf := o.Take()
-			if len(buf) != tc.size || len(o.Buf) != 0 || o.Full() {
-				t.Fatalf("Take: %d bytes, %d left", len(buf), len(o.Buf))
+			if len(buf) != tc.size || len(o.Buf) != 0 || o.Full() != tc.full || o.Pending() != tc.size {
+				t.Fatalf("Take: %d bytes, %d left, full %v, pending %d", len(buf), len(o.Buf), o.Full(), o.Pending())
 			}
 			o.Written(buf)
+			if o.Full() || o.Pending() != 0 {
+				t.Fatalf("written: full %v, pending %d", o.Full(), o.Pending())
+			}
 			o.Buf = append(o.Buf, 'x')
 			o.Take()
 			reused := cap(o.Buf) == cap(buf) && cap(buf) > 0

@@ -34,8 +34,18 @@ type Config struct {
 	// [1024]. More closes the connection with 0x93.
 	ReceiveMaximum uint16
 	// Prefetch caps how many QoS 1 and 2 deliveries a client may have
-	// unacknowledged, below its own receive maximum [1000].
+	// unacknowledged, below its own receive maximum [1000]: Mosquitto's
+	// max_inflight_messages.
 	Prefetch uint16
+	// MaxQueuedMessages and MaxQueuedBytes cap each session's queued
+	// messages beyond those in flight, Mosquitto's max_queued_messages
+	// [1000; negative: no limit] and max_queued_bytes [0: no limit].
+	// Beyond them a QoS 0 delivery is dropped and counted
+	// (SessionDropped); a QoS 1 or 2 one waits on disk in a persistent
+	// session (its queue pages out) and is refused in a clean one (the
+	// publisher gets PUBACK 0x97, an AMQP one a nack).
+	MaxQueuedMessages int
+	MaxQueuedBytes    int64
 	// TopicAliasMaximum is how many topic aliases an MQTT 5 client may
 	// set [64].
 	TopicAliasMaximum uint16
@@ -86,6 +96,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TopicAliasMaximum == 0 {
 		c.TopicAliasMaximum = 64
+	}
+	if c.MaxQueuedMessages == 0 {
+		c.MaxQueuedMessages = 1000
 	}
 	if c.CertUser == nil {
 		c.CertUser = CommonName
@@ -303,6 +316,30 @@ type Stats struct {
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{DroppedTooLarge: s.tooLarge.Load(), SessionsLost: s.lost.Load()}
+}
+
+// SessionDropped returns how many messages were dropped, or refused,
+// beyond the queue limits (MaxQueuedMessages, MaxQueuedBytes) of the
+// session of clientID in vhost since the broker started, whether or not
+// the client is connected; 0 for a session that has no queues.
+func (s *Server) SessionDropped(vhost, clientID string) uint64 {
+	v := s.broker.VHost(vhost)
+	if v == nil {
+		return 0
+	}
+	var n uint64
+	for _, qos := range []byte{0, 1} {
+		if q := v.Queue(sessionQueueName(clientID, qos)); q != nil {
+			n += q.Stats().Discarded
+		}
+	}
+	return n
+}
+
+// backlogLimit is the limit of a session's queue for QoS 0 (qos0) or QoS
+// 1 and 2 subscriptions.
+func (s *Server) backlogLimit(qos0 bool) core.BacklogLimit {
+	return core.BacklogLimit{Messages: int64(max(s.cfg.MaxQueuedMessages, 0)), Bytes: max(s.cfg.MaxQueuedBytes, 0), DropAll: qos0}
 }
 
 // retainFromAMQP keeps a message published by an AMQP client to the MQTT

@@ -289,6 +289,7 @@ func (s *session) writeLoop(partial []byte, done int) {
 		s.mu.Lock()
 		s.out.Written(buf)
 		resume := s.out.TakeRefused()
+		s.drained.Broadcast() // a publisher held by a full output (handlePublish)
 		s.mu.Unlock()
 		for _, r := range settles {
 			r.q.Settle(r.c, []uint64{r.seq}, core.Ack)
@@ -541,6 +542,11 @@ func (s *session) consume(queue string, qos byte, acks bool) error {
 	q := s.vhost.Queue(queue)
 	if q == nil {
 		return errors.New("queue " + queue + " vanished")
+	}
+	// The session's own queues are capped as Mosquitto caps a session
+	// (max_queued_messages); a shared group's queue is not one client's.
+	if qos0 := queue == s.queueName(0); qos0 || queue == s.queueName(1) {
+		q.SetBacklogLimit(s.srv.backlogLimit(qos0))
 	}
 	c, err := q.Consume(core.ConsumeOptions{
 		Tag: "mqtt-" + s.clientID, NoAck: !acks, Prefetch: s.prefetch, Protocol: "mqtt",

@@ -47,8 +47,11 @@ func (s *session) publish(pk *packets.Packet) error {
 		s.mu.Lock()
 		// MQTT 3.1.1 has no receive maximum: a client may pipeline as much
 		// as it likes, so it is slowed down instead - this, its read
-		// goroutine, waits until acknowledgements drain.
-		for s.version < 5 && s.unacked >= limit && !s.closed {
+		// goroutine, waits until acknowledgements drain. A client that
+		// publishes but does not read its acknowledgements waits too,
+		// while its output is full, as an AMQP connection's reader does:
+		// its output never grows past the mark.
+		for ((s.version < 5 && s.unacked >= limit) || s.out.Full()) && !s.closed {
 			s.drained.Wait()
 		}
 		s.unacked++

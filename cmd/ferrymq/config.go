@@ -30,18 +30,29 @@ type Config struct {
 	DebugListen  string `yaml:"debug_listen"`   // Go's pprof at /debug/pprof/; empty: off
 	// HTTPListen serves the management API (and /metrics, the console);
 	// empty: off. HTTPSListen serves it over TLS; empty (the default): off.
-	HTTPListen     string       `yaml:"http_listen"`
-	HTTPSListen    string       `yaml:"https_listen"`
-	DataDir        string       `yaml:"data_dir"`
-	LogLevel       string       `yaml:"log_level"`
-	LogFormat      string       `yaml:"log_format"` // text (slog's key=value) or json
-	Heartbeat      int          `yaml:"heartbeat"`  // seconds
-	FrameMax       uint32       `yaml:"frame_max"`
-	ChannelMax     uint16       `yaml:"channel_max"`
-	MaxMessageSize int          `yaml:"max_message_size"` // bytes
-	MemoryBudget   int64        `yaml:"memory_budget"`    // bytes of stored bodies kept in memory; 0 = never page out
-	DiskFreeLimit  int64        `yaml:"disk_free_limit"`  // bytes; below it persistent publishes block; 0 = the store's default
-	Users          []UserConfig `yaml:"users"`
+	HTTPListen     string `yaml:"http_listen"`
+	HTTPSListen    string `yaml:"https_listen"`
+	DataDir        string `yaml:"data_dir"`
+	LogLevel       string `yaml:"log_level"`
+	LogFormat      string `yaml:"log_format"` // text (slog's key=value) or json
+	Heartbeat      int    `yaml:"heartbeat"`  // seconds
+	FrameMax       uint32 `yaml:"frame_max"`
+	ChannelMax     uint16 `yaml:"channel_max"`
+	MaxMessageSize int    `yaml:"max_message_size"` // bytes
+	MemoryBudget   int64  `yaml:"memory_budget"`    // bytes of stored bodies kept in memory; 0 = never page out
+	DiskFreeLimit  int64  `yaml:"disk_free_limit"`  // bytes; below it persistent publishes block; 0 = the store's default
+	// MemoryLimit is the memory high watermark: a size ("512MiB", "2GB",
+	// bytes), a fraction of the machine's or cgroup's memory ("0.4"), "0"
+	// for none; empty: 0.4 (RabbitMQ's vm_memory_high_watermark).
+	MemoryLimit string `yaml:"memory_limit"`
+	// MaxQueuedMessages and MaxQueuedBytes cap each MQTT session's
+	// queued messages beyond those in flight, Mosquitto's settings of the
+	// same names (0: no limit); MaxInflightMessages caps its QoS 1 and 2
+	// deliveries awaiting acknowledgement.
+	MaxQueuedMessages   int          `yaml:"max_queued_messages"`
+	MaxQueuedBytes      int64        `yaml:"max_queued_bytes"`
+	MaxInflightMessages int          `yaml:"max_inflight_messages"`
+	Users               []UserConfig `yaml:"users"`
 	// VHosts are created at startup ("/" always exists).
 	VHosts []VHostConfig `yaml:"vhosts"`
 	// MaxConnections is the node's connection limit over all listeners; 0: none.
@@ -94,7 +105,9 @@ func defaultConfig() Config {
 		MaxMessageSize: 16 << 20,
 		MemoryBudget:   256 << 20,
 
-		LoginFailureDelay: time.Second,
+		MaxQueuedMessages:   1000,
+		MaxInflightMessages: 1000,
+		LoginFailureDelay:   time.Second,
 	}
 }
 
@@ -114,6 +127,15 @@ func (c *Config) CoreMemoryBudget() int64 {
 		return -1
 	}
 	return c.MemoryBudget
+}
+
+// mqttMaxQueued returns MaxQueuedMessages as mqtt.Config wants it: 0 (no
+// limit) becomes negative, since mqtt.Config reads zero as "the default".
+func (c *Config) mqttMaxQueued() int {
+	if c.MaxQueuedMessages == 0 {
+		return -1
+	}
+	return c.MaxQueuedMessages
 }
 
 // SlogLevel returns the slog level named by LogLevel. It assumes the config
@@ -185,6 +207,18 @@ func (c *Config) validate() error {
 	}
 	if c.MemoryBudget < 0 {
 		check(fmt.Errorf("memory_budget %d: want bytes >= 0 (0 = never page out)", c.MemoryBudget))
+	}
+	if _, err := parseMemoryLimit(c.MemoryLimit, 1<<30); err != nil {
+		check(err)
+	}
+	if c.MaxQueuedMessages < 0 {
+		check(fmt.Errorf("max_queued_messages %d: want >= 0 (0 = no limit)", c.MaxQueuedMessages))
+	}
+	if c.MaxQueuedBytes < 0 {
+		check(fmt.Errorf("max_queued_bytes %d: want bytes >= 0 (0 = no limit)", c.MaxQueuedBytes))
+	}
+	if c.MaxInflightMessages < 1 || c.MaxInflightMessages > 65535 {
+		check(fmt.Errorf("max_inflight_messages %d: want 1..65535", c.MaxInflightMessages))
 	}
 	check(c.validateTLS())
 	if c.MaxConnections < 0 {
@@ -321,6 +355,10 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&bl.Overflow, "bridge-overflow", "block", "what a full --bridge-url buffer does: `block` (refuse publishes) or drop-oldest")
 	fs.Int64Var(&f.DiskFreeLimit, "disk-free-limit", def.DiskFreeLimit, "free `bytes` the data directory's disk must keep; below it publishers are blocked (0 = 192 MiB)")
 	fs.Int64Var(&f.MemoryBudget, "memory-budget", def.MemoryBudget, "`bytes` of persistent message bodies kept in memory before queues page them out to disk (0 = never)")
+	fs.StringVar(&f.MemoryLimit, "memory-limit", "", "memory high `limit`: a size (512MiB, 2GB, bytes) or a fraction of memory (0.4); above it publishers are blocked until memory falls below 90% of it (default 0.4 of the machine's or cgroup's memory; 0 = none)")
+	fs.IntVar(&f.MaxQueuedMessages, "max-queued-messages", def.MaxQueuedMessages, "most `messages` queued per MQTT session beyond those in flight: QoS 0 beyond it is dropped, QoS 1/2 waits on disk (persistent session) or is refused (0 = no limit)")
+	fs.Int64Var(&f.MaxQueuedBytes, "max-queued-bytes", 0, "most `bytes` queued per MQTT session beyond those in flight, as --max-queued-messages (0 = no limit)")
+	fs.IntVar(&f.MaxInflightMessages, "max-inflight-messages", def.MaxInflightMessages, "most QoS 1 and 2 `deliveries` per MQTT client awaiting acknowledgement")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(output, "Usage: ferrymq [flags]\n\nferrymq is an AMQP 0-9-1 and MQTT 3.1.1/5 broker. Flags given here override the --config file.\n\nFlags:\n")
@@ -422,6 +460,14 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MemoryBudget = f.MemoryBudget
 		case "disk-free-limit":
 			cfg.DiskFreeLimit = f.DiskFreeLimit
+		case "memory-limit":
+			cfg.MemoryLimit = f.MemoryLimit
+		case "max-queued-messages":
+			cfg.MaxQueuedMessages = f.MaxQueuedMessages
+		case "max-queued-bytes":
+			cfg.MaxQueuedBytes = f.MaxQueuedBytes
+		case "max-inflight-messages":
+			cfg.MaxInflightMessages = f.MaxInflightMessages
 		case "node-name":
 			cfg.NodeName = f.NodeName
 		case "max-connections":

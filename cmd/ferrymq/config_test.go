@@ -32,7 +32,7 @@ func TestLoadConfig(t *testing.T) {
 			want: Config{
 				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/tmp/x", LogLevel: "DEBUG", LogFormat: "text",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
-				LoginFailureDelay: time.Second,
+				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
 				Users:             []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
 			},
 		},
@@ -50,7 +50,7 @@ users:
 			want: Config{
 				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "./data", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
-				LoginFailureDelay: time.Second,
+				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
 					Tags: []string{"administrator", "monitoring"}}},
 			},
@@ -69,7 +69,7 @@ users:
 			want: Config{
 				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/var/lib/ferrymq", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
-				LoginFailureDelay: time.Second,
+				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
 				// Both are kept; users are applied in order, so the flag wins.
 				Users: []UserConfig{{Name: "alice", Password: "from-file"}, {Name: "alice", Password: "from-flag"}},
 			},
@@ -113,6 +113,24 @@ users:
 		{name: "memory budget zero never pages", args: []string{"--memory-budget", "0"}, want: func() Config { c := defaultConfig(); c.MemoryBudget = 0; return c }()},
 		{name: "memory budget negative", args: []string{"--memory-budget", "-5"}, wantErr: "memory_budget -5"},
 		{name: "heartbeat negative", args: []string{"--heartbeat", "-1"}, wantErr: "heartbeat -1"},
+		{name: "memory limit flag", args: []string{"--memory-limit", "512MiB"}, want: func() Config { c := defaultConfig(); c.MemoryLimit = "512MiB"; return c }()},
+		{name: "memory limit fraction in file", file: "memory_limit: 0.5\n", want: func() Config { c := defaultConfig(); c.MemoryLimit = "0.5"; return c }()},
+		{name: "memory limit bad", args: []string{"--memory-limit", "lots"}, wantErr: `memory_limit "lots"`},
+		{name: "memory limit fraction above 1", file: "memory_limit: 1.5\n", wantErr: `memory_limit "1.5": a fraction`},
+		{name: "mqtt session limits", args: []string{"--max-queued-messages", "0", "--max-queued-bytes", "1048576", "--max-inflight-messages", "20"},
+			want: func() Config {
+				c := defaultConfig()
+				c.MaxQueuedMessages, c.MaxQueuedBytes, c.MaxInflightMessages = 0, 1<<20, 20
+				return c
+			}()},
+		{name: "mqtt session limits in file", file: "max_queued_messages: 50\nmax_queued_bytes: 100\nmax_inflight_messages: 10\n",
+			want: func() Config {
+				c := defaultConfig()
+				c.MaxQueuedMessages, c.MaxQueuedBytes, c.MaxInflightMessages = 50, 100, 10
+				return c
+			}()},
+		{name: "max inflight zero", args: []string{"--max-inflight-messages", "0"}, wantErr: "max_inflight_messages 0"},
+		{name: "max queued negative", args: []string{"--max-queued-messages", "-1"}, wantErr: "max_queued_messages -1"},
 		{name: "max keepalive flag", args: []string{"--max-keepalive", "120"}, want: func() Config { c := defaultConfig(); c.MaxKeepalive = 120; return c }()},
 		{name: "max keepalive file", file: "max_keepalive: 300\n", want: func() Config { c := defaultConfig(); c.MaxKeepalive = 300; return c }()},
 		{name: "max keepalive too large", args: []string{"--max-keepalive", "65536"}, wantErr: "max_keepalive 65536"},
@@ -230,5 +248,46 @@ bridges:
 func TestLoadConfigVersion(t *testing.T) {
 	if _, err := loadConfig([]string{"--version"}, io.Discard); !errors.Is(err, errVersion) {
 		t.Fatalf("loadConfig(--version) = %v, want errVersion", err)
+	}
+}
+
+// TestParseMemoryLimit: sizes with IEC and SI units, bytes, fractions of
+// the machine's memory, 0 for none, the default 0.4, and what is refused.
+func TestParseMemoryLimit(t *testing.T) {
+	const total = 10 << 30
+	for _, tc := range []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{"", 4 << 30, ""},
+		{"0.4", 4 << 30, ""},
+		{"1.0", 10 << 30, ""},
+		{"0", 0, ""},
+		{"512MiB", 512 << 20, ""},
+		{"512M", 512 << 20, ""},
+		{"2GB", 2e9, ""},
+		{"1.5GiB", 3 << 29, ""},
+		{"100kB", 100e3, ""},
+		{"1073741824", 1 << 30, ""},
+		{" 64 MiB ", 64 << 20, ""},
+		{"1.5", 0, "a fraction of memory is at most 1"},
+		{"-1", 0, "want a size"},
+		{"lots", 0, "want a size"},
+		{"12XB", 0, "want a size"},
+	} {
+		got, err := parseMemoryLimit(tc.in, total)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseMemoryLimit(%q) = %d, %v; want an error with %q", tc.in, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseMemoryLimit(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	if tm := totalMemory(); tm <= 0 {
+		t.Errorf("totalMemory() = %d: neither /proc/meminfo nor the cgroup was read", tm)
 	}
 }

@@ -155,6 +155,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget(), MaxConnections: cfg.MaxConnections})
 	alarms.Store(broker)
 	cleanup.push(func(context.Context) { broker.Close() })
+	stopMemory := startMemoryLimit(broker, &cfg, logger)
+	cleanup.push(func(context.Context) { stopMemory() })
 	addVHosts(broker, cfg.VHosts)
 	start := time.Now()
 	if err := broker.Recover(store); err != nil {
@@ -206,7 +208,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 
 	mq, err := mqtt.NewServer(broker, mqtt.Config{Auth: auth, LoginFailureDelay: cfg.loginFailureDelay(), Retained: store, Logger: logger,
 		UseIdentityAsUsername: cfg.TLS.UseIdentityAsUsername, CertUser: certUser, AllowedOrigins: cfg.WSAllowedOrigins,
-		MaxKeepalive: uint16(cfg.MaxKeepalive)})
+		MaxKeepalive: uint16(cfg.MaxKeepalive), MaxQueuedMessages: cfg.mqttMaxQueued(), MaxQueuedBytes: cfg.MaxQueuedBytes,
+		Prefetch: uint16(cfg.MaxInflightMessages)})
 	if err != nil {
 		return fail("cannot start MQTT", "err", err)
 	}
