@@ -221,15 +221,21 @@ func (v *VHost) Counters() VHostCounters {
 	return c
 }
 
-// VHostCounters returns the counters of every vhost, in no particular
-// order.
-func (b *Broker) VHostCounters() []VHostCounters {
+// vhostList returns the vhosts, in no particular order.
+func (b *Broker) vhostList() []*VHost {
 	b.mu.RLock()
+	defer b.mu.RUnlock()
 	vs := make([]*VHost, 0, len(b.vhosts))
 	for _, v := range b.vhosts {
 		vs = append(vs, v)
 	}
-	b.mu.RUnlock()
+	return vs
+}
+
+// VHostCounters returns the counters of every vhost, in no particular
+// order.
+func (b *Broker) VHostCounters() []VHostCounters {
+	vs := b.vhostList()
 	out := make([]VHostCounters, 0, len(vs))
 	for _, v := range vs {
 		out = append(out, v.Counters())
@@ -288,6 +294,16 @@ func (b *Broker) ConnectionCounts() []ProtocolConns {
 		}
 		out[i].Connections++
 		out[i].Channels += a.channels
+	}
+	return out
+}
+
+// QueueFigures returns the figures of every queue of every vhost, in no
+// particular order (see VHost.EachQueue).
+func (b *Broker) QueueFigures() []QueueFigures {
+	var out []QueueFigures
+	for _, v := range b.vhostList() {
+		v.EachQueue(func(f QueueFigures) { out = append(out, f) })
 	}
 	return out
 }
