@@ -40,6 +40,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/cmd/ferrymq/metrics"
 	"github.com/ferrymq/ferrymq/cmd/ferrymq/mgmt"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt"
@@ -225,6 +226,12 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 
 	// The management API: last to start, first to stop.
 	mg := mgmt.New(mgmt.Options{Broker: broker, Auth: auth, Users: users, Logger: logger, Node: node})
+	// Prometheus metrics on the same listener, without authentication, as
+	// RabbitMQ's prometheus plugin serves them (Prometheus scrape configs
+	// carry no credentials): counts and names, no message content.
+	exp := metrics.New(metrics.Sources{Broker: broker, Store: store, Bridges: bridges.Status, Version: buildVersion()})
+	mg.Handle(metrics.Path, exp)
+	mg.Handle(metrics.PerObjectPath, exp)
 	cleanup.push(func(ctx context.Context) {
 		if err := mg.Shutdown(ctx); err != nil {
 			logger.Warn("http shutdown incomplete", "err", err)
