@@ -83,6 +83,7 @@ func (s *Server) overview(w http.ResponseWriter, r *Request) {
 	b := s.opts.Broker
 	var ot totals
 	var qt queueTotals
+	var total, rate counts
 	for _, vh := range b.VHostNames() {
 		if !r.vhostAllowed(vh) {
 			continue
@@ -91,14 +92,14 @@ func (s *Server) overview(w http.ResponseWriter, r *Request) {
 		if v == nil {
 			continue
 		}
+		c := v.Counters()
 		ot.Exchanges += v.ExchangeCount()
-		for _, q := range v.QueueList() {
-			st := q.Stats()
-			ot.Queues++
-			ot.Consumers += st.Consumers
-			qt.MessagesReady += st.Messages
-			qt.MessagesUnacked += st.Unacked
-		}
+		ot.Queues += c.Totals.Queues
+		ot.Consumers += c.Totals.Consumers
+		qt.MessagesReady += c.Totals.Ready
+		qt.MessagesUnacked += c.Totals.Unacked
+		total.add(fromCounters(c.Published, c.Queues))
+		rate.add(s.vhostRate(vh))
 	}
 	qt.Messages = qt.MessagesReady + qt.MessagesUnacked
 	for _, c := range b.Connections() {
@@ -128,7 +129,7 @@ func (s *Server) overview(w http.ResponseWriter, r *Request) {
 		"node":                          s.node(),
 		"listeners":                     s.listenersJSON(),
 		"contexts":                      []map[string]any{},
-		"message_stats":                 map[string]any{},
+		"message_stats":                 messageStats(total, rate),
 		"churn_rates":                   map[string]any{},
 	}
 	writeJSON(w, http.StatusOK, ov)

@@ -192,3 +192,60 @@ func cutColumns(items []map[string]any, cols [][]string) []map[string]any {
 	}
 	return out
 }
+
+// writeListOf is writeList for a long list of objects: when the order is
+// by name (no sort, or sort=name), filtering and paging happen on the
+// objects, already in name order, and only the page is rendered.
+// Otherwise every object is rendered and writeList does the rest.
+func writeListOf[T any](w http.ResponseWriter, r *Request, objs []T, name func(T) string, render func(T) map[string]any) {
+	q := r.URL.Query()
+	if s := q.Get("sort"); s != "" && s != "name" {
+		items := make([]map[string]any, len(objs))
+		for i, o := range objs {
+			items[i] = render(o)
+		}
+		writeList(w, r, items)
+		return
+	}
+	lq, ok := parseListQuery(w, r)
+	if !ok {
+		return
+	}
+	total := len(objs)
+	if lq.re != nil {
+		kept := objs[:0:0]
+		for _, o := range objs {
+			if lq.re.MatchString(name(o)) {
+				kept = append(kept, o)
+			}
+		}
+		objs = kept
+	}
+	if lq.reverse {
+		objs = slices.Clone(objs)
+		slices.Reverse(objs)
+	}
+	filtered := len(objs)
+	if lq.paged {
+		pageCount := (filtered + lq.size - 1) / lq.size
+		if lq.page > max(pageCount, 1) {
+			badRequest(w, fmt.Sprintf("page out of range, page: %d page size: %d, len: %d", lq.page, lq.size, filtered))
+			return
+		}
+		start := min((lq.page-1)*lq.size, filtered)
+		objs = objs[start:min(start+lq.size, filtered)]
+	}
+	items := make([]map[string]any, len(objs))
+	for i, o := range objs {
+		items[i] = render(o)
+	}
+	items = cutColumns(items, lq.columns)
+	if !lq.paged {
+		writeJSON(w, http.StatusOK, items)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"filtered_count": filtered, "item_count": len(items), "items": items, "page": lq.page,
+		"page_count": (filtered + lq.size - 1) / lq.size, "page_size": lq.size, "total_count": total,
+	})
+}

@@ -46,12 +46,15 @@ type listener struct {
 // Server serves the operations API. Make it with New, add routes and
 // handlers before Serve.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	mux     *http.ServeMux
-	api     router
-	started time.Time
-	httpSrv *http.Server
+	opts     Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	api      router
+	started  time.Time
+	httpSrv  *http.Server
+	rates    rateState
+	stop     chan struct{} // closed by Shutdown: the rate sampler ends
+	stopOnce sync.Once
 
 	lnMu      sync.Mutex
 	listeners []listener // guarded by lnMu
@@ -71,7 +74,7 @@ func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), started: time.Now()}
+	s := &Server{opts: opts, log: opts.Logger, mux: http.NewServeMux(), started: time.Now(), stop: make(chan struct{})}
 	s.routes()
 	s.mux.Handle("/api/", http.HandlerFunc(s.serveAPI))
 	s.httpSrv = &http.Server{
@@ -79,6 +82,7 @@ func New(opts Options) *Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
+	go s.sampleLoop(s.stop)
 	return s
 }
 
@@ -108,6 +112,7 @@ func (s *Server) Serve(ln net.Listener) error { return s.httpSrv.Serve(ln) }
 // Shutdown stops the listeners and waits for requests in progress, until
 // ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
 	err := s.httpSrv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.httpSrv.Close()
