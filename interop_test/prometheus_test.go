@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -229,6 +230,17 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 		}
 		return nil
 	})
+	// Every query of the Grafana dashboard is valid PromQL for a real
+	// Prometheus.
+	for _, q := range dashboardExprs(t) {
+		q = strings.NewReplacer("$instance", ".*", "$vhost", ".*", "$__rate_interval", "1m").Replace(q)
+		var data struct {
+			Result []json.RawMessage `json:"result"`
+		}
+		if err := promGet(prom, "/api/v1/query?query="+url.QueryEscape(q), &data); err != nil {
+			t.Errorf("dashboard query: %v", err)
+		}
+	}
 	// What else the scrape stored: the queue's ready messages, and the
 	// AMQP connection.
 	for q, want := range map[string]float64{
@@ -240,4 +252,40 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 			t.Errorf("%s = %v (%v), want %v", q, v, err, want)
 		}
 	}
+}
+
+// dashboardExprs returns the PromQL expressions ("expr") of the Grafana
+// dashboard in the repository.
+func dashboardExprs(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "cmd", "ferrymq", "metrics", "grafana-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("grafana-dashboard.json: %v", err)
+	}
+	var out []string
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if s, ok := e.(string); ok && k == "expr" {
+					out = append(out, s)
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	if len(out) == 0 {
+		t.Fatal("no expressions in the dashboard")
+	}
+	return out
 }
