@@ -5,6 +5,7 @@ package interop_test
 import (
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,13 @@ import (
 	"testing"
 	"time"
 )
+
+// suiteHTTPAddr is where the suite's recovery tests (recovery_test.go)
+// find the management API: internal/utils hard-wires
+// http://localhost:15672/api/connections to find and drop connections.
+// This test therefore takes the fixed port 15672, and helpers run it
+// under flock /tmp/port15672.lock (make interop-amqp091 does).
+const suiteHTTPAddr = "127.0.0.1:15672"
 
 // suiteSkips are the tests of amqp091-go's integration suite that need
 // something of RabbitMQ's other than AMQP 0-9-1, or that only work against a
@@ -25,10 +33,6 @@ import (
 // dials AMQP_URL; TestPlaintextDialTLS dials AMQP_URL with DialTLS over a
 // plain amqp:// URL, which needs only the plaintext listener.
 var suiteSkips = []struct{ pattern, reason string }{
-	// All 18 recovery tests (recovery_test.go) drop the client's connection
-	// through the management HTTP API, hard-wired to localhost:15672
-	// (internal/utils.DropConnection); ferrymq has no management API yet.
-	{`^TestConnectionRecovery`, "drops connections through the management API on localhost:15672"},
 	// Raises an alarm with `rabbitmqctl set_vm_memory_high_watermark`,
 	// run directly or through `docker exec` (RABBITMQ_RABBITMQCTL_PATH).
 	{`^TestConnection_Close_WhenMemoryAlarmIsActive$`, "drives rabbitmqctl to raise a memory alarm"},
@@ -89,7 +93,15 @@ func TestAMQP091Suite(t *testing.T) {
 		t.Fatalf("copy %s: %v", src, err)
 	}
 
-	b := StartBroker(t)
+	// Fail clearly rather than let 18 recovery tests fail one by one
+	// against whatever holds the port.
+	if ln, err := net.Listen("tcp", suiteHTTPAddr); err != nil {
+		t.Fatalf("the amqp091-go recovery tests need the management API on %s (hard-wired in the suite), which is taken: %v; "+
+			"stop what listens there (a RabbitMQ?) and run under flock /tmp/port15672.lock", suiteHTTPAddr, err)
+	} else {
+		ln.Close()
+	}
+	b := StartBroker(t, "--http-listen", suiteHTTPAddr)
 
 	// The suite's own -timeout must fire before ours, so that it reports
 	// which test hung instead of being killed without a word.
