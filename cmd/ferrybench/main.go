@@ -97,7 +97,11 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.conns, "conns", 10000, "connections for idle-mqtt-conns")
 	fs.IntVar(&cfg.queues, "queues", 10000, "queues for amqp-topology-10k, 10 bindings each")
 	fs.DurationVar(&cfg.drainIdle, "drain-idle", 3*time.Second, "after publishing, stop waiting for missing messages after this long without one")
-	fs.StringVar(&cfg.edgeBin, "edge-bin", "bin/ferrymq", "bridge-drain-*: the ferrymq `binary` started as the edge whose bridge drains into the broker under test")
+	fs.StringVar(&cfg.edgeBin, "edge-bin", "bin/ferrymq", "bridge-drain-*: the ferrymq `binary` started as the edge whose bridge drains into the broker under test; chaos-soak: the one it starts, kills and restarts")
+	fs.DurationVar(&cfg.killEvery, "kill-every", 10*time.Second, "chaos-soak: mean `time` between SIGKILLs of the broker (each wait is 0.5-1.5 times it)")
+	fs.StringVar(&cfg.brokerArgs, "broker-args", "", "chaos-soak: extra `flags` for the ferrymq it starts, space-separated (e.g. \"--memory-limit 512MiB\")")
+	fs.IntVar(&cfg.maxRSSMiB, "max-rss", 0, "chaos-soak: fail if the broker's peak RSS passes this many `MiB` (0: report only)")
+	fs.IntVar(&cfg.chaosRate, "chaos-rate", 300, "chaos-soak: messages per second per publisher (4 publishers)")
 	fs.BoolVar(&cfg.plainConns, "plain-conns", false, "write each client write straight to its socket, without coalescing (the latency scenarios always do)")
 	fs.BoolVar(&progress, "progress", true, "print a progress line on stderr every second")
 	fs.BoolVar(&list, "list", false, "list the scenarios and exit")
@@ -262,6 +266,9 @@ func makePlan(names string, cfg *config) ([]planned, error) {
 		name = strings.TrimSpace(name)
 		if name == "all" {
 			for _, sc := range scenarios {
+				if sc.explicit {
+					continue
+				}
 				add(sc, true)
 			}
 			continue

@@ -35,9 +35,13 @@ type config struct {
 	conns       int   // idle-mqtt-conns
 	queues      int   // amqp-topology-10k
 	drainIdle   time.Duration
-	edgeBin     string    // bridge-drain-*: the ferrymq binary run as the edge
-	plainConns  bool      // no batchConn: to see how much the client's write coalescing matters
-	progress    io.Writer // nil: no progress lines
+	edgeBin     string        // bridge-drain-*, chaos-soak: the ferrymq binary run as the edge / broker under test
+	killEvery   time.Duration // chaos-soak: mean time between SIGKILLs
+	brokerArgs  string        // chaos-soak: extra ferrymq flags (--memory-limit 512MiB)
+	maxRSSMiB   int           // chaos-soak: fail when the broker's peak RSS passes this; 0: not checked
+	chaosRate   int           // chaos-soak: messages per second per publisher
+	plainConns  bool          // no batchConn: to see how much the client's write coalescing matters
+	progress    io.Writer     // nil: no progress lines
 	progressTTY bool
 }
 
