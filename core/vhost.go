@@ -411,6 +411,53 @@ func (v *VHost) unbindQueueLocked(queue, exchange, key string, args Table, owner
 	return nil
 }
 
+// ReplaceQueueBindings removes the bindings in remove (as UnbindQueue
+// would) and binds queue to exchange with key and args, as one change to
+// the topology: a message published meanwhile is routed by the old
+// bindings or by the new one, never by neither. The MQTT listener
+// replaces a subscription this way, which clients repeat on every
+// reconnect; unbinding first lost what was published in between.
+func (v *VHost) ReplaceQueueBindings(remove []Binding, queue, exchange, key string, args Table) error {
+	return v.topology(func() error {
+		x, q, err := v.queueBindingLocked(queue, exchange, 0)
+		if err != nil {
+			return err
+		}
+		if err := validateBinding(x, args); err != nil {
+			return err
+		}
+		// Routing reads the exchange's index under x.mu alone, so the
+		// old bindings leave it and the new one enters it in one hold.
+		type removed struct {
+			b *Binding
+			q *Queue
+		}
+		var gone []removed
+		nb := &Binding{Source: x.name, Destination: q.name, RoutingKey: key, Arguments: args, Target: q}
+		x.mu.Lock()
+		for _, r := range remove {
+			rq := v.queues[r.Destination]
+			if r.Source != x.name || rq == nil {
+				continue
+			}
+			if b := x.m.remove(&Binding{Source: x.name, Destination: rq.name, RoutingKey: r.RoutingKey, Arguments: r.Arguments}); b != nil {
+				gone = append(gone, removed{b, rq})
+			}
+		}
+		added := x.m.add(nb)
+		x.mu.Unlock()
+		for _, g := range gone {
+			delete(g.q.bindings, g.b)
+			v.forgetBindingLocked(x, g.b)
+		}
+		if added {
+			q.bindings[nb] = struct{}{}
+			v.rememberBindingLocked(x, nb)
+		}
+		return nil
+	})
+}
+
 // BindExchange is exchange.bind: messages reaching source are also routed
 // through destination. Errors: the default exchange on either side -> 403;
 // absent source, then destination -> 404; invalid headers x-match -> 406.

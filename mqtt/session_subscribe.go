@@ -73,10 +73,12 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	// which may be in the other QoS queue. A shared group's bindings are
 	// all its members': only this member's own entry goes.
 	var had bool
+	var old []core.Binding
 	if shared {
 		had = s.dropSub(queue, f.Filter)
 	} else {
-		had = s.unbind(f.Filter)
+		old = s.filterBindings(f.Filter)
+		had = len(old) > 0
 	}
 	args := core.Table{argFilter: f.Filter, argQoS: int8(qos)}
 	if f.NoLocal {
@@ -88,8 +90,18 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	if f.Identifier > 0 {
 		args[argSubID] = int32(f.Identifier)
 	}
-	if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args, 0); err != nil {
-		return s.failure(packets.ErrUnspecifiedError), nil, err
+	if shared {
+		if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args, 0); err != nil {
+			return s.failure(packets.ErrUnspecifiedError), nil, err
+		}
+	} else {
+		// The old binding goes and the new one comes in one step: a
+		// client subscribing again (every reconnect) misses nothing
+		// published meanwhile.
+		if err := s.vhost.ReplaceQueueBindings(old, queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args); err != nil {
+			return s.failure(packets.ErrUnspecifiedError), nil, err
+		}
+		s.forgetSub(f.Filter)
 	}
 	if shared {
 		if err := s.joinGroup(queue, args); err != nil {
@@ -136,19 +148,38 @@ func (s *session) ensureQueue(name string, durable, shared bool) error {
 // unbind removes the binding of a filter from the session's queues and
 // reports whether there was one.
 func (s *session) unbind(full string) bool {
-	queues := []string{s.queueName(0), s.queueName(1)}
-	if group, filter, shared := topic.Shared(full); shared {
-		queues = []string{sharedQueueName(group, filter)}
+	old := s.filterBindings(full)
+	for _, b := range old {
+		s.vhost.UnbindQueue(b.Destination, b.Source, b.RoutingKey, b.Arguments, 0)
 	}
-	found := false
-	for _, queue := range queues {
+	s.forgetSub(full)
+	return len(old) > 0
+}
+
+// filterQueues are the queues a filter's binding may be on.
+func (s *session) filterQueues(full string) []string {
+	if group, filter, shared := topic.Shared(full); shared {
+		return []string{sharedQueueName(group, filter)}
+	}
+	return []string{s.queueName(0), s.queueName(1)}
+}
+
+// filterBindings returns the bindings of a filter on the session's queues.
+func (s *session) filterBindings(full string) []core.Binding {
+	var out []core.Binding
+	for _, queue := range s.filterQueues(full) {
 		for _, b := range s.vhost.QueueBindings(queue) {
-			if b.Arguments[argFilter] != full || b.Source != s.srv.cfg.Exchange {
-				continue
+			if b.Arguments[argFilter] == full && b.Source == s.srv.cfg.Exchange {
+				out = append(out, b)
 			}
-			s.vhost.UnbindQueue(queue, b.Source, b.RoutingKey, b.Arguments, 0)
-			found = true
 		}
+	}
+	return out
+}
+
+// forgetSub removes a filter from the session's own subscription lists.
+func (s *session) forgetSub(full string) {
+	for _, queue := range s.filterQueues(full) {
 		s.mu.Lock()
 		if old, ok := s.subs[queue]; ok {
 			subs := old[:0]
@@ -161,7 +192,6 @@ func (s *session) unbind(full string) bool {
 		}
 		s.mu.Unlock()
 	}
-	return found
 }
 
 // dropSub removes a subscription from the session's own list for queue
