@@ -255,6 +255,8 @@ func (c *Config) listenAddrs() []listenAddr {
 		{"mqtts_listen", c.MQTTSListen},
 		{"mqtt_wss_listen", c.MQTTWSSListen},
 		{"debug_listen", c.DebugListen},
+		{"http_listen", c.HTTPListen},
+		{"https_listen", c.HTTPSListen},
 	}
 }
 

@@ -33,7 +33,7 @@ func TestLoadConfig(t *testing.T) {
 				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/tmp/x", LogLevel: "DEBUG", LogFormat: "text",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
 				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
-				Users:             []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
+				Users: []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
 			},
 		},
 		{
@@ -147,6 +147,7 @@ users:
 		{name: "listen address without port", args: []string{"--mqtt-listen", "127.0.0.1"}, wantErr: `mqtt_listen "127.0.0.1": want host:port or :port (missing port in address)`},
 		{name: "listen port out of range", args: []string{"--amqp-listen", ":70000"}, wantErr: `amqp_listen ":70000": port 70000 out of range`},
 		{name: "listen port unknown name", file: "debug_listen: localhost:nosuchservice\n", wantErr: `debug_listen "localhost:nosuchservice": unknown port "nosuchservice"`},
+		{name: "http listen address without port", args: []string{"--http-listen", "0.0.0.0"}, wantErr: `http_listen "0.0.0.0": want host:port`},
 		{name: "listen port by service name", args: []string{"--amqp-listen", "127.0.0.1:amqp"}, want: func() Config { c := defaultConfig(); c.AMQPListen = "127.0.0.1:amqp"; return c }()},
 		{name: "bridge flag without bridge url", args: []string{"--bridge-name", "cloud", "--bridge-topic", "a/#"}, wantErr: "--bridge-name, --bridge-topic set without --bridge-url"},
 		{name: "bad bridge url flag", args: []string{"--bridge-url", "http://x:1"}, wantErr: `bridge upstream: url scheme "http"`},

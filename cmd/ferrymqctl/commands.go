@@ -65,6 +65,9 @@ var listings = map[string]listing{
 		{"subscriptions", "subscriptions", formatSubscriptions}, {"queued", "queued", nil}, {"inflight", "inflight", nil},
 		{"last_seen", "last_seen", formatTime},
 	}},
+	"retained": {all: []string{"mqtt", "retained"}, inVHost: []string{"mqtt", "retained"}, cols: []column{
+		{"vhost", "vhost", nil}, {"topic", "topic", nil}, {"qos", "qos", nil}, {"payload_bytes", "payload_bytes", nil},
+	}},
 	"bridges": {all: []string{"bridges"}, cols: []column{
 		{"name", "name", nil}, {"upstream", "upstream", nil}, {"state", "state", nil}, {"backlog", "backlog_messages", nil},
 		{"forwarded", "forwarded", nil}, {"received", "received", nil}, {"dropped", "dropped", nil},

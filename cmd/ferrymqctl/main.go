@@ -3,7 +3,7 @@
 // RabbitMQ's management plugin), with rabbitmqctl's habits:
 //
 //	ferrymqctl status
-//	ferrymqctl list queues|exchanges|bindings|connections|channels|consumers|sessions|bridges|users|vhosts|permissions [--json]
+//	ferrymqctl list queues|exchanges|bindings|connections|channels|consumers|sessions|retained|bridges|users|vhosts|permissions [--json]
 //	ferrymqctl purge <queue>
 //	ferrymqctl delete queue|exchange <name>
 //	ferrymqctl close-connection <name> [reason]
@@ -77,7 +77,7 @@ const usageText = `Usage: ferrymqctl [flags] <command> [args]
 Commands:
   status                                  the broker's overview: version, totals, rates, listeners, alarms
   list <what>                             a table (or --json) of queues, exchanges, bindings, connections,
-                                          channels, consumers, sessions (MQTT), bridges, users, vhosts, permissions
+                                          channels, consumers, sessions and retained (MQTT), bridges, users, vhosts, permissions
   purge <queue>                           remove every ready message of a queue
   delete queue|exchange <name>            delete one (--if-unused, --if-empty for queues)
   close-connection <name> [reason]        close an AMQP (320 CONNECTION_FORCED) or MQTT connection
@@ -130,8 +130,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // parseArgs reads the global flags wherever they stand among the
 // positional arguments, as rabbitmqctl takes -p after the command.
 func parseArgs(args []string, stderr io.Writer) (options, []string, error) {
+	// An empty variable counts as unset, as in most shells' habits.
 	env := func(key, def string) string {
-		if v, ok := os.LookupEnv(key); ok {
+		if v := os.Getenv(key); v != "" {
 			return v
 		}
 		return def
@@ -143,7 +144,8 @@ func parseArgs(args []string, stderr io.Writer) (options, []string, error) {
 	fs.StringVar(&o.url, "url", env("FERRYMQ_URL", "http://localhost:15672"), "management API base `URL` (env FERRYMQ_URL)")
 	fs.StringVar(&o.user, "user", env("FERRYMQ_USER", "guest"), "user `name` (env FERRYMQ_USER)")
 	fs.StringVar(&o.password, "password", env("FERRYMQ_PASSWORD", "guest"), "`password` (env FERRYMQ_PASSWORD)")
-	vhostEnv, vhostFromEnv := os.LookupEnv("FERRYMQ_VHOST")
+	vhostEnv := os.Getenv("FERRYMQ_VHOST")
+	vhostFromEnv := vhostEnv != ""
 	if !vhostFromEnv {
 		vhostEnv = "/"
 	}
@@ -178,7 +180,7 @@ func parseArgs(args []string, stderr io.Writer) (options, []string, error) {
 		args = rest[1:]
 	}
 	o.vhostSet = vhostFromEnv
-	_, o.userSet = os.LookupEnv("FERRYMQ_USER")
+	o.userSet = os.Getenv("FERRYMQ_USER") != ""
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "vhost":
