@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"runtime"
 	"runtime/metrics"
 	"sync"
 	"sync/atomic"
@@ -93,10 +94,22 @@ type MemoryLimit struct {
 // DefaultMemoryCheckInterval is MemoryLimit.Interval's default.
 const DefaultMemoryCheckInterval = 250 * time.Millisecond
 
+// gcEvery is how many readings apart the watch collects garbage while the
+// memory alarm is raised (see memWatch.gc): a second at the default
+// interval.
+const gcEvery = 4
+
 // memWatch is a running WatchMemory.
 type memWatch struct {
-	b       *Broker
-	l       MemoryLimit
+	b *Broker
+	l MemoryLimit
+	// gc collects garbage while the alarm is raised (runtime.GC with the
+	// runtime's own reading), every gcEvery readings: publishers are held
+	// then, so little is allocated and the collector may not run for
+	// minutes, and the live heap would still read as it was when the
+	// alarm was raised however much consumers have drained since.
+	gc      func()
+	sinceGC int // readings since gc; check's goroutine only
 	mu      sync.Mutex
 	timer   Timer
 	stopped bool
@@ -116,11 +129,11 @@ func (b *Broker) WatchMemory(l MemoryLimit) (stop func()) {
 	if l.Interval <= 0 {
 		l.Interval = DefaultMemoryCheckInterval
 	}
+	w := &memWatch{b: b, l: l}
 	if l.Read == nil {
-		l.Read = MemoryInUse
+		w.l.Read, w.gc = MemoryInUse, runtime.GC
 	}
 	b.mem.high.Store(l.High)
-	w := &memWatch{b: b, l: l}
 	w.check()
 	return w.stop
 }
@@ -128,6 +141,13 @@ func (b *Broker) WatchMemory(l MemoryLimit) (stop func()) {
 // check takes one reading, raises or clears the alarm, and arms the next.
 func (w *memWatch) check() {
 	used := w.l.Read()
+	if w.gc != nil && w.b.mem.alarm.Load() && used >= w.l.Low {
+		if w.sinceGC++; w.sinceGC >= gcEvery {
+			w.sinceGC = 0
+			w.gc()
+			used = w.l.Read()
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped {
