@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -206,10 +207,13 @@ func TestCtlList(t *testing.T) {
 		}
 	}
 
+	// The broker names the version its --version prints.
+	v, _, _ := runBinary(t, "--version")
+	version := strings.Fields(v)[1]
 	st := ctlOK(t, b, "status")
-	for _, want := range []string{"Broker:", "ferrymq", "Queues:", "Alarms:"} {
-		if !strings.Contains(st, want) {
-			t.Errorf("status lacks %q:\n%s", want, st)
+	for _, want := range []string{`(?m)^Broker:\s+ferrymq ` + regexp.QuoteMeta(version) + `$`, `(?m)^Queues:\s+\d+$`, `(?m)^Alarms:\s+none$`} {
+		if !regexp.MustCompile(want).MatchString(st) {
+			t.Errorf("status does not match %s:\n%s", want, st)
 		}
 	}
 }
