@@ -25,7 +25,8 @@ type brokerProc struct {
 	version string
 	amqpURL string // "" when it has no AMQP listener
 	mqttURL string
-	pid     int // the process whose RSS and CPU are sampled
+	httpURL string // the management API; "" when it has none
+	pid     int    // the process whose RSS and CPU are sampled
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when cmd has been waited for
@@ -153,7 +154,7 @@ func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*broke
 	b.name = "ferrymq"
 	b.version = ferrymqVersion()
 	deadline := time.After(30 * time.Second)
-	for b.amqpURL == "" || b.mqttURL == "" {
+	for b.amqpURL == "" || b.mqttURL == "" || b.httpURL == "" {
 		select {
 		case line := <-lines:
 			if m := listenerReady.FindStringSubmatch(line); m != nil {
@@ -162,6 +163,8 @@ func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*broke
 					b.amqpURL = "amqp://guest:guest@" + m[2] + "/"
 				case "mqtt":
 					b.mqttURL = "tcp://" + m[2]
+				case "http":
+					b.httpURL = "http://guest:guest@" + m[2]
 				}
 			}
 		case <-b.exited:

@@ -21,7 +21,7 @@ func (o *orchestration) runChild(ctx context.Context, self string, cfg *config, 
 	args := []string{
 		"--scenario", p.sc.name, "--size", strconv.Itoa(p.size), "--json",
 		"--broker-name", b.name, "--pid", strconv.Itoa(b.pid),
-		"--amqp-url", b.amqpURL, "--mqtt-url", b.mqttURL,
+		"--amqp-url", b.amqpURL, "--mqtt-url", b.mqttURL, "--http-url", b.httpURL,
 		"--mqtt-version", strconv.Itoa(cfg.mqttVersion),
 		"--duration", cfg.duration.String(), "--messages", strconv.FormatInt(cfg.messages, 10),
 		"--window", strconv.Itoa(cfg.window), "--prefetch", strconv.Itoa(cfg.prefetch),

@@ -77,6 +77,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.mqttURL, "mqtt-url", "tcp://127.0.0.1:1883", "MQTT broker `URL` (tcp://[user:pass@]host:port); empty skips the MQTT scenarios")
 	fs.IntVar(&cfg.mqttVersion, "mqtt-version", 3, "MQTT protocol: 3 (3.1.1, paho.mqtt.golang) or 5 (paho.golang)")
 	var tf tlsFlags
+	fs.StringVar(&cfg.httpURL, "http-url", "", "management API `URL` (http://guest:guest@127.0.0.1:15672) for "+mgmtQueuesName+"; empty skips it")
 	fs.StringVar(&cfg.amqpsURL, "amqps-url", "", "AMQP over TLS `URL` (amqps://) for the -tls scenarios; empty skips them")
 	fs.StringVar(&cfg.mqttsURL, "mqtts-url", "", "MQTT over TLS `URL` (ssl://[user:pass@]host:port) for the -tls scenarios; empty skips them")
 	fs.StringVar(&tf.ca, "tls-ca", "", "PEM `file` of the CA the TLS scenarios trust (default: the system's)")
@@ -250,7 +251,7 @@ func makePlan(names string, cfg *config) ([]planned, error) {
 			if (sc.amqp && cfg.amqpsURL == "") || (sc.mqtt && cfg.mqttsURL == "") || (cfg.amqpsURL == "" && cfg.mqttsURL == "") {
 				return
 			}
-		} else if (sc.amqp && cfg.amqpURL == "") || (sc.mqtt && cfg.mqttURL == "") {
+		} else if (sc.amqp && cfg.amqpURL == "") || (sc.mqtt && cfg.mqttURL == "") || (sc.http && cfg.httpURL == "") {
 			return
 		}
 		size := sc.size

@@ -129,7 +129,7 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	// The plan is made as if both protocols were available; each broker
 	// gets the scenarios its listeners allow.
 	planCfg := *cfg
-	planCfg.amqpURL, planCfg.mqttURL = "amqp://x/", "tcp://x:1"
+	planCfg.amqpURL, planCfg.mqttURL, planCfg.httpURL = "amqp://x/", "tcp://x:1", "http://x:1"
 	plan, err := makePlan(scenarioFlag, &planCfg)
 	if err != nil {
 		logf("%v", err)
@@ -243,7 +243,7 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 				if ctx.Err() != nil {
 					break
 				}
-				if (p.sc.amqp && b.amqpURL == "") || (p.sc.mqtt && b.mqttURL == "") {
+				if (p.sc.amqp && b.amqpURL == "") || (p.sc.mqtt && b.mqttURL == "") || (p.sc.http && b.httpURL == "") {
 					continue
 				}
 				if !b.running() {

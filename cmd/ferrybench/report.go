@@ -185,7 +185,7 @@ func (rep *report) write(w io.Writer) {
 	}
 	for _, rw := range rows {
 		p := rw.p
-		lowerBetter := p.sc.name == "idle-mqtt-conns" || strings.HasPrefix(p.sc.name, "latency-") || rw.memory
+		lowerBetter := p.sc.name == "idle-mqtt-conns" || strings.HasPrefix(p.sc.name, "latency-") || rw.memory || p.sc.name == mgmtQueuesName
 		unit := p.sc.unit
 		label := variant(p)
 		value := func(c *cellStats) float64 { return c.rate }

@@ -21,6 +21,7 @@ type config struct {
 	mqttURL     string
 	amqpsURL    string      // the TLS scenarios' AMQP URL; empty: skipped
 	mqttsURL    string      // the TLS scenarios' MQTT URL (ssl://); empty: skipped
+	httpURL     string      // the management API (http://guest:guest@host:port); empty: its scenario is skipped
 	tlsConfig   *tls.Config // client side of the TLS scenarios
 	mqttVersion int         // 3 (3.1.1, paho.mqtt.golang) or 5 (paho.golang)
 	duration    time.Duration
@@ -85,9 +86,11 @@ type result struct {
 	DeleteSeconds  float64 `json:"delete_seconds,omitempty"`
 	RSSTopoKiB     int64   `json:"rss_topology_kib,omitempty"`
 	RSSPerQueueKiB float64 `json:"rss_per_queue_kib,omitempty"`
-	OK             bool    `json:"ok"`
-	Error          string  `json:"error,omitempty"`
-	Warning        string  `json:"warning,omitempty"`
+	// mgmt-queues-10k: the size of one /metrics scrape with the queues.
+	MetricsBytes int    `json:"metrics_bytes,omitempty"`
+	OK           bool   `json:"ok"`
+	Error        string `json:"error,omitempty"`
+	Warning      string `json:"warning,omitempty"`
 }
 
 // newRunID returns a fresh name part for queues, exchanges, topics and

@@ -17,6 +17,7 @@ type scenario struct {
 	amqp bool
 	mqtt bool
 	tls  bool // runs over --amqps-url / --mqtts-url
+	http bool // needs --http-url, the management API
 	// explicit: not part of all; runs only when named (chaos-soak starts
 	// and kills a broker of its own for --duration).
 	explicit bool
@@ -84,6 +85,9 @@ var scenarios = []*scenario{
 	{name: "chaos-soak", size: 16, explicit: true, unit: "msg/s",
 		what: "mixed load (MQTT QoS 1/2 persistent sessions, AMQP confirms, a bridge over a flapping uplink, slow consumers) on a ferrymq of its own (--edge-bin) killed with SIGKILL every ~--kill-every for --duration; fails if an acknowledged message is lost, order breaks, or RSS passes --max-rss",
 		run:  chaosSoak},
+	{name: mgmtQueuesName, size: 0, amqp: true, http: true, unit: "GET/s",
+		what: "AMQP --queues queues (10,000), then GET /api/queues?page=1&page_size=100 50 times on the management API (--http-url): p50 and p99 (target < 100 ms), and the size of /metrics",
+		run:  mgmtQueues},
 	{name: "bridge-drain-amqp", size: 16, amqp: true, unit: "msg/s",
 		what: "an edge ferrymq's AMQP bridge link drains a backlog of --messages (100,000) QoS 1 messages into this broker after an outage; an AMQP consumer receives them",
 		run:  bridgeDrain("amqp")},

@@ -269,7 +269,7 @@ func TestMQTTConnectPacket(t *testing.T) {
 }
 
 func TestMakePlan(t *testing.T) {
-	cfg := &config{amqpURL: "amqp://x/", mqttURL: "tcp://x:1", amqpsURL: "amqps://x/", mqttsURL: "ssl://x:2"}
+	cfg := &config{amqpURL: "amqp://x/", mqttURL: "tcp://x:1", amqpsURL: "amqps://x/", mqttsURL: "ssl://x:2", httpURL: "http://x:3"}
 	plan, err := makePlan("all", cfg)
 	if err != nil {
 		t.Fatal(err)

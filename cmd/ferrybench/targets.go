@@ -30,6 +30,8 @@ func targetFor(p planned) target {
 		return target{"≤ 8 KiB per connection", "", 0}
 	case topologyName:
 		return target{"routing still fast: ≥ 4× RabbitMQ", "rabbitmq", 4}
+	case mgmtQueuesName:
+		return target{"p50 < 100 ms (issue 12)", "", 0}
 	}
 	return target{}
 }
@@ -55,6 +57,11 @@ func targetMet(p planned, t target, fm *cellStats, cells map[string]*cellStats, 
 			return "–"
 		}
 		return yesNo(fm.perConn <= 8)
+	case p.sc.name == mgmtQueuesName:
+		if fm.p50 <= 0 {
+			return "–"
+		}
+		return yesNo(fm.p50 < float64(mgmtTarget.Microseconds()))
 	case strings.HasPrefix(p.sc.name, "latency-"):
 		// The reference is Mosquitto's MQTT QoS 0 p50, for both protocols.
 		for _, q := range rep.plan {
