@@ -52,6 +52,11 @@ func (v *VHost) SetLimits(l VHostLimits) {
 	v.maxQueues.Store(int64(l.MaxQueues))
 }
 
+// Limits returns the vhost's limits.
+func (v *VHost) Limits() VHostLimits {
+	return VHostLimits{MaxConnections: int(v.maxConns.Load()), MaxQueues: int(v.maxQueues.Load())}
+}
+
 // limitError is a refusal because a limit is reached: MQTT reports it as
 // quota exceeded rather than not authorised.
 type limitError struct{ err *Error }
