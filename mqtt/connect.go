@@ -314,6 +314,7 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		aliasMax:  c.aliasMax,
 	}
 	s.drained.L = &s.mu
+	s.ended = make(chan struct{})
 	s.acks = core.NewSyncQueue(srv.broker, s.releaseAcks)
 	if s.version == level5 {
 		s.persistent = props.SessionExpiryInterval > 0
@@ -381,6 +382,7 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 	st.persistent = s.persistent
 	old := st.live
 	st.live = s
+	st.version = s.version
 	srv.mu.Unlock()
 	if lost {
 		if countLost {
@@ -457,6 +459,7 @@ func (srv *Server) endSession(s *session) {
 	last := s.st.live == s
 	if last {
 		s.st.live = nil
+		s.st.lastSeen = time.Now()
 		if !persistent && s.st.will == nil {
 			delete(srv.sessions, s.key)
 		}
@@ -471,6 +474,7 @@ func (srv *Server) endSession(s *session) {
 		s.deleteQueues()
 	}
 	s.access.Close()
+	close(s.ended)
 }
 
 // noExpiry is the session expiry interval that means "never" (MQTT 5

@@ -55,6 +55,11 @@ type state struct {
 	// lost: a queue of the live session was deleted under it.
 	persistent bool
 	lost       bool
+	// version is the protocol level of its last connection, lastSeen
+	// when that connection ended (zero while connected), for the
+	// operations API (Server.Sessions).
+	version  byte
+	lastSeen time.Time
 }
 
 // subscription is one topic filter of a session.
@@ -111,6 +116,9 @@ type session struct {
 	prefetch   uint32
 	maxPacket  uint32 // the client's maximum packet size; 0 = none
 	aliasMax   uint16 // the client's topic alias maximum; 0 = none
+
+	// ended is closed when endSession is done (Server.RemoveSession waits).
+	ended chan struct{}
 
 	mu      sync.Mutex
 	closed  bool
