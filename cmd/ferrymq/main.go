@@ -225,7 +225,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	})
 
 	// The management API: last to start, first to stop.
-	mg := mgmt.New(mgmt.Options{Broker: broker, Auth: auth, Users: users, Logger: logger, Node: node, Version: buildVersion()})
+	mg := mgmt.New(mgmt.Options{Broker: broker, Auth: auth, Users: users, Logger: logger, Node: node,
+		Version: buildVersion(), MQTT: mq, Bridges: bridges})
 	// Prometheus metrics on the same listener, without authentication, as
 	// RabbitMQ's prometheus plugin serves them (Prometheus scrape configs
 	// carry no credentials): counts and names, no message content.

@@ -72,4 +72,6 @@ func (s *Server) routes() {
 	s.Route("GET", "/api/topic-permissions/{vhost}/{user}", Administrator, s.topicPermission)
 	s.Route("PUT", "/api/topic-permissions/{vhost}/{user}", Administrator, s.putTopicPermission)
 	s.Route("DELETE", "/api/topic-permissions/{vhost}/{user}", Administrator, s.deleteTopicPermission)
+
+	s.objectRoutes() // definitions, MQTT sessions and retained messages, bridges (objects.go)
 }

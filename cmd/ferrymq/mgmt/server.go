@@ -18,7 +18,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
 )
 
 // Options configure a Server.
@@ -35,6 +37,10 @@ type Options struct {
 	// /api/overview and /api/nodes.
 	Node    string
 	Version string
+	// MQTT and Bridges serve /api/mqtt/... and /api/bridges; nil: no
+	// MQTT listener (404), no bridges (an empty list).
+	MQTT    *mqtt.Server
+	Bridges *bridge.Manager
 }
 
 // listener is one bound protocol listener, for /api/overview.
