@@ -110,12 +110,6 @@ func (c *client) connect(pk *packets.Packet) error {
 		c.refuse(code)
 		return code
 	}
-	if persistent := pk.Properties.SessionExpiryInterval > 0 || (c.version < level5 && !pk.Connect.Clean); persistent && !fitsStore(access.VHost().Name(), sessionQueueName(c.id, 1), c.srv.cfg.Exchange) {
-		// Its durable queue's name would not fit in the store.
-		access.Close()
-		c.refuse(packets.ErrClientIdentifierNotValid)
-		return packets.ErrClientIdentifierNotValid
-	}
 	var will *packets.Packet
 	if pk.Connect.WillFlag {
 		will = &packets.Packet{

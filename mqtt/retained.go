@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"errors"
 	"strings"
 	"sync"
 
@@ -56,27 +55,6 @@ func (r *retainedIndex) matching(vhost, filter string) []*core.Message {
 	return out
 }
 
-// storedNamesMax bounds the names that go into one key of the
-// persistence store: Badger refuses keys over 65,000 bytes, and one
-// refused write fails the whole batch it is in, other clients' writes
-// included. A durable binding's key holds its vhost, exchange, queue and
-// routing key, a retained message's its vhost and topic (the margin is for
-// separators and the rest). Topics and filters up to 65,535 bytes work
-// everywhere else.
-const storedNamesMax = 65000 - 64
-
-// errNotStorable refuses what the store could not hold.
-var errNotStorable = errors.New("mqtt: too long for the store (keys of at most 65,000 bytes)")
-
-// fitsStore reports whether names fit in one store key.
-func fitsStore(names ...string) bool {
-	n := 0
-	for _, s := range names {
-		n += len(s)
-	}
-	return n <= storedNamesMax
-}
-
 // retain records msg as the retained message of its topic (an empty body
 // clears it) and returns the store position at which that is durable (0:
 // nothing to wait for). It does not wait for it: it runs inside core's
@@ -106,9 +84,6 @@ func (s *Server) retain(vhost, topic string, msg *core.Message) (uint64, error) 
 	}
 	var pos uint64
 	if s.cfg.Retained != nil {
-		if !fitsStore(vhost, topic) {
-			return 0, errNotStorable
-		}
 		p, err := s.cfg.Retained.PutRetained(vhost, topic, msg)
 		if err != nil {
 			return 0, err

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"errors"
 	"strings"
 	"time"
 
@@ -86,15 +85,7 @@ func (s *session) publish(pk *packets.Packet) error {
 	if pk.FixedHeader.Retain {
 		s.vhost.Stamp(msg) // the store reads it from now on
 		pos, err := s.srv.retain(s.vhost.Name(), pk.TopicName, msg)
-		switch {
-		case errors.Is(err, errNotStorable):
-			// Routed all the same; an MQTT 5 client is told it is not
-			// retained, a 3.1.1 one cannot be.
-			s.srv.log.Debug("mqtt: retained message not stored", "client", s.clientID, "topic_bytes", len(pk.TopicName), "err", err)
-			if s.version == 5 {
-				rc = packets.ErrQuotaExceeded.Code
-			}
-		case err != nil:
+		if err != nil {
 			s.srv.log.Error("mqtt: retained message not stored", "client", s.clientID, "topic", pk.TopicName, "err", err)
 			rc = packets.ErrUnspecifiedError.Code
 		}

@@ -63,9 +63,6 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 		s.srv.log.Warn("mqtt: subscribe refused", "client", s.clientID, "user", s.access.Principal().Name, "filter", f.Filter, "err", err)
 		return s.failure(packets.ErrNotAuthorized), nil, nil
 	}
-	if durable && !fitsStore(s.vhost.Name(), s.srv.cfg.Exchange, queue, topic.BindingKey(filter)) {
-		return s.failure(packets.ErrQuotaExceeded), nil, errNotStorable
-	}
 	if err := s.ensureQueue(queue, durable, shared); err != nil {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
 	}

@@ -1,7 +1,10 @@
 package persistence
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -31,6 +34,18 @@ import (
 // cannot run into the next field: "<vhost>\x00<queue>\x00" is then a prefix
 // of exactly one queue's references. Names without 0x00 or 0x01 bytes (all
 // the ones people use) are written as they are.
+//
+// Long names. A name longer than 255 bytes (longName) is written hashed:
+// its first 32 bytes (escaped), 0x01 0x03, and the hex SHA-256 of the whole
+// name, so that every key stays under some 2.6 KB, far below Badger's
+// 65,000-byte limit, whatever a client names (an MQTT client id, topic or
+// filter may have 65,535 bytes). The names such a key cannot give back are
+// kept in full in its value (namedVersion, see appendNamed) for x/, q/, b/
+// and t/ records; r/ and d/ records are found through their queue's key,
+// whose value has the names. Stores written before hashed names hold
+// their long names as they are; Open rewrites those keys into the hashed
+// form (Store.migrateLong), so old data stays readable and one name
+// never has two keys.
 const (
 	kindExchange  = 'x'
 	kindQueue     = 'q'
@@ -84,10 +99,59 @@ func corrupt(what string, key []byte) error {
 	return fmt.Errorf("%w: %s (key %q)", errCorrupt, what, key)
 }
 
-// appendName appends s with 0x00 written as 0x01 0x01 and 0x01 as 0x01 0x02,
-// then a 0x00 terminator. The escaped form holds no 0x00, so the terminated
+// longName is the longest name written into a key as it is: 255 bytes,
+// AMQP's short-string limit, so that every AMQP name (exchange, queue,
+// routing key) keeps the plain form. A longer name (an MQTT client id,
+// topic or filter may have 65,535 bytes; a vhost any length) is written
+// hashed (see appendName), so that no key comes near Badger's limit of
+// 65,000 bytes whatever a client sends: a key the store cannot write
+// would fail its whole batch, other clients' writes included.
+const longName = 255
+
+// hashedPrefix is how much of a long name its hashed form keeps, for
+// people reading keys and for a rough key order.
+const hashedPrefix = 32
+
+// hashedMark follows the kept prefix in a hashed name: 0x01 0x03 is
+// never produced by the escaping below, so a hashed name is never
+// mistaken for a plain one, in old data or new.
+var hashedMark = [2]byte{0x01, 0x03}
+
+// keyForm says how a key holds its names.
+type keyForm uint8
+
+const (
+	// formPlain: every name is written as it is (escaped).
+	formPlain keyForm = iota
+	// formHashed: at least one name is hashed; the record's value starts
+	// with every name of the key in full (see appendNamed).
+	formHashed
+	// formLegacy: a name longer than longName written as it is, by a
+	// ferrymq from before hashed names; Open rewrites such keys into the
+	// hashed form (see Store.migrate).
+	formLegacy
+)
+
+func (f keyForm) join(g keyForm) keyForm { return max(f, g) }
+
+// appendName appends s to a key, then a 0x00 terminator. A name of at
+// most longName bytes is escaped: 0x00 is written as 0x01 0x01 and 0x01
+// as 0x01 0x02. A longer one is written as its first hashedPrefix bytes,
+// escaped, hashedMark, and the hex SHA-256 of the whole name: at most 130
+// bytes. Neither form holds 0x00 before its terminator, so the terminated
 // form of one name is never a prefix of another's.
 func appendName(b []byte, s string) []byte {
+	if len(s) > longName {
+		b = appendEscaped(b, s[:hashedPrefix])
+		b = append(b, hashedMark[:]...)
+		sum := sha256.Sum256([]byte(s))
+		b = hex.AppendEncode(b, sum[:])
+		return append(b, 0x00)
+	}
+	return append(appendEscaped(b, s), 0x00)
+}
+
+func appendEscaped(b []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; c {
 		case 0x00:
@@ -98,25 +162,35 @@ func appendName(b []byte, s string) []byte {
 			b = append(b, c)
 		}
 	}
-	return append(b, 0x00)
+	return b
 }
 
 // readName reads a name written by appendName from the start of b and
-// returns it with the bytes after its terminator.
-func readName(b []byte) (name string, rest []byte, ok bool) {
+// returns it with the bytes after its terminator. A hashed name cannot be
+// read back: it comes back as its key bytes, with form formHashed, and the
+// record's value has it in full.
+func readName(b []byte) (name string, form keyForm, rest []byte, ok bool) {
 	escaped := false
 	for i, c := range b {
 		switch c {
 		case 0x00:
-			if !escaped {
-				return string(b[:i]), b[i+1:], true
+			switch {
+			case escaped && bytes.Contains(b[:i], hashedMark[:]):
+				return string(b[:i]), formHashed, b[i+1:], true
+			case escaped:
+				name = unescape(b[:i])
+			default:
+				name = string(b[:i])
 			}
-			return unescape(b[:i]), b[i+1:], true
+			if len(name) > longName {
+				form = formLegacy
+			}
+			return name, form, b[i+1:], true
 		case 0x01:
 			escaped = true
 		}
 	}
-	return "", b, false
+	return "", formPlain, b, false
 }
 
 func unescape(b []byte) string {
@@ -132,6 +206,52 @@ func unescape(b []byte) string {
 	return string(out)
 }
 
+// anyLong reports whether a key holding names has a hashed name.
+func anyLong(names ...string) bool {
+	for _, s := range names {
+		if len(s) > longName {
+			return true
+		}
+	}
+	return false
+}
+
+// namedVersion starts the value of a record whose key has a hashed name:
+// the key's names follow in full, in key order (uvarint count, then each
+// as uvarint length and bytes), then the record's value as without them
+// (its own version byte first). Records with plain keys never carry it,
+// so the values of existing stores are unchanged.
+const namedVersion = 2
+
+func appendNamed(b []byte, names ...string) []byte {
+	b = append(b, namedVersion)
+	b = binary.AppendUvarint(b, uint64(len(names)))
+	for _, s := range names {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+// readNamed reads the n names written by appendNamed and returns them with
+// the record's own value.
+func readNamed(val []byte, n int) (names []string, inner []byte, ok bool) {
+	if len(val) < 2 || val[0] != namedVersion {
+		return nil, val, false
+	}
+	count, k := binary.Uvarint(val[1:])
+	if k <= 0 || count != uint64(n) {
+		return nil, val, false
+	}
+	rest := val[1+k:]
+	names = make([]string, n)
+	for i := range names {
+		if names[i], rest, ok = readString(rest); !ok {
+			return nil, val, false
+		}
+	}
+	return names, rest, true
+}
+
 func kindPrefix(kind byte) []byte { return []byte{kind, '/'} }
 
 // entityKey is the key of a vhost-scoped entity: x/, q/ and d/ keys, and
@@ -142,17 +262,44 @@ func entityKey(b []byte, kind byte, vhost, name string) []byte {
 	return appendName(b, name)
 }
 
-// parseEntityKey splits an x/, q/ or d/ key.
-func parseEntityKey(key []byte) (vhost, name string, ok bool) {
+// parseEntityKey splits an x/, q/, d/ or t/ key. With form formHashed, a
+// hashed name comes back as its key bytes (see entityNames).
+func parseEntityKey(key []byte) (vhost, name string, form keyForm, ok bool) {
 	if len(key) < 2 {
-		return "", "", false
+		return "", "", formPlain, false
 	}
-	vhost, rest, ok := readName(key[2:])
+	vhost, f1, rest, ok := readName(key[2:])
 	if !ok {
-		return "", "", false
+		return "", "", formPlain, false
 	}
-	name, rest, ok = readName(rest)
-	return vhost, name, ok && len(rest) == 0
+	name, f2, rest, ok := readName(rest)
+	return vhost, name, f1.join(f2), ok && len(rest) == 0
+}
+
+// entityNames returns the names of an x/, q/ or t/ record, from its key or,
+// for a hashed key, from its value, and the value without them.
+func entityNames(key, val []byte) (vhost, name string, inner []byte, form keyForm, ok bool) {
+	vhost, name, form, ok = parseEntityKey(key)
+	if !ok {
+		return "", "", val, form, false
+	}
+	if form != formHashed {
+		return vhost, name, val, form, true
+	}
+	names, inner, ok := readNamed(val, 2)
+	if !ok || !bytes.Equal(entityKey(nil, key[0], names[0], names[1]), key) {
+		return "", "", val, form, false
+	}
+	return names[0], names[1], inner, form, true
+}
+
+// named returns val as the value of a record whose key holds names: as it
+// is, or (a name is hashed in the key) after the names in full.
+func named(dst, val []byte, names ...string) []byte {
+	if !anyLong(names...) {
+		return val
+	}
+	return append(appendNamed(dst, names...), val...)
 }
 
 func refKey(b []byte, vhost, queue string, seq uint64) []byte {
@@ -160,13 +307,13 @@ func refKey(b []byte, vhost, queue string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, seq)
 }
 
-// parseRefKey splits an r/ key.
-func parseRefKey(key []byte) (vhost, queue string, seq uint64, ok bool) {
+// parseRefKey splits an r/ key (hashed names as in parseEntityKey).
+func parseRefKey(key []byte) (vhost, queue string, seq uint64, form keyForm, ok bool) {
 	if len(key) < 2+8 {
-		return "", "", 0, false
+		return "", "", 0, formPlain, false
 	}
-	vhost, queue, ok = parseEntityKey(key[:len(key)-8])
-	return vhost, queue, binary.BigEndian.Uint64(key[len(key)-8:]), ok
+	vhost, queue, form, ok = parseEntityKey(key[:len(key)-8])
+	return vhost, queue, binary.BigEndian.Uint64(key[len(key)-8:]), form, ok
 }
 
 func messageKey(b []byte, id uint64) []byte {
@@ -206,29 +353,33 @@ func bindingKey(b []byte, vhost string, r *core.BindingRecord, encodedArgs []byt
 	return binary.BigEndian.AppendUint64(b, h.Sum64())
 }
 
-// parseBindingKey splits a b/ key; the arguments come from the value.
-func parseBindingKey(key []byte) (vhost string, r core.BindingRecord, ok bool) {
+// parseBindingKey splits a b/ key; the arguments come from the value, and
+// so do hashed names (see decodeBinding).
+func parseBindingKey(key []byte) (vhost string, r core.BindingRecord, form keyForm, ok bool) {
 	if len(key) < 2 {
-		return "", r, false
+		return "", r, form, false
 	}
 	rest := key[2:]
-	if vhost, rest, ok = readName(rest); !ok {
-		return "", r, false
+	var f keyForm
+	if vhost, form, rest, ok = readName(rest); !ok {
+		return "", r, form, false
 	}
-	if r.Source, rest, ok = readName(rest); !ok {
-		return "", r, false
+	if r.Source, f, rest, ok = readName(rest); !ok {
+		return "", r, form, false
 	}
+	form = form.join(f)
 	if len(rest) < 2 || rest[1] != 0x00 || (rest[0] != 'e' && rest[0] != 'q') {
-		return "", r, false
+		return "", r, form, false
 	}
 	r.ToExchange = rest[0] == 'e'
-	if r.Destination, rest, ok = readName(rest[2:]); !ok {
-		return "", r, false
+	if r.Destination, f, rest, ok = readName(rest[2:]); !ok {
+		return "", r, form, false
 	}
-	if r.RoutingKey, rest, ok = readName(rest); !ok {
-		return "", r, false
+	form = form.join(f)
+	if r.RoutingKey, f, rest, ok = readName(rest); !ok {
+		return "", r, form, false
 	}
-	return vhost, r, len(rest) == 8
+	return vhost, r, form.join(f), len(rest) == 8
 }
 
 // appendArgs appends an argument table in msgcodec's field-table encoding
@@ -276,7 +427,7 @@ func encodeExchange(b []byte, d *core.ExchangeDecl) ([]byte, error) {
 
 func decodeExchange(key, val []byte) (vhost string, d core.ExchangeDecl, err error) {
 	var ok bool
-	vhost, d.Name, ok = parseEntityKey(key)
+	vhost, d.Name, val, _, ok = entityNames(key, val)
 	if !ok || len(val) < 2 || val[0] != recordVersion {
 		return "", d, corrupt("exchange", key)
 	}
@@ -309,7 +460,7 @@ func encodeQueue(b []byte, r *core.QueueRecord) ([]byte, error) {
 
 func decodeQueue(key, val []byte) (r core.QueueRecord, err error) {
 	var ok bool
-	r.VHost, r.Name, ok = parseEntityKey(key)
+	r.VHost, r.Name, val, _, ok = entityNames(key, val)
 	if !ok || len(val) < 2+8 || val[0] != recordVersion {
 		return r, corrupt("queue", key)
 	}
@@ -323,13 +474,22 @@ func decodeQueue(key, val []byte) (r core.QueueRecord, err error) {
 }
 
 // Binding value: version, args. The arguments' encoding is also hashed
-// into the key (see bindingKey), so the key is built from the value.
+// into the key (see bindingKey), so the key is built from the value. A key
+// with a hashed name has its vhost, source, destination and routing key
+// before that (see appendNamed).
 func encodeBinding(b []byte, r *core.BindingRecord) ([]byte, error) {
 	return appendArgs(append(b, recordVersion), r.Arguments)
 }
 
 func decodeBinding(key, val []byte) (vhost string, r core.BindingRecord, err error) {
-	vhost, r, ok := parseBindingKey(key)
+	vhost, r, form, ok := parseBindingKey(key)
+	if ok && form == formHashed {
+		var names []string
+		if names, val, ok = readNamed(val, 4); ok {
+			vhost, r.Source, r.Destination, r.RoutingKey = names[0], names[1], names[2], names[3]
+			ok = len(val) > 0 && bytes.Equal(bindingKey(nil, vhost, &r, val[1:]), key)
+		}
+	}
 	if !ok || len(val) < 1 || val[0] != recordVersion {
 		return "", r, corrupt("binding", key)
 	}
@@ -501,7 +661,7 @@ func retainedID(val []byte) (uint64, bool) {
 }
 
 func decodeRetained(key, val []byte) (vhost, topic string, m *core.Message, err error) {
-	vhost, topic, ok := parseEntityKey(key)
+	vhost, topic, val, _, ok := entityNames(key, val)
 	if !ok {
 		return "", "", nil, corrupt("retained message key", key)
 	}

@@ -4,21 +4,29 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ferrymq/ferrymq/core"
 )
 
 func TestNameEscaping(t *testing.T) {
-	names := []string{"", "q", "a.b.c", "\x00", "\x01", "a\x00b", "a\x01\x02b", "\x00\x00\x01", "amq.gen-ÄÖ", "x\xff"}
+	names := []string{"", "q", "a.b.c", "\x00", "\x01", "a\x00b", "a\x01\x02b", "\x00\x00\x01", "amq.gen-ÄÖ", "x\xff",
+		strings.Repeat("\x00", longName), strings.Repeat("\x00", longName+1), longish("a\x01", 300), longish("a\x01", 301)}
 	for _, name := range names {
 		enc := appendName(nil, name)
 		if bytes.IndexByte(enc[:len(enc)-1], 0) >= 0 {
 			t.Errorf("%q escaped to %q, which holds NUL before the terminator", name, enc)
 		}
-		got, rest, ok := readName(append(enc, "tail"...))
-		if !ok || got != name || string(rest) != "tail" {
-			t.Errorf("%q: read back %q, rest %q, ok %v", name, got, rest, ok)
+		got, form, rest, ok := readName(append(enc, "tail"...))
+		if long := len(name) > longName; long {
+			if !ok || form != formHashed || string(rest) != "tail" || len(enc) > 2*hashedPrefix+2+64+1 {
+				t.Errorf("%d-byte name: form %v, rest %q, ok %v, %d bytes", len(name), form, rest, ok, len(enc))
+			}
+			continue
+		}
+		if !ok || got != name || form != formPlain || string(rest) != "tail" {
+			t.Errorf("%q: read back %q, form %v, rest %q, ok %v", name, got, form, rest, ok)
 		}
 	}
 	// No terminated name is a prefix of another's: a queue's reference
@@ -42,12 +50,12 @@ func TestKeysRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		args, _ := appendArgs(nil, tt.b.Arguments)
-		vhost, b, ok := parseBindingKey(bindingKey(nil, tt.vhost, &tt.b, args))
+		vhost, b, _, ok := parseBindingKey(bindingKey(nil, tt.vhost, &tt.b, args))
 		if !ok || vhost != tt.vhost || !reflect.DeepEqual(b, tt.b) {
 			t.Errorf("binding %q %+v: parsed %q %+v %v", tt.vhost, tt.b, vhost, b, ok)
 		}
 	}
-	vhost, queue, seq, ok := parseRefKey(refKey(nil, "v\x00", "q\x01", 1<<40))
+	vhost, queue, seq, _, ok := parseRefKey(refKey(nil, "v\x00", "q\x01", 1<<40))
 	if !ok || vhost != "v\x00" || queue != "q\x01" || seq != 1<<40 {
 		t.Errorf("ref key: %q %q %d %v", vhost, queue, seq, ok)
 	}

@@ -146,7 +146,7 @@ func goldenRecords() []goldenRecord {
 		return goldenRecord{
 			encode: func() ([]byte, []byte, error) {
 				val, err := encodeExchange(nil, &d)
-				return entityKey(nil, kindExchange, vhost, d.Name), val, err
+				return entityKey(nil, kindExchange, vhost, d.Name), named(nil, val, vhost, d.Name), err
 			},
 			decode: func(key, val []byte) (any, error) {
 				vh, d, err := decodeExchange(key, val)
@@ -159,7 +159,7 @@ func goldenRecords() []goldenRecord {
 		return goldenRecord{
 			encode: func() ([]byte, []byte, error) {
 				val, err := encodeQueue(nil, &r)
-				return entityKey(nil, kindQueue, r.VHost, r.Name), val, err
+				return entityKey(nil, kindQueue, r.VHost, r.Name), named(nil, val, r.VHost, r.Name), err
 			},
 			decode: func(key, val []byte) (any, error) { return decodeQueue(key, val) },
 			want:   r,
@@ -169,7 +169,7 @@ func goldenRecords() []goldenRecord {
 		return goldenRecord{
 			encode: func() ([]byte, []byte, error) {
 				val, err := encodeBinding(nil, &r)
-				return bindingKey(nil, vhost, &r, val[1:]), val, err
+				return bindingKey(nil, vhost, &r, val[1:]), named(nil, val, vhost, r.Source, r.Destination, r.RoutingKey), err
 			},
 			decode: func(key, val []byte) (any, error) {
 				vh, r, err := decodeBinding(key, val)
@@ -246,6 +246,21 @@ func goldenRecords() []goldenRecord {
 		queue(core.QueueRecord{VHost: "/", Name: "mqtt-subscription-c1qos1", AutoDelete: true,
 			Arguments: core.Table{"x-expires": int64(3600000)}}))
 
+	// A name over 255 bytes is hashed in the key and kept in the value.
+	longQ := "c/" + strings.Repeat("n", 298)
+	add("queue with a long name",
+		hx("71 2f", "2f 00", hex.EncodeToString([]byte(longQ[:32])), "0103",
+			hex.EncodeToString([]byte("b4a28c5223b720ae31ff9b7caad3f043f55d6d718adab553210575da5bbbfb01")), "00"),
+		hx("02", "02", "01 2f", "ac02", hex.EncodeToString([]byte(longQ)),
+			"01", "00", "0000000000000000", "00000000"),
+		queue(core.QueueRecord{VHost: "/", Name: longQ}))
+	add("binding with a long routing key",
+		hx("62 2f", "2f 00", "616d712e746f706963 00", "71 00", "71 00", hex.EncodeToString([]byte(longQ[:32])), "0103",
+			hex.EncodeToString([]byte("b4a28c5223b720ae31ff9b7caad3f043f55d6d718adab553210575da5bbbfb01")), "00", "4d25767f9dce13f5"),
+		hx("02", "04", "01 2f", "09 616d712e746f706963", "01 71", "ac02", hex.EncodeToString([]byte(longQ)),
+			"01", "00000000"),
+		binding("/", core.BindingRecord{Source: "amq.topic", Destination: "q", RoutingKey: longQ}))
+
 	add("binding of a queue",
 		hx("62 2f", "2f 00", "616d712e646972656374 00", "71 00", "6f7264657273 00", "6e6577 00", "4d25767f9dce13f5"),
 		hx("01", "00000000"),
@@ -282,7 +297,7 @@ func goldenRecords() []goldenRecord {
 					encodeRef(nil, ref{id: 0x0102030405060708, size: 1 << 21, priority: 7, deadline: -1}), nil
 			},
 			decode: func(key, val []byte) (any, error) {
-				vhost, queue, seq, ok := parseRefKey(key)
+				vhost, queue, seq, _, ok := parseRefKey(key)
 				r, ok2 := decodeRef(val)
 				if !ok || !ok2 {
 					return nil, errCorrupt
@@ -300,7 +315,7 @@ func goldenRecords() []goldenRecord {
 				return entityKey(nil, kindDelivered, "/", "orders"), encodeDelivered(nil, 42), nil
 			},
 			decode: func(key, val []byte) (any, error) {
-				vhost, queue, ok := parseEntityKey(key)
+				vhost, queue, _, ok := parseEntityKey(key)
 				seq, ok2 := decodeDelivered(val)
 				if !ok || !ok2 {
 					return nil, errCorrupt

@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,6 +39,10 @@ func (s *Store) load() error {
 		return err
 	}
 
+	// byKey finds a queue by its key without the kind byte, which its r/
+	// and d/ keys share: keys with hashed names cannot be parsed back.
+	byKey := make(map[string]*queueState)
+	var migrated int
 	err = s.scan(kindPrefix(kindQueue), w.lastTs, true, func(key, val []byte) error {
 		if len(val) == 0 {
 			return nil // deleted
@@ -47,22 +52,52 @@ func (s *Store) load() error {
 			return err
 		}
 		k := qkey{r.VHost, r.Name}
-		w.queues[k] = &queueState{key: k, rec: r}
+		qs := &queueState{key: k, rec: r}
+		w.queues[k] = qs
+		canon := entityKey(nil, kindQueue, r.VHost, r.Name)
+		byKey[string(canon[1:])] = qs
+		if !bytes.Equal(canon, key) {
+			s.migrate(key, canon, val, r.VHost, r.Name)
+			migrated++
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read queues: %w", err)
 	}
+	// queueOf finds the queue of an r/ or d/ key whose part after the kind
+	// byte, less the seq of an r/ key, is rest; canon is the queue's key
+	// of that kind when key is in the legacy form, to be rewritten.
+	queueOf := func(key, rest []byte, kind byte) (qs *queueState, canon []byte, ok bool) {
+		if qs := byKey[string(rest)]; qs != nil {
+			return qs, nil, true
+		}
+		vhost, name, form, ok := parseEntityKey(append([]byte{kind}, rest...))
+		if !ok {
+			return nil, nil, false
+		}
+		if form == formLegacy {
+			if qs := w.queues[qkey{vhost, name}]; qs != nil {
+				return qs, entityKey(nil, kind, vhost, name), true
+			}
+		}
+		return nil, nil, true
+	}
 
 	var orphanDelivered, orphanRefs, orphanBodies, refsWithoutBody int
 	err = s.scan(kindPrefix(kindDelivered), w.lastTs, true, func(key, val []byte) error {
-		vhost, name, ok := parseEntityKey(key)
+		qs, canon, ok := queueOf(key, key[1:], kindDelivered)
 		seq, ok2 := decodeDelivered(val)
 		if !ok || !ok2 {
 			return corrupt("delivered mark", key)
 		}
-		if qs := w.queues[qkey{vhost, name}]; qs != nil {
+		if qs != nil {
 			qs.delivered = seq
+			if canon != nil {
+				w.ov.del(key)
+				w.ov.set(canon, val, false)
+				migrated++
+			}
 		} else {
 			w.ov.del(key)
 			orphanDelivered++
@@ -80,15 +115,23 @@ func (s *Store) load() error {
 		lastSeq = make(map[*queueState]uint64)
 	}
 	err = s.scan(kindPrefix(kindRef), w.lastTs, true, func(key, val []byte) error {
-		vhost, name, seq, ok := parseRefKey(key)
+		if len(key) < 2+8 {
+			return corrupt("message reference key", key)
+		}
+		qs, canon, ok := queueOf(key, key[1:len(key)-8], kindRef)
 		if !ok {
 			return corrupt("message reference key", key)
 		}
+		seq := binary.BigEndian.Uint64(key[len(key)-8:])
 		r, ok := decodeRef(val)
 		if !ok {
 			return corrupt("message reference", key)
 		}
-		qs := w.queues[qkey{vhost, name}]
+		if canon != nil {
+			w.ov.del(key)
+			w.ov.set(binary.BigEndian.AppendUint64(canon, seq), val, false).msgID = r.id
+			migrated++
+		}
 		if qs == nil {
 			w.ov.del(key)
 			orphanRefs++
@@ -148,6 +191,13 @@ func (s *Store) load() error {
 		if err != nil {
 			return fmt.Errorf("read message references: %w", err)
 		}
+		for i := range w.ov.writes {
+			// References rewritten above from the legacy form.
+			if wr := &w.ov.writes[i]; wr.live() && wr.key[0] == kindRef && missing[wr.msgID] {
+				w.ov.del(wr.key)
+				refsWithoutBody++
+			}
+		}
 	}
 
 	// Retained messages count towards MaxMessageID (see encodeRetained).
@@ -157,19 +207,32 @@ func (s *Store) load() error {
 		if len(val) == 0 {
 			return nil // deleted
 		}
-		id, ok := retainedID(val)
-		if _, _, keyOK := parseEntityKey(key); !ok || !keyOK {
+		vhost, topic, inner, form, keyOK := entityNames(key, val)
+		id, ok := retainedID(inner)
+		if !ok || !keyOK {
 			return corrupt("retained message", key)
 		}
 		maxID = max(maxID, id)
+		if form == formLegacy {
+			s.migrate(key, entityKey(nil, kindRetained, vhost, topic), inner, vhost, topic)
+			migrated++
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read retained messages: %w", err)
 	}
 	s.maxID.Store(maxID)
+	n, err := s.migrateTopology()
+	if err != nil {
+		return err
+	}
+	migrated += n
+	if migrated > 0 {
+		s.log.Info("rewrote keys holding names over 255 bytes into the hashed form", "keys", migrated)
+	}
 
-	if len(w.ov.writes) > 0 {
+	if orphanRefs+orphanBodies+orphanDelivered+refsWithoutBody > 0 {
 		s.log.Warn("removing records left behind by an interrupted batch",
 			"refs_of_deleted_queues", orphanRefs, "unreferenced_bodies", orphanBodies,
 			"delivered_marks_of_deleted_queues", orphanDelivered, "refs_without_body", refsWithoutBody)
@@ -187,6 +250,50 @@ func (s *Store) load() error {
 	s.readTs.Store(w.lastTs)
 	s.db.SetDiscardTs(w.lastTs)
 	return nil
+}
+
+// migrate replaces the record at key, in the legacy form (a long name
+// written as it is), with the same record at canon, its key with hashed
+// names; val is the record's value without names.
+func (s *Store) migrate(key, canon, val []byte, names ...string) {
+	w := &s.w
+	w.ov.del(key) // a marker for the kinds that need one
+	w.ov.set(canon, named(nil, val, names...), false)
+}
+
+// migrateTopology rewrites the exchanges and bindings whose keys are in the
+// legacy form, and returns how many. Load reads neither otherwise; both are
+// few.
+func (s *Store) migrateTopology() (int, error) {
+	w := &s.w
+	n := 0
+	err := s.scan(kindPrefix(kindExchange), w.lastTs, true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil
+		}
+		if vhost, name, form, ok := parseEntityKey(key); ok && form == formLegacy {
+			s.migrate(key, entityKey(nil, kindExchange, vhost, name), val, vhost, name)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("read exchanges: %w", err)
+	}
+	err = s.scan(kindPrefix(kindBinding), w.lastTs, true, func(key, val []byte) error {
+		if len(val) == 0 {
+			return nil
+		}
+		if vhost, b, form, ok := parseBindingKey(key); ok && form == formLegacy && len(val) > 0 {
+			s.migrate(key, bindingKey(nil, vhost, &b, val[1:]), val, vhost, b.Source, b.Destination, b.RoutingKey)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("read bindings: %w", err)
+	}
+	return n, nil
 }
 
 // markAllDelivered handles the start after a crash. The delivered marks

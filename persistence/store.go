@@ -34,6 +34,11 @@ var ErrDiskFull = errors.New("persistence: disk free space below limit")
 // message, encoded, exceeds MaxMessageSize.
 var ErrTooLarge = errors.New("persistence: message too large to store")
 
+// ErrRefused is wrapped by the error reported for an op whose write Badger
+// would refuse (a key over 65,000 bytes, a value over a value-log file):
+// that op fails alone, and nothing is retried.
+var ErrRefused = errors.New("persistence: write refused by the store")
+
 // MaxMessageSize (63 MiB) bounds a stored message: body, properties and
 // routing information. Badger keeps a value in one value-log file, so the
 // limit is the file size less some room; the broker's maximum message size
@@ -88,6 +93,8 @@ type Store struct {
 	onError func(error)
 	// diskFreeLimit is Options.DiskFreeLimit resolved; <= 0 disables.
 	diskFreeLimit int64
+	// valueLimit is Badger's largest value, its value-log file size.
+	valueLimit int64
 
 	// mu guards the log and the waiters; it is held only to append or to
 	// swap slices, never across I/O, because core appends with its queue
@@ -191,17 +198,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
 	}
 	s := &Store{
-		dir:     dir,
-		db:      db,
-		log:     logger.With("component", "persistence", "dir", dir),
-		blog:    blog,
-		onError: opts.OnError,
-		pending: make(map[uint64]pendingMsg),
-		kick:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		gcStop:  make(chan struct{}),
-		gcDone:  make(chan struct{}),
+		dir:        dir,
+		db:         db,
+		log:        logger.With("component", "persistence", "dir", dir),
+		blog:       blog,
+		onError:    opts.OnError,
+		valueLimit: bopts.ValueLogFileSize,
+		pending:    make(map[uint64]pendingMsg),
+		kick:       make(chan struct{}, 1),
+		quit:       make(chan struct{}),
+		done:       make(chan struct{}),
+		gcStop:     make(chan struct{}),
+		gcDone:     make(chan struct{}),
 	}
 	switch {
 	case opts.DiskFreeLimit == 0:

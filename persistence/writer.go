@@ -91,8 +91,8 @@ type writer struct {
 	sweepFrom []byte
 	swept     int
 
-	key, val []byte // scratch
-	ready    []waiter
+	key, val, nval []byte // scratch
+	ready          []waiter
 
 	batchOps int // ops in the batch being committed, for StoreStats
 }
@@ -115,6 +115,10 @@ type write struct {
 	// no write. Set for new message references and bodies.
 	fresh bool
 	msgID uint64 // r/ keys: the message referenced
+	// pos is the log position of the op that wrote it last (0: none, a
+	// write of the store's own), so that a write Badger would refuse
+	// fails that op (see Store.commit).
+	pos uint64
 }
 
 // overlay is the batch being built: the last write of every key touched,
@@ -123,6 +127,7 @@ type overlay struct {
 	idx    map[string]int
 	writes []write
 	arena  []byte
+	pos    uint64 // position of the op being applied: see write.pos
 }
 
 func (o *overlay) init() { o.idx = make(map[string]int) }
@@ -171,10 +176,11 @@ func (o *overlay) set(key, val []byte, fresh bool) *write {
 	if w, ok := o.lookup(key); ok {
 		w.val = o.copy(val)
 		w.del, w.skip = false, false
+		w.pos = o.pos
 		return w
 	}
 	k := o.copy(key)
-	o.writes = append(o.writes, write{key: k, val: o.copy(val), fresh: fresh})
+	o.writes = append(o.writes, write{key: k, val: o.copy(val), fresh: fresh, pos: o.pos})
 	// The key bytes live in the arena and are never modified, so the map
 	// can use them as its string without a copy.
 	o.idx[unsafe.String(unsafe.SliceData(k), len(k))] = len(o.writes) - 1
@@ -327,7 +333,10 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 	w := &s.w
 	w.opErr, w.opErrPos = nil, 0
 	for i := range ops {
-		if err := s.apply(&ops[i]); err != nil {
+		w.ov.pos = ops[i].pos
+		err := s.apply(&ops[i])
+		w.ov.pos = 0
+		if err != nil {
 			s.log.Error("store operation skipped", "pos", ops[i].pos, "err", err)
 			if w.opErr == nil {
 				w.opErr, w.opErrPos = err, ops[i].pos
@@ -460,7 +469,8 @@ func (s *Store) apply(o *op) error {
 		}
 		w.val = val
 		w.key = entityKey(w.key[:0], kindExchange, o.vhost, d.Name)
-		w.ov.set(w.key, val, false)
+		w.nval = named(w.nval[:0], val, o.vhost, d.Name)
+		w.ov.set(w.key, w.nval, false)
 
 	case opDeleteExchange:
 		w.key = entityKey(w.key[:0], kindExchange, o.vhost, o.name)
@@ -484,7 +494,8 @@ func (s *Store) apply(o *op) error {
 		}
 		qs.rec = *r
 		w.key = entityKey(w.key[:0], kindQueue, r.VHost, r.Name)
-		w.ov.set(w.key, val, false)
+		w.nval = named(w.nval[:0], val, r.VHost, r.Name)
+		w.ov.set(w.key, w.nval, false)
 
 	case opTouchQueue:
 		qs := w.queues[qkey{o.vhost, o.name}]
@@ -498,7 +509,8 @@ func (s *Store) apply(o *op) error {
 		}
 		w.val = val
 		w.key = entityKey(w.key[:0], kindQueue, o.vhost, o.name)
-		w.ov.set(w.key, val, false)
+		w.nval = named(w.nval[:0], val, o.vhost, o.name)
+		w.ov.set(w.key, w.nval, false)
 
 	case opDeleteQueue:
 		if err := s.deleteRefs(o.vhost, o.name); err != nil {
@@ -526,7 +538,8 @@ func (s *Store) apply(o *op) error {
 		w.val = val
 		w.key = bindingKey(w.key[:0], o.vhost, b, val[1:])
 		if o.kind == opPutBinding {
-			w.ov.set(w.key, val, false)
+			w.nval = named(w.nval[:0], val, o.vhost, b.Source, b.Destination, b.RoutingKey)
+			w.ov.set(w.key, w.nval, false)
 		} else {
 			w.ov.del(w.key)
 		}
@@ -582,7 +595,8 @@ func (s *Store) apply(o *op) error {
 				ErrTooLarge, o.name, o.vhost, len(val), MaxMessageSize)
 		}
 		w.key = entityKey(w.key[:0], kindRetained, o.vhost, o.name)
-		w.ov.set(w.key, val, false)
+		w.nval = named(w.nval[:0], val, o.vhost, o.name)
+		w.ov.set(w.key, w.nval, false)
 		if o.msg.ID > s.maxID.Load() {
 			s.maxID.Store(o.msg.ID)
 		}
@@ -724,15 +738,16 @@ func (s *Store) deleteBindings(vhost string, match func(*core.BindingRecord) boo
 		if !wr.live() || !bytes.HasPrefix(wr.key, prefix) {
 			continue
 		}
-		if v, b, ok := parseBindingKey(wr.key); ok && v == vhost && match(&b) {
+		if v, b, err := decodeBinding(wr.key, wr.val); err == nil && v == vhost && match(&b) {
 			w.ov.del(wr.key)
 		}
 	}
+	// Values too: a binding key with a hashed name has its names there.
 	return s.scan(prefix, w.lastTs, true, func(key, val []byte) error {
 		if _, ok := w.ov.lookup(key); ok || len(val) == 0 {
 			return nil // decided in the overlay, or deleted already
 		}
-		if v, b, ok := parseBindingKey(key); ok && v == vhost && match(&b) {
+		if v, b, err := decodeBinding(key, val); err == nil && v == vhost && match(&b) {
 			w.ov.del(key)
 		}
 		return nil
@@ -808,6 +823,18 @@ func (s *Store) commitOverlay() error {
 				phase == 2 && (!body || !wr.del):
 				continue
 			}
+			if err := refused(wr.key, wr.val, s.valueLimit); err != nil {
+				// Never handed to Badger, which would fail the whole
+				// batch, and every retry of it, for every client: the op
+				// that wrote it fails alone (as one apply skipped).
+				s.log.Error("store write refused", "key_bytes", len(wr.key), "value_bytes", len(wr.val),
+					"key_start", fmt.Sprintf("%q", wr.key[:min(len(wr.key), 64)]), "err", err)
+				wr.skip = true
+				if wr.pos != 0 && (w.opErr == nil || wr.pos < w.opErrPos) {
+					w.opErr, w.opErrPos = err, wr.pos
+				}
+				continue
+			}
 			var err error
 			switch {
 			case wr.del && markerKind(wr.key[0]):
@@ -834,6 +861,28 @@ func (s *Store) commitOverlay() error {
 		return s.failed(fmt.Errorf("persistence: commit: badger reported: %s", s.blog.lastError()))
 	}
 	w.ov.reset()
+	return nil
+}
+
+// maxKeySize is Badger's key limit (Txn.modify): a longer key fails the
+// write batch it is in.
+const maxKeySize = 65000
+
+// refused returns why Badger would refuse to write key = val, the checks
+// of its Txn.modify that do not depend on the transaction: such a write
+// must never reach a batch. Keys are bounded by construction (hashed
+// names) and values by MaxMessageSize, so this is the last line only.
+func refused(key, val []byte, valueLimit int64) error {
+	switch {
+	case len(key) == 0:
+		return fmt.Errorf("%w: empty key", ErrRefused)
+	case bytes.HasPrefix(key, []byte("!badger!")):
+		return fmt.Errorf("%w: key %q is reserved by Badger", ErrRefused, key)
+	case len(key) > maxKeySize:
+		return fmt.Errorf("%w: key of %d bytes, limit %d", ErrRefused, len(key), maxKeySize)
+	case int64(len(val)) > valueLimit:
+		return fmt.Errorf("%w: value of %d bytes, limit %d", ErrRefused, len(val), valueLimit)
+	}
 	return nil
 }
 
