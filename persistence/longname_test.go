@@ -262,3 +262,51 @@ func TestRefusedWriteFailsOnlyItsOp(t *testing.T) {
 		t.Errorf("exchanges %v, %d queues; want no huge, 3 queues", got.exchanges, len(got.queues))
 	}
 }
+
+// TestLongAndShortNamesInOneBatch: records with plain and hashed keys,
+// interleaved in one batch, each come back as written (the writer's
+// scratch buffers must not alias).
+func TestLongAndShortNamesInOneBatch(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{NoSync: true})
+	entered, release := blockCommits(s)
+	s.PutQueue(core.QueueRecord{VHost: "/", Name: "first"})
+	<-entered
+	var names []string
+	for i := range 4 {
+		short, long := fmt.Sprint("short-", i), longish(fmt.Sprint("mqtt-subscription-", i, "-"), 65535)
+		names = append(names, short, long)
+		for _, n := range []string{short, long} {
+			s.PutQueue(core.QueueRecord{VHost: "/", Name: n, Arguments: core.Table{"x-mqtt-owner": "guest"}})
+			s.TouchQueue("/", n, int64(i+1))
+			s.PutExchange("/", core.ExchangeDecl{Name: n, Kind: "topic"})
+			s.PutBinding("/", core.BindingRecord{Source: "amq.topic", Destination: n, RoutingKey: n})
+			s.PutRetained("/", n, retainedMsg(uint64(10+i), "t", n[:5]))
+			// A message with a long routing key grows the value buffer.
+			m := plainMessage(uint64(100+2*i+len(n)%2), 0, "m")
+			m.RoutingKey = long
+			s.Enqueue("/", n, 1, m, 0)
+		}
+	}
+	last := s.PutQueue(core.QueueRecord{VHost: "/", Name: "last"})
+	release()
+	if err := s.Wait(last); err != nil {
+		t.Fatal(err)
+	}
+	closeStore(t, s)
+	s = open(t, dir, Options{NoSync: true})
+	defer closeStore(t, s)
+	got := recoverAll(t, s)
+	for i, n := range names {
+		q, ok := got.queues["//"+n]
+		if !ok || q.LastUsed != int64(i/2+1) || q.Arguments["x-mqtt-owner"] != "guest" {
+			t.Errorf("queue %d (%d bytes): %v %+v", i, len(n), ok, q.Arguments)
+		}
+		if _, ok := got.exchanges["//"+n]; !ok {
+			t.Errorf("exchange %d (%d bytes) missing", i, len(n))
+		}
+	}
+	if len(got.bindings) != len(names) || len(retainedAll(t, s)) != len(names) {
+		t.Errorf("%d bindings, %d retained; want %d each", len(got.bindings), len(retainedAll(t, s)), len(names))
+	}
+}

@@ -469,8 +469,7 @@ func (s *Store) apply(o *op) error {
 		}
 		w.val = val
 		w.key = entityKey(w.key[:0], kindExchange, o.vhost, d.Name)
-		w.nval = named(w.nval[:0], val, o.vhost, d.Name)
-		w.ov.set(w.key, w.nval, false)
+		w.ov.set(w.key, w.named(val, o.vhost, d.Name), false)
 
 	case opDeleteExchange:
 		w.key = entityKey(w.key[:0], kindExchange, o.vhost, o.name)
@@ -494,8 +493,7 @@ func (s *Store) apply(o *op) error {
 		}
 		qs.rec = *r
 		w.key = entityKey(w.key[:0], kindQueue, r.VHost, r.Name)
-		w.nval = named(w.nval[:0], val, r.VHost, r.Name)
-		w.ov.set(w.key, w.nval, false)
+		w.ov.set(w.key, w.named(val, r.VHost, r.Name), false)
 
 	case opTouchQueue:
 		qs := w.queues[qkey{o.vhost, o.name}]
@@ -509,8 +507,7 @@ func (s *Store) apply(o *op) error {
 		}
 		w.val = val
 		w.key = entityKey(w.key[:0], kindQueue, o.vhost, o.name)
-		w.nval = named(w.nval[:0], val, o.vhost, o.name)
-		w.ov.set(w.key, w.nval, false)
+		w.ov.set(w.key, w.named(val, o.vhost, o.name), false)
 
 	case opDeleteQueue:
 		if err := s.deleteRefs(o.vhost, o.name); err != nil {
@@ -538,8 +535,7 @@ func (s *Store) apply(o *op) error {
 		w.val = val
 		w.key = bindingKey(w.key[:0], o.vhost, b, val[1:])
 		if o.kind == opPutBinding {
-			w.nval = named(w.nval[:0], val, o.vhost, b.Source, b.Destination, b.RoutingKey)
-			w.ov.set(w.key, w.nval, false)
+			w.ov.set(w.key, w.named(val, o.vhost, b.Source, b.Destination, b.RoutingKey), false)
 		} else {
 			w.ov.del(w.key)
 		}
@@ -595,8 +591,7 @@ func (s *Store) apply(o *op) error {
 				ErrTooLarge, o.name, o.vhost, len(val), MaxMessageSize)
 		}
 		w.key = entityKey(w.key[:0], kindRetained, o.vhost, o.name)
-		w.nval = named(w.nval[:0], val, o.vhost, o.name)
-		w.ov.set(w.key, w.nval, false)
+		w.ov.set(w.key, w.named(val, o.vhost, o.name), false)
 		if o.msg.ID > s.maxID.Load() {
 			s.maxID.Store(o.msg.ID)
 		}
@@ -618,6 +613,17 @@ func (s *Store) apply(o *op) error {
 		}
 	}
 	return nil
+}
+
+// named returns val as the value of a record whose key holds names (see
+// named), in w.nval when the names are written into it: never in w.nval
+// otherwise, which would then alias w.val.
+func (w *writer) named(val []byte, names ...string) []byte {
+	if !anyLong(names...) {
+		return val
+	}
+	w.nval = append(appendNamed(w.nval[:0], names...), val...)
+	return w.nval
 }
 
 // unref drops one reference to message id, and its body with the last.
