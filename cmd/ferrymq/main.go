@@ -40,6 +40,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/bridge"
+	"github.com/ferrymq/ferrymq/cmd/ferrymq/console"
 	"github.com/ferrymq/ferrymq/cmd/ferrymq/metrics"
 	"github.com/ferrymq/ferrymq/cmd/ferrymq/mgmt"
 	"github.com/ferrymq/ferrymq/core"
@@ -233,6 +234,9 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	exp := metrics.New(metrics.Sources{Broker: broker, Store: store, Bridges: bridges.Status, Version: buildVersion()})
 	mg.Handle(metrics.Path, exp)
 	mg.Handle(metrics.PerObjectPath, exp)
+	// The web console at /, below /api/: the page itself is public, and
+	// its script calls the API with the operator's credentials.
+	mg.Handle("/", console.Handler())
 	cleanup.push(func(ctx context.Context) {
 		if err := mg.Shutdown(ctx); err != nil {
 			logger.Warn("http shutdown incomplete", "err", err)

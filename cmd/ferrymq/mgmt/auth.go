@@ -78,7 +78,13 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (user, boo
 	})
 	if err != nil {
 		s.log.Warn("http: login failed", "user", name, "peer", r.RemoteAddr, "reason", err)
-		w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		// A script's request (the web console sends X-Requested-With) gets
+		// no challenge: with one, the browser would answer a wrong password
+		// with its own login prompt (and a headless one would never finish
+		// the request). Other clients get RFC 7235's challenge.
+		if r.Header.Get("X-Requested-With") == "" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="RabbitMQ Management"`)
+		}
 		notAuthorised(w, "Login failed")
 		return user{}, false
 	}
