@@ -2,6 +2,7 @@ package interop_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -598,5 +599,31 @@ func TestMgmtUsersAndVHosts(t *testing.T) {
 	}
 	if code, _ := apiCall(t, b, "op", "op-pw", "GET", "/api/whoami", nil); code != 401 {
 		t.Errorf("deleted user's login: %d, want 401", code)
+	}
+}
+
+// TestMgmtHTTPS: --https-listen serves the API over TLS with the tls
+// settings' certificate; --http-listen "" turns the plain listener off.
+func TestMgmtHTTPS(t *testing.T) {
+	s := newTLSSetup(t)
+	b := StartBroker(t, "--tls-cert", s.certFile, "--tls-key", s.keyFile, "--https-listen", "127.0.0.1:0", "--http-listen", "")
+	if b.HTTPAddr != "" || strings.Contains(b.Output(), `proto=http `) {
+		t.Fatalf("plain HTTP listener on with --http-listen \"\": %q", b.HTTPAddr)
+	}
+	addr := listenerAddr(t, b, "https")
+	cl := http.Client{Timeout: mgmtWait, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost"}}}
+	req, err := http.NewRequestWithContext(t.Context(), "GET", "https://"+addr+"/api/whoami", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.SetBasicAuth("guest", "guest")
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"name":"guest"`) {
+		t.Fatalf("GET https://%s/api/whoami: %s %s", addr, resp.Status, body)
 	}
 }
