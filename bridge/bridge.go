@@ -276,9 +276,13 @@ type runner struct {
 	connected        atomic.Bool
 	forwarded, recvd atomic.Uint64
 	loops            atomic.Uint64
-	queueLost        atomic.Uint64
-	lostMsgs         atomic.Uint64
-	lastBacklog      atomic.Int64 // ready messages when last looked at (1 s)
+	// flying counts publishes whose done has not run. The next
+	// connection waits for them: one requeued late would go out after
+	// messages behind it.
+	flying      atomic.Int64
+	queueLost   atomic.Uint64
+	lostMsgs    atomic.Uint64
+	lastBacklog atomic.Int64 // ready messages when last looked at (1 s)
 
 	mu                sync.Mutex
 	lastErr           string
@@ -512,6 +516,7 @@ func (r *runner) run(ctx context.Context) {
 		}
 		r.connected.Store(false)
 		up.close()
+		r.waitFlying()
 		cancel()
 		if err != nil && cctx.Err() == nil {
 			r.setErr(err)

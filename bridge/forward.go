@@ -133,7 +133,9 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 				ack(d)
 				continue
 			}
+			r.flying.Add(1)
 			up.publish(remote, m, min(qos, topic.MessageQoS(m)), func(err error) {
+				defer r.flying.Add(-1)
 				if err != nil {
 					requeue(d)
 					return

@@ -1,5 +1,26 @@
 package bridge
 
+import "time"
+
+// flyingWait bounds how long a lost connection's unconfirmed publishes may
+// take to come back to the queue.
+const flyingWait = 30 * time.Second
+
+// waitFlying waits until every publish of the connection just closed was
+// confirmed or failed back into the queue, so that the next connection
+// starts from the queue's head, in order.
+func (r *runner) waitFlying() {
+	deadline := time.Now().Add(flyingWait)
+	for r.flying.Load() > 0 {
+		if time.Now().After(deadline) {
+			r.log.Warn("bridge: publishes of the lost connection still unsettled; reconnecting anyway, order may suffer",
+				"unsettled", r.flying.Load(), "waited", flyingWait)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // ensureQueue makes the store-and-forward queue again if it was deleted
 // (queue.delete by an administrator, or the management API): the link
 // must keep buffering, and the loss of what the queue held must not be

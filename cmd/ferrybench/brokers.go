@@ -144,7 +144,7 @@ func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*broke
 	}
 	data := filepath.Join(dir, "ferrymq-data")
 	args := append([]string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-		"--data-dir", data, "--log-level", "info"}, extra...)
+		"--data-dir", data, "--log-level", "info", "--http-listen", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	lines := make(chan string, 64)
 	b, err := startProcess(cmd, filepath.Join(dir, "ferrymq.log"), lines)

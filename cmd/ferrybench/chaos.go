@@ -46,7 +46,14 @@ func chaosSoak(ctx context.Context, r *run, res *result) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	failed := true
+	defer func() {
+		if failed {
+			r.warn("broker logs and data kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
 	c := &chaos{r: r, dir: dir, bin: bin, rate: r.cfg.chaosRate}
 
 	if err := os.Mkdir(filepath.Join(dir, "up"), 0o755); err != nil {
@@ -167,6 +174,21 @@ func chaosSoak(ctx context.Context, r *run, res *result) error {
 	stopPubs()
 	pubs.Wait()
 	drainErr := waitTrackers(ctx, streams, r.cfg.drainIdle+60*time.Second)
+	if drainErr != nil {
+		// Stuck in a queue, or gone? Ask the broker.
+		var left []string
+		for _, q := range []string{"mqtt-subscription-" + id + "-sub1qos1", "mqtt-subscription-" + id + "-sub2qos1", "chaos-" + id} {
+			if conn, ch, err := c.amqpChannel(""); err == nil {
+				if qi, err := ch.QueueDeclarePassive(q, true, false, false, false, nil); err == nil {
+					left = append(left, fmt.Sprintf("%s: %d ready, %d consumers", q, qi.Messages, qi.Consumers))
+				} else {
+					left = append(left, fmt.Sprintf("%s: %v", q, err))
+				}
+				conn.Close()
+			}
+		}
+		drainErr = fmt.Errorf("%w (%s)", drainErr, strings.Join(left, "; "))
+	}
 	progress()
 	cancel()
 	wg.Wait()
@@ -208,6 +230,7 @@ func chaosSoak(ctx context.Context, r *run, res *result) error {
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
 	}
+	failed = false
 	return nil
 }
 
@@ -660,7 +683,7 @@ func (c *chaos) amqpChannel(queue string) (*amqp.Connection, *amqp.Channel, erro
 		return nil, nil, err
 	}
 	ch, err := conn.Channel()
-	if err == nil {
+	if err == nil && queue != "" {
 		_, err = ch.QueueDeclare(queue, true, false, false, false, nil)
 	}
 	if err != nil {
