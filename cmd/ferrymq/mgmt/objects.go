@@ -27,6 +27,11 @@ func (s *Server) objectRoutes() {
 	s.Route("GET", "/api/definitions/{vhost}", Administrator, s.getVHostDefinitions)
 	s.Route("POST", "/api/definitions/{vhost}", Administrator, s.postVHostDefinitions)
 
+	s.Route("GET", "/api/vhost-limits", Monitoring, s.vhostLimits)
+	s.Route("GET", "/api/vhost-limits/{vhost}", Monitoring, s.vhostLimits)
+	s.Route("PUT", "/api/vhost-limits/{vhost}/{name}", Administrator, s.putVHostLimit)
+	s.Route("DELETE", "/api/vhost-limits/{vhost}/{name}", Administrator, s.putVHostLimit)
+
 	s.Route("GET", "/api/mqtt/sessions", Management, s.mqttSessions)
 	s.Route("GET", "/api/mqtt/sessions/{vhost}", Management, s.mqttSessions)
 	s.Route("GET", "/api/mqtt/sessions/{vhost}/{client}", Management, s.mqttSession)
@@ -143,6 +148,73 @@ func (s *Server) importAnswer(w http.ResponseWriter, r *Request, res ImportResul
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// vhostLimits lists the vhosts that have limits, as RabbitMQ's GET
+// /api/vhost-limits[/{vhost}]: [{"vhost": "v", "value": {"max-connections": n}}].
+func (s *Server) vhostLimits(w http.ResponseWriter, r *Request) {
+	names := s.opts.Broker.VHostNames()
+	if vh := r.Var("vhost"); vh != "" {
+		if s.opts.Broker.VHost(vh) == nil {
+			notFound(w)
+			return
+		}
+		names = []string{vh}
+	}
+	out := []map[string]any{}
+	for _, name := range names {
+		v := s.opts.Broker.VHost(name)
+		if v == nil {
+			continue
+		}
+		l := v.Limits()
+		val := map[string]any{}
+		if l.MaxConnections > 0 {
+			val["max-connections"] = l.MaxConnections
+		}
+		if l.MaxQueues > 0 {
+			val["max-queues"] = l.MaxQueues
+		}
+		if len(val) > 0 {
+			out = append(out, map[string]any{"vhost": name, "value": val})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// putVHostLimit sets (PUT {"value": n}) or clears (DELETE) one vhost
+// limit, max-connections or max-queues, as rabbitmqadmin declare
+// vhost_limit does; a negative value clears it, as in RabbitMQ.
+func (s *Server) putVHostLimit(w http.ResponseWriter, r *Request) {
+	v := s.opts.Broker.VHost(r.Var("vhost"))
+	if v == nil {
+		notFound(w)
+		return
+	}
+	var n int64 = -1
+	if r.Method == http.MethodPut {
+		body, ok := decodeBody(w, r)
+		if !ok {
+			return
+		}
+		var err error
+		if n, err = intField(body, "value", 0); err != nil {
+			badRequest(w, "value: "+err.Error())
+			return
+		}
+	}
+	l := v.Limits()
+	switch r.Var("name") {
+	case "max-connections":
+		l.MaxConnections = int(max(n, 0))
+	case "max-queues":
+		l.MaxQueues = int(max(n, 0))
+	default:
+		badRequest(w, "unknown vhost limit "+strconv.Quote(r.Var("name"))+" (ferrymq has max-connections and max-queues)")
+		return
+	}
+	v.SetLimits(l)
+	noContent(w)
 }
 
 // jsonTime is a time for JSON, RFC 3339 in UTC, or null when zero.
