@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/eclipse/paho.golang/paho"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
@@ -30,19 +32,24 @@ const (
 // TestConsoleInChromium drives the web console in a real headless Chromium
 // (Debian's chromium, /usr/bin/chromium, or $CHROMIUM) against the real
 // binary, as an operator would. It logs in through the form (after a wrong
-// password, which the page reports), then watches a queue's depth go from 0
-// to 3 while the test publishes over AMQP, and purges it from the queue's
-// page (through the confirm dialog) to 0. The broker runs with a bridge to
-// an upstream (a second ferrymq) that refuses its password, for the
-// bridges page.
+// password, which the page reports), then:
+//   - watches a queue's depth go from 0 to 3 while the test publishes over
+//     AMQP, and purges it from the queue's page (through the confirm
+//     dialog) to 0;
+//   - finds the last error of a bridge whose upstream (a second ferrymq)
+//     refuses its password;
+//   - closes an MQTT 5 connection from the connections page (the client
+//     gets DISCONNECT 0x98), then sees its offline session and its retained
+//     message on the MQTT page and removes the session.
 //
 // Every wait is on the page's DOM, with a deadline. An uncaught JavaScript
 // exception or a Content-Security-Policy violation in the page fails the
 // test.
 //
 // Screenshots are kept as test artifacts in $FERRYMQ_ARTIFACTS, by default
-// interop_test/artifacts/ (gitignored): console-queue.png and
-// console-overview.png, and console-failure.png when a step fails.
+// interop_test/artifacts/ (gitignored): console-queue.png,
+// console-bridges.png, console-mqtt.png and console-overview.png, and
+// console-failure.png when a step fails.
 func TestConsoleInChromium(t *testing.T) {
 	chromium := chromiumPath(t)
 	artifacts := artifactsDir(t)
@@ -81,6 +88,8 @@ func TestConsoleInChromium(t *testing.T) {
 	page.do(t, "set refresh to 2 s", chromedp.SetValue(chromedp.ID("refresh-select"), "2"))
 
 	t.Run("queue depth and purge", func(t *testing.T) { consoleQueue(t, page, base, b) })
+	t.Run("bridge last error", func(t *testing.T) { consoleBridge(t, page, base) })
+	t.Run("MQTT connection, session and retained", func(t *testing.T) { consoleMQTT(t, page, base, b) })
 
 	page.do(t, "open the overview", chromedp.Navigate(base+"#/overview"))
 	page.wait(t, "the overview's totals", `() => document.querySelector('[data-stat="queues"]') !== null`)
@@ -196,6 +205,72 @@ func consoleQueue(t *testing.T, page *browserPage, base string, b *Broker) {
 	if q.Messages != 0 {
 		t.Errorf("after the purge in the console, queue %s holds %d messages over AMQP, want 0", queue, q.Messages)
 	}
+}
+
+// consoleBridge: the bridges page shows the link down with the upstream's
+// refusal of its password as the last error.
+func consoleBridge(t *testing.T, page *browserPage, base string) {
+	page.do(t, "open the bridges page", chromedp.Navigate(base+"#/bridges"))
+	row := `#bridges tr[data-name="uplink"]`
+	page.wait(t, "the bridge's last error", `() => {
+		const el = document.querySelector('`+row+` td[data-col="last_error"]');
+		return !!el && /403|ACCESS_REFUSED|password/i.test(el.textContent);
+	}`)
+	page.waitText(t, row+` td[data-col="state"]`, "disconnected", "connecting")
+	page.screenshot(t, "console-bridges.png")
+}
+
+// consoleMQTT: an MQTT 5 client with a persistent session and a retained
+// message shows on the connections page beside the AMQP ones; closing it
+// there disconnects the client (DISCONNECT 0x98, Administrative action);
+// its session, now offline, and the retained message show on the MQTT page,
+// where removing the session makes it go.
+func consoleMQTT(t *testing.T, page *browserPage, base string, b *Broker) {
+	const clientID = "console-sensor"
+	// An AMQP connection beside it, for the page to list both protocols.
+	conn, err := amqp.Dial(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: clientID, SessionExpiry: 3600})
+	c.SubscribeAt(t, 1, "console/cmd/#")
+	c.PublishAcked(t, &paho.Publish{Topic: "console/state", QoS: 1, Retain: true, Payload: []byte("on")})
+
+	page.do(t, "open the connections page", chromedp.Navigate(base+"#/connections"))
+	// The MQTT row, found by its protocol; its data-name is the
+	// connection's name, which the Close button's selector needs.
+	page.wait(t, "an MQTT 5.0 and an AMQP 0-9-1 connection", `() => {
+		const rows = [...document.querySelectorAll('#connections tr[data-name]')];
+		const proto = (tr) => (tr.querySelector('td[data-col="protocol"]') || {}).textContent || '';
+		return rows.some((tr) => proto(tr) === 'MQTT 5.0') && rows.some((tr) => proto(tr).startsWith('AMQP'));
+	}`)
+	name, err := chromedp.Run(page.ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#connections tr[data-name]')]
+		.find((tr) => tr.querySelector('td[data-col="protocol"]').textContent === 'MQTT 5.0').dataset.name`))
+	if err != nil {
+		page.fail(t, "read the MQTT connection's name", err)
+	}
+	page.do(t, "close the MQTT connection",
+		chromedp.Click(chromedp.CSS(`#connections tr[data-name=`+strconv.Quote(name)+`] button`)),
+		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
+		chromedp.Click(chromedp.ID("confirm-ok")),
+	)
+	d := mqtttest.WaitFor(t, c.Disconnects, consoleWait, "the DISCONNECT of the connection closed in the console")
+	if d.ReasonCode != 0x98 {
+		t.Errorf("DISCONNECT reason %#x, want 0x98 (Administrative action)", d.ReasonCode)
+	}
+
+	page.do(t, "open the MQTT page", chromedp.Navigate(base+"#/mqtt"))
+	session := `#mqtt-sessions tr[data-name="` + clientID + `"]`
+	page.waitText(t, session+` td[data-col="connected"]`, "offline")
+	page.wait(t, "the retained message", `() => !!document.querySelector('#mqtt-retained tr[data-name="console/state"]')`)
+	page.screenshot(t, "console-mqtt.png")
+	page.do(t, "remove the session",
+		chromedp.Click(chromedp.CSS(session+` button`)),
+		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
+		chromedp.Click(chromedp.ID("confirm-ok")),
+	)
+	page.wait(t, "the session gone", `() => document.getElementById('view').dataset.loaded !== '' && !document.querySelector('`+session+`')`)
 }
 
 // chromiumPath returns the Chromium to drive: $CHROMIUM, else Debian's

@@ -168,7 +168,9 @@
 
   // The status line shows an action's result (a "flash") for a few seconds,
   // else when the view was last refreshed or why that failed.
-  let flashTimer = null, flashing = false;
+  // keepFlash carries an action's result over the navigation it causes;
+  // any other navigation drops it.
+  let flashTimer = null, flashing = false, keepFlash = false;
   function flash(msg, kind) {
     const el = $('status');
     el.className = 'status' + (kind === 'error' ? ' error' : '');
@@ -219,7 +221,7 @@
     try {
       const res = await fn();
       flash(typeof done === 'function' ? done(res) : (done || what + ': done.'));
-      if (then) location.hash = then;
+      if (then) { keepFlash = true; location.hash = then; }
       else await refreshNow();
       return res;
     } catch (e) {
@@ -308,6 +310,8 @@
     for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === name);
     S.gen++;
     lastError = null;
+    if (!keepFlash) { flashing = false; clearTimeout(flashTimer); }
+    keepFlash = false;
     const main = clear($('view'));
     main.dataset.view = name;
     main.dataset.loaded = ''; // set to the generation once a refresh of this view succeeded
@@ -917,6 +921,7 @@
         { title: 'Queued', key: 'queued', num: true, sort: 'queued' },
         { title: 'In flight', key: 'inflight', num: true },
         { title: 'Last seen', key: 'last_seen', get: (s) => s.connected ? 'now' : fmtTime(s.last_seen) },
+        { title: 'Expires', key: 'expires_at', get: (s) => s.connected ? '' : fmtTime(s.expires_at) },
         { title: '', key: 'actions', get: (s) => h('button', { class: 'danger mini', text: 'Remove', onclick: () => remove(s) }) },
       ],
     });
@@ -928,8 +933,9 @@
         { title: 'Topic', key: 'topic', class: 'wrap', sort: 'topic' },
         { title: 'QoS', key: 'qos', num: true },
         { title: 'Size', key: 'payload_bytes', num: true, get: (r) => fmtBytes(r.payload_bytes ?? r.size) },
-        { title: 'Payload', key: 'payload', class: 'wrap', get: (r) => r.payload === undefined ? '' : h('code', { text: String(r.payload).slice(0, 200) + (r.payload_encoding === 'base64' ? ' (base64)' : '') }) },
-        { title: 'Stored', key: 'stored_at', get: (r) => fmtTime(r.stored_at ?? r.timestamp) },
+        { title: 'Payload', key: 'payload', class: 'wrap', get: (r) => r.payload === undefined ? ''
+          : h('code', { text: String(r.payload).slice(0, 200) + (r.payload_truncated || String(r.payload).length > 200 ? '…' : '') + (r.payload_encoding === 'base64' ? ' (base64)' : '') }) },
+        { title: 'Published', key: 'published', get: (r) => fmtTime(r.published) },
       ],
     });
     async function remove(s) {
