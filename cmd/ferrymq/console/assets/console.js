@@ -222,7 +222,7 @@
       const res = await fn();
       flash(typeof done === 'function' ? done(res) : (done || what + ': done.'));
       if (then) { keepFlash = true; location.hash = then; }
-      else await refreshNow();
+      else refreshNow(); // not awaited: the form is free again at once
       return res;
     } catch (e) {
       flash(what + ' failed: ' + e.message, 'error');
