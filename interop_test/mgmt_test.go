@@ -83,7 +83,7 @@ func apiJSON(t *testing.T, b *Broker, method, path string, body, out any) {
 func TestMgmtAuth(t *testing.T) {
 	dir := t.TempDir()
 	cfg := dir + "/ferrymq.yaml"
-	writeConfig(t, cfg, `
+	writeTextFile(t, cfg, `
 users:
   - name: app
     password: app-pw
@@ -242,8 +242,8 @@ func TestMgmtCloseConnection(t *testing.T) {
 	}
 }
 
-// writeConfig writes a broker config file.
-func writeConfig(t *testing.T, path, text string) {
+// writeTextFile writes a broker config file.
+func writeTextFile(t *testing.T, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)

@@ -218,6 +218,9 @@ type RabbitMQ struct {
 	AMQPAddr, MQTTAddr string
 	// Node is the Erlang node name, rabbit-<random>@localhost.
 	Node string
+	// HTTPAddr is the management plugin's host:port
+	// (StartRabbitMQManagement); "" without it.
+	HTTPAddr string
 
 	t       *testing.T
 	bin     string
@@ -232,6 +235,18 @@ type RabbitMQ struct {
 // accepts AMQP connections and its MQTT listener is up. The node and its
 // epmd are killed when the test ends; the logs are shown if it failed.
 func StartRabbitMQ(t *testing.T) *RabbitMQ {
+	t.Helper()
+	return startRabbitMQ(t, false)
+}
+
+// StartRabbitMQManagement is StartRabbitMQ with the rabbitmq_management
+// plugin too, its HTTP API on a free port (HTTPAddr), guest/guest.
+func StartRabbitMQManagement(t *testing.T) *RabbitMQ {
+	t.Helper()
+	return startRabbitMQ(t, true)
+}
+
+func startRabbitMQ(t *testing.T, management bool) *RabbitMQ {
 	t.Helper()
 	bin := findBinary(t, "RABBITMQ_SERVER", "rabbitmq-server", "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server")
 	if os.Getenv("RABBITMQ_SERVER") == "" && bin == "/usr/sbin/rabbitmq-server" {
@@ -251,7 +266,14 @@ func StartRabbitMQ(t *testing.T) *RabbitMQ {
 			t.Fatal(err)
 		}
 	}
-	conf := strings.Join([]string{
+	plugins := "[rabbitmq_mqtt].\n"
+	var extraConf []string
+	if management {
+		r.HTTPAddr = freePort(t)
+		plugins = "[rabbitmq_mqtt,rabbitmq_management].\n"
+		extraConf = []string{"management.tcp.ip = 127.0.0.1", "management.tcp.port = " + port(r.HTTPAddr)}
+	}
+	conf := strings.Join(append([]string{
 		"listeners.tcp.1 = " + r.AMQPAddr,
 		"mqtt.listeners.tcp.1 = " + r.MQTTAddr,
 		"log.console = false",
@@ -260,7 +282,7 @@ func StartRabbitMQ(t *testing.T) *RabbitMQ {
 		// for that, but say so rather than depend on the machine's RAM.
 		"vm_memory_high_watermark.absolute = 1GB",
 		"disk_free_limit.absolute = 50MB",
-	}, "\n") + "\n"
+	}, extraConf...), "\n") + "\n"
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -276,7 +298,7 @@ func StartRabbitMQ(t *testing.T) *RabbitMQ {
 		"RABBITMQ_MNESIA_BASE="+filepath.Join(dir, "mnesia"),
 		"RABBITMQ_LOG_BASE="+filepath.Join(dir, "log"),
 		"RABBITMQ_CONFIG_FILE="+write("rabbitmq.conf", conf),
-		"RABBITMQ_ENABLED_PLUGINS_FILE="+write("enabled_plugins", "[rabbitmq_mqtt].\n"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+write("enabled_plugins", plugins),
 		"RABBITMQ_CONF_ENV_FILE="+write("rabbitmq-env.conf", ""),
 		"RABBITMQ_ADVANCED_CONFIG_FILE="+filepath.Join(dir, "advanced.config"), // absent
 		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel inet_dist_use_interface {127,0,0,1}",
@@ -319,6 +341,11 @@ func (r *RabbitMQ) Start() {
 	waitUntil(t, "RabbitMQ "+r.Node, r.proc, r.logPath, rabbitReadyTimeout, func() error {
 		if err := dialTCP(r.MQTTAddr); err != nil {
 			return err
+		}
+		if r.HTTPAddr != "" {
+			if err := dialTCP(r.HTTPAddr); err != nil {
+				return err
+			}
 		}
 		c, err := amqp.DialConfig(r.URL, amqp.Config{Dial: amqp.DefaultDial(time.Second)})
 		if err != nil {
