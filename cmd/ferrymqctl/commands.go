@@ -224,12 +224,19 @@ func formatValue(v any) string {
 	return fmt.Sprint(v)
 }
 
-// formatTime prints RabbitMQ's milliseconds since the epoch (or a string
-// time, which is printed as sent) in UTC.
+// formatTime prints RabbitMQ's milliseconds since the epoch, or an
+// RFC 3339 time (ferrymq's own endpoints), to the second in UTC; anything
+// else as sent.
 func formatTime(v any) string {
-	if n, ok := v.(json.Number); ok {
-		if ms, err := n.Int64(); err == nil && ms > 0 {
-			return time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05")
+	const layout = "2006-01-02 15:04:05"
+	switch v := v.(type) {
+	case json.Number:
+		if ms, err := v.Int64(); err == nil && ms > 0 {
+			return time.UnixMilli(ms).UTC().Format(layout)
+		}
+	case string:
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return t.UTC().Format(layout)
 		}
 	}
 	return formatValue(v)
@@ -386,10 +393,22 @@ func importDefs(ctx context.Context, c *client, o options, file string, stdin io
 	if err := json.Unmarshal(raw, &defs); err != nil {
 		return fmt.Errorf("import definitions: %s is not a JSON object: %w", file, err)
 	}
-	if err := c.do(ctx, "POST", nil, raw, nil, defsPath(o)...); err != nil {
+	var answer []byte
+	if err := c.do(ctx, "POST", nil, raw, &answer, defsPath(o)...); err != nil {
 		return fmt.Errorf("import definitions from %s: %w", file, err)
 	}
 	fmt.Fprintf(stdout, "Imported definitions from %s: %s\n", file, countDefs(defs))
+	// ferrymq answers 200 {"warnings": [...]} for what it did not apply as
+	// given (policies, quorum queues, ...); RabbitMQ answers 204.
+	var res struct {
+		Warnings []string `json:"warnings"`
+	}
+	if json.Unmarshal(answer, &res) == nil && len(res.Warnings) > 0 {
+		fmt.Fprintf(stdout, "%d not applied as given:\n", len(res.Warnings))
+		for _, w := range res.Warnings {
+			fmt.Fprintf(stdout, "  warning: %s\n", w)
+		}
+	}
 	return nil
 }
 

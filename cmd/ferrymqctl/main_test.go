@@ -139,6 +139,17 @@ func TestDecodeListAndFormat(t *testing.T) {
 			t.Errorf("cells %q, want %q", got, want)
 		}
 	}
+	for in, want := range map[string]string{`"2026-12-06T02:48:24.312458571Z"`: "2026-12-06 02:48:24", `"2026-12-06T03:48:24+01:00"`: "2026-12-06 02:48:24", `null`: "", `"never"`: "never"} {
+		var v any
+		dec := json.NewDecoder(strings.NewReader(in))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		if got := formatTime(v); got != want {
+			t.Errorf("formatTime(%s) = %q, want %q", in, got, want)
+		}
+	}
 	if _, err := decodeList([]byte(`{"error":"x"}`)); err == nil {
 		t.Error("decodeList of an object without items: no error")
 	}
