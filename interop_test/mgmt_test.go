@@ -211,7 +211,7 @@ func TestMgmtCloseConnection(t *testing.T) {
 	}
 	select {
 	case e := <-closed:
-		if e == nil || e.Code != amqp.ConnectionForced || !strings.Contains(e.Reason, "maintenance window") {
+		if e == nil || e.Code != amqp.ConnectionForced || e.Reason != "CONNECTION_FORCED - maintenance window" {
 			t.Errorf("amqp close: %+v, want 320 with the reason", e)
 		}
 	case <-time.After(mgmtWait):

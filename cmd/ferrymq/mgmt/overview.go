@@ -49,6 +49,9 @@ func (s *Server) listenersJSON() []listenerJSON {
 	defer s.lnMu.Unlock()
 	out := []listenerJSON{}
 	for _, l := range s.listeners {
+		if l.Protocol == "debug" {
+			continue // pprof: not a protocol listener
+		}
 		host, port, _ := net.SplitHostPort(l.Addr.String())
 		n, _ := strconv.Atoi(port)
 		out = append(out, listenerJSON{Node: s.node(), Protocol: rabbitProtocol(l.Protocol), IPAddress: host, Port: n, SocketOpts: map[string]any{}})

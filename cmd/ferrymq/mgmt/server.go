@@ -52,15 +52,16 @@ type listener struct {
 // Server serves the operations API. Make it with New, add routes and
 // handlers before Serve.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	mux      *http.ServeMux
-	api      router
-	started  time.Time
-	httpSrv  *http.Server
-	rates    rateState
-	stop     chan struct{} // closed by Shutdown: the rate sampler ends
-	stopOnce sync.Once
+	opts      Options
+	log       *slog.Logger
+	mux       *http.ServeMux
+	api       router
+	started   time.Time
+	httpSrv   *http.Server
+	rates     rateState
+	stop      chan struct{} // closed by Shutdown: the rate sampler ends
+	stopOnce  sync.Once
+	startOnce sync.Once
 
 	lnMu      sync.Mutex
 	listeners []listener // guarded by lnMu
@@ -88,7 +89,6 @@ func New(opts Options) *Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	go s.sampleLoop(s.stop)
 	return s
 }
 
@@ -113,7 +113,11 @@ func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve serves HTTP on ln until Shutdown; it returns http.ErrServerClosed
 // after Shutdown. It may be called for several listeners (HTTP and HTTPS).
-func (s *Server) Serve(ln net.Listener) error { return s.httpSrv.Serve(ln) }
+func (s *Server) Serve(ln net.Listener) error {
+	// Rates are sampled only while something serves them.
+	s.startOnce.Do(func() { go s.sampleLoop(s.stop) })
+	return s.httpSrv.Serve(ln)
+}
 
 // Shutdown stops the listeners and waits for requests in progress, until
 // ctx ends.
