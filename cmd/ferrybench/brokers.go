@@ -144,7 +144,15 @@ func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*broke
 	}
 	data := filepath.Join(dir, "ferrymq-data")
 	args := append([]string{"--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", "--mqtt-ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-		"--data-dir", data, "--log-level", "info", "--http-listen", "127.0.0.1:0"}, extra...)
+		"--data-dir", data, "--log-level", "info"}, extra...)
+	// The management listener is waited for unless extra turned it off
+	// (the last --http-listen counts).
+	wantHTTP := true
+	for i, a := range args {
+		if a == "--http-listen" && i+1 < len(args) {
+			wantHTTP = args[i+1] != ""
+		}
+	}
 	cmd := exec.Command(bin, args...)
 	lines := make(chan string, 64)
 	b, err := startProcess(cmd, filepath.Join(dir, "ferrymq.log"), lines)
@@ -154,7 +162,7 @@ func startFerrymq(ctx context.Context, bin, dir string, extra ...string) (*broke
 	b.name = "ferrymq"
 	b.version = ferrymqVersion()
 	deadline := time.After(30 * time.Second)
-	for b.amqpURL == "" || b.mqttURL == "" || b.httpURL == "" {
+	for b.amqpURL == "" || b.mqttURL == "" || (wantHTTP && b.httpURL == "") {
 		select {
 		case line := <-lines:
 			if m := listenerReady.FindStringSubmatch(line); m != nil {
