@@ -1069,6 +1069,7 @@
     const summary = h('div', { id: 'definitions-summary' });
     const fileIn = h('input', { type: 'file', accept: '.json,application/json', id: 'import-file' });
     const text = h('textarea', { id: 'import-text', rows: 8, placeholder: 'Or paste definitions JSON here' });
+    const result = h('div', { id: 'import-result' });
     const scope = () => S.vhost ? '/definitions/' + enc(S.vhost) : '/definitions';
     async function exportDefs() {
       const defs = await act('Export', () => api('GET', scope()), 'Definitions exported.');
@@ -1086,13 +1087,20 @@
       if (!body.trim()) { flash('Import: choose a file or paste definitions first.', 'error'); return; }
       try { JSON.parse(body); } catch (e) { flash('Import failed: not JSON (' + e.message + ')', 'error'); return; }
       if (!await ask(`Import these definitions into ${S.vhost ? 'virtual host ' + S.vhost : 'the broker'}? Existing objects with the same names are updated.`)) return;
-      await act('Import', () => api('POST', scope(), body), 'Definitions imported.');
+      clear(result);
+      // 204: all applied; 200: applied, with what was not (as asked).
+      const res = await act('Import', () => api('POST', scope(), body).then((r) => r || {}),
+        (r) => r.warnings && r.warnings.length ? `Definitions imported, with ${r.warnings.length} warning(s).` : 'Definitions imported.');
+      if (res && res.warnings && res.warnings.length) {
+        result.append(h('p', { class: 'warn', text: 'Not applied, or applied otherwise than asked:' }),
+          h('ul', {}, res.warnings.map((w) => h('li', { text: w }))));
+      }
       loadVhosts();
     }
     main.append(h('h1', { text: 'Definitions' }),
       h('p', { class: 'small', text: 'Users, virtual hosts, permissions, exchanges, queues and bindings, in RabbitMQ\'s definitions JSON: what RabbitMQ exports imports here, and back. With a virtual host chosen above, only that one.' }),
       h('div', { class: 'card' }, h('h3', { text: 'Export' }), summary, h('button', { id: 'export', text: 'Download definitions', onclick: exportDefs })),
-      h('div', { class: 'card' }, h('h3', { text: 'Import' }), h('div', { class: 'toolbar' }, fileIn), text, h('div', { class: 'toolbar' }, h('button', { id: 'import', text: 'Import definitions', onclick: importDefs }))));
+      h('div', { class: 'card' }, h('h3', { text: 'Import' }), h('div', { class: 'toolbar' }, fileIn), text, h('div', { class: 'toolbar' }, h('button', { id: 'import', text: 'Import definitions', onclick: importDefs })), result));
     async function refresh() {
       const gen = S.gen;
       const d = await api('GET', scope());
