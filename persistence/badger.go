@@ -75,6 +75,9 @@ func badgerOptions(dir string, noSync bool, logger *badgerLogger) badger.Options
 		// deletes the value-log file they were copied from.
 		WithSyncWrites(!noSync).
 		WithLogger(logger).
+		// Every value read from the value log has its checksum verified, so
+		// damage is an error (see check.go), never a wrong message.
+		WithVerifyValueChecksum(true).
 		WithMetricsEnabled(false).
 		// Conflict detection tracks the keys read by update transactions;
 		// ours are blind write batches.

@@ -109,6 +109,8 @@ func (s *Store) load() error {
 	}
 
 	var maxID uint64
+	var totalRefs int
+	var dmg damage
 	// lastSeq is, after a crash, the newest reference of each queue.
 	var lastSeq map[*queueState]uint64
 	if crashed {
@@ -140,6 +142,7 @@ func (s *Store) load() error {
 		if crashed {
 			lastSeq[qs] = max(lastSeq[qs], seq)
 		}
+		totalRefs++
 		w.refs[r.id]++
 		maxID = max(maxID, r.id)
 		return nil
@@ -148,14 +151,25 @@ func (s *Store) load() error {
 		return fmt.Errorf("read message references: %w", err)
 	}
 
-	// Bodies: keys only, so the value log is not read.
-	err = s.scan(kindPrefix(kindMessage), w.lastTs, false, func(key, _ []byte) error {
+	// Bodies: every referenced one is read back once (Badger verifies each
+	// value's checksum), so that a damaged or missing value-log file is
+	// found now, not by the first consumer (see check.go).
+	err = s.scanItems(kindPrefix(kindMessage), w.lastTs, func(item *badger.Item) error {
+		key := item.Key()
 		id, ok := parseMessageKey(key)
 		if !ok {
 			return corrupt("message key", key)
 		}
 		maxID = max(maxID, id)
 		if n := w.refs[id]; n != 0 {
+			if err := s.value(item, func([]byte) error { return nil }); err != nil {
+				dmg.add(valueLogFile(s.dir, item), fmt.Errorf("message %d: %w", id, err))
+				if dmg.bodies == nil {
+					dmg.bodies = map[uint64]error{}
+				}
+				dmg.bodies[id] = err
+				return nil
+			}
 			w.refs[id] = n | seenBody
 		} else {
 			w.ov.del(key)
@@ -177,10 +191,14 @@ func (s *Store) load() error {
 	}
 	if len(missing) > 0 {
 		// Only damage gets here: a body is always written before, and
-		// deleted after, the references to it. The references cannot be
-		// delivered, so they go, loudly.
+		// deleted after, the references to it. Without Options.Repair that
+		// refuses the start; with it the references go, counted per queue.
+		dmg.perQ = map[*queueState]int{}
 		err = s.scan(kindPrefix(kindRef), w.lastTs, true, func(key, val []byte) error {
 			if r, ok := decodeRef(val); ok && missing[r.id] {
+				if qs, _, _ := queueOf(key, key[1:len(key)-8], kindRef); qs != nil {
+					dmg.perQ[qs]++
+				}
 				if _, seen := w.ov.lookup(key); !seen {
 					w.ov.del(key)
 					refsWithoutBody++
@@ -201,9 +219,21 @@ func (s *Store) load() error {
 	}
 
 	// Retained messages count towards MaxMessageID (see encodeRetained).
-	// Their values are mostly in the value log, which is memory-mapped:
-	// reading the id touches a page per message, not the body.
-	err = s.scan(kindPrefix(kindRetained), w.lastTs, true, func(key, val []byte) error {
+	// Their values are mostly in the value log, and are read whole once, as
+	// bodies are, so that damage is found now.
+	err = s.scanItems(kindPrefix(kindRetained), w.lastTs, func(item *badger.Item) error {
+		key := item.Key()
+		var val []byte
+		if err := s.value(item, func(v []byte) error { val = v; return nil }); err != nil {
+			name := fmt.Sprintf("%q", key[2:min(len(key), 66)])
+			if vhost, topic, form, ok := parseEntityKey(key); ok && form != formHashed {
+				name = vhost + "/" + topic
+			}
+			dmg.add(valueLogFile(s.dir, item), fmt.Errorf("retained message %s: %w", name, err))
+			dmg.topics = append(dmg.topics, name)
+			dmg.tkeys = append(dmg.tkeys, item.KeyCopy(nil))
+			return nil
+		}
 		if len(val) == 0 {
 			return nil // deleted
 		}
@@ -223,6 +253,9 @@ func (s *Store) load() error {
 		return fmt.Errorf("read retained messages: %w", err)
 	}
 	s.maxID.Store(maxID)
+	if err := s.repairDamage(&dmg, totalRefs); err != nil {
+		return err
+	}
 	n, err := s.migrateTopology()
 	if err != nil {
 		return err
@@ -249,6 +282,38 @@ func (s *Store) load() error {
 	}
 	s.readTs.Store(w.lastTs)
 	s.db.SetDiscardTs(w.lastTs)
+	return nil
+}
+
+// repairDamage refuses a store with unreadable messages, or with
+// Options.Repair drops them (the references are deleted already) and
+// reports each queue's loss.
+func (s *Store) repairDamage(d *damage, total int) error {
+	if !d.any() {
+		return nil
+	}
+	if !s.repair {
+		return fmt.Errorf("%w: %s; start with --repair to drop what cannot be read (and report it), or restore the data directory from a backup",
+			ErrDamaged, d.summary(total))
+	}
+	w := &s.w
+	r := &s.repaired
+	r.Files = d.fileList()
+	r.Messages = map[string]int{}
+	for id := range d.bodies {
+		w.key = messageKey(w.key[:0], id)
+		w.ov.del(w.key)
+	}
+	for qs, n := range d.perQ {
+		r.Messages[qs.key.vhost+"/"+qs.key.name] = n
+		s.log.Warn("repair: messages lost", "vhost", qs.key.vhost, "queue", qs.key.name, "messages", n)
+	}
+	for i, key := range d.tkeys {
+		w.ov.del(key) // a marker
+		s.log.Warn("repair: retained message lost", "topic", d.topics[i])
+	}
+	r.Retained, r.Topics = len(d.topics), d.topics
+	s.log.Warn("repair: damaged store opened; what could not be read is dropped", "summary", d.summary(total))
 	return nil
 }
 
@@ -318,6 +383,21 @@ func (s *Store) markAllDelivered(lastSeq map[*queueState]uint64) {
 	}
 	s.log.Warn("the previous run did not shut down cleanly: the messages it left in queues come back redelivered",
 		"queues", raised)
+}
+
+// scanItems calls fn for every item with prefix at version ts, its value
+// unread: fn reads it, and handles a read error itself.
+func (s *Store) scanItems(prefix []byte, ts uint64, fn func(item *badger.Item) error) error {
+	txn := s.db.NewTransactionAt(ts, false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := fn(it.Item()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // has reports whether key is stored, at the last committed version.

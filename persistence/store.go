@@ -76,6 +76,13 @@ type Options struct {
 	// with ErrDiskFull instead of writing; 0 means DefaultDiskFreeLimit,
 	// negative disables the check.
 	DiskFreeLimit int64
+	// Repair opens a damaged store instead of refusing it: messages and
+	// retained messages whose value-log records cannot be read are
+	// dropped, and reported (Store.Repair, and at WARN per queue). Damaged
+	// table files and a MANIFEST that cannot be read are refused all the
+	// same; a MANIFEST that lost records is accepted, and Badger deletes
+	// the table files it no longer lists.
+	Repair bool
 	// NoSync skips fsync: a commit is reported synced once Badger has it
 	// in memory. For tests only; a crash loses confirmed messages.
 	NoSync bool
@@ -95,6 +102,8 @@ type Store struct {
 	diskFreeLimit int64
 	// valueLimit is Badger's largest value, its value-log file size.
 	valueLimit int64
+	repair     bool   // Options.Repair
+	repaired   Repair // what Open dropped
 
 	// mu guards the log and the waiters; it is held only to append or to
 	// swap slices, never across I/O, because core appends with its queue
@@ -193,6 +202,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	if testBadgerOptions != nil {
 		bopts = testBadgerOptions(bopts)
 	}
+	dropped, err := checkFiles(dir, bopts, opts.Repair, logger.With("component", "persistence", "dir", dir).Warn)
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
+	}
 	db, err := openBadger(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
@@ -204,6 +217,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		blog:       blog,
 		onError:    opts.OnError,
 		valueLimit: bopts.ValueLogFileSize,
+		repair:     opts.Repair,
 		pending:    make(map[uint64]pendingMsg),
 		kick:       make(chan struct{}, 1),
 		quit:       make(chan struct{}),
@@ -219,6 +233,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.w.init()
 	s.stats.init()
+	s.w.lastTs = db.MaxVersion()
+	s.countDropped(dropped)
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
@@ -576,7 +592,7 @@ func (s *Store) Load(id uint64) (*core.Message, error) {
 		return nil, fmt.Errorf("persistence: load message %d: %w", id, err)
 	}
 	var m *core.Message
-	err = item.Value(func(v []byte) error {
+	err = s.value(item, func(v []byte) error {
 		var err error
 		m, err = decodeMessage(id, v)
 		return err

@@ -771,7 +771,7 @@ func (s *Store) scan(prefix []byte, ts uint64, values bool, fn func(key, val []b
 		item := it.Item()
 		var err error
 		if values {
-			err = item.Value(func(v []byte) error { return fn(item.Key(), v) })
+			err = s.value(item, func(v []byte) error { return fn(item.Key(), v) })
 		} else {
 			err = fn(item.Key(), nil)
 		}

@@ -30,9 +30,12 @@ type Config struct {
 	DebugListen  string `yaml:"debug_listen"`   // Go's pprof at /debug/pprof/; empty: off
 	// HTTPListen serves the management API (and /metrics, the console);
 	// empty: off. HTTPSListen serves it over TLS; empty (the default): off.
-	HTTPListen     string `yaml:"http_listen"`
-	HTTPSListen    string `yaml:"https_listen"`
-	DataDir        string `yaml:"data_dir"`
+	HTTPListen  string `yaml:"http_listen"`
+	HTTPSListen string `yaml:"https_listen"`
+	DataDir     string `yaml:"data_dir"`
+	// Repair opens a damaged data directory, dropping what cannot be read
+	// and reporting it (flag only: a one-off decision, never a setting).
+	Repair         bool   `yaml:"-"`
 	LogLevel       string `yaml:"log_level"`
 	LogFormat      string `yaml:"log_format"` // text (slog's key=value) or json
 	Heartbeat      int    `yaml:"heartbeat"`  // seconds
@@ -334,6 +337,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.StringVar(&f.HTTPSListen, "https-listen", "", "management HTTP API over TLS listen `address`, conventionally :15671 (default off; needs --tls-cert, --tls-key)")
 	fs.StringVar(&f.DebugListen, "debug-listen", "", "serve Go's pprof profiles at http://`address`/debug/pprof/ (default off; keep it on loopback)")
 	fs.StringVar(&f.DataDir, "data-dir", def.DataDir, "data `directory`, created if missing")
+	fs.BoolVar(&f.Repair, "repair", false, "open a damaged data directory: drop the messages and retained messages that cannot be read, report them per queue at WARN (default: refuse to start, naming the damaged file)")
 	fs.StringVar(&f.LogLevel, "log-level", def.LogLevel, "log `level`: debug, info, warn or error")
 	fs.StringVar(&f.LogFormat, "log-format", def.LogFormat, "log `format`: text (key=value) or json (one object a line)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -446,6 +450,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.HTTPSListen = f.HTTPSListen
 		case "data-dir":
 			cfg.DataDir = f.DataDir
+		case "repair":
+			cfg.Repair = f.Repair
 		case "log-level":
 			cfg.LogLevel = f.LogLevel
 		case "log-format":

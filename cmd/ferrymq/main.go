@@ -126,6 +126,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	store, err := persistence.Open(cfg.DataDir, persistence.Options{
 		Logger:        logger,
 		DiskFreeLimit: cfg.DiskFreeLimit,
+		Repair:        cfg.Repair,
 		OnError: func(err error) {
 			b := alarms.Load()
 			if b == nil {
@@ -142,6 +143,14 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	})
 	if err != nil {
 		return fail("cannot open data directory", "dir", cfg.DataDir, "err", err)
+	}
+	if r := store.Repair(); r.Lost() {
+		lost := 0
+		for _, n := range r.Messages {
+			lost += n
+		}
+		logger.Warn("started with --repair on a damaged data directory: data lost",
+			"messages", lost, "queues", len(r.Messages), "retained", r.Retained, "files", strings.Join(r.Files, ","))
 	}
 	cleanup.push(func(context.Context) {
 		if err := store.Close(); err != nil {
