@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
@@ -63,6 +65,19 @@ func TestCtlSessions(t *testing.T) {
 	if out := ctlOK(t, b, "list", "sessions"); !strings.Contains(out, "cmd/ctl-sensor/#(1)") {
 		t.Errorf("sessions table lacks the subscription:\n%s", out)
 	}
+	// Retained messages: listed, then cleared by a filter.
+	c.PublishAcked(t, &paho.Publish{Topic: "ctl/status/7", QoS: 1, Retain: true, Payload: []byte("up")})
+	c.PublishAcked(t, &paho.Publish{Topic: "other/7", QoS: 1, Retain: true, Payload: []byte("x")})
+	if r := findRow(ctlJSON(t, b, "retained"), "topic", "ctl/status/7"); r == nil || r["payload_bytes"] != 2.0 {
+		t.Errorf("list retained: ctl/status/7 is %v", r)
+	}
+	if out := ctlOK(t, b, "clear-retained", "ctl/#"); out != "Cleared 1 retained messages matching \"ctl/#\" in vhost \"/\"\n" {
+		t.Errorf("clear-retained printed %q", out)
+	}
+	if rows := ctlJSON(t, b, "retained"); len(rows) != 1 || rows[0]["topic"] != "other/7" {
+		t.Errorf("after clear-retained ctl/#: %v, want only other/7", rows)
+	}
+
 	ctlOK(t, b, "remove-session", "ctl-sensor")
 	d := mqtttest.WaitFor(t, c.Disconnects, eventTimeout, "DISCONNECT after remove-session")
 	if d.ReasonCode != 0x98 {

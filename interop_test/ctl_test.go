@@ -176,6 +176,10 @@ func TestCtlList(t *testing.T) {
 	if row := tableRow(t, table, "name", "ctl.orders"); row["messages"] != "3" || row["durable"] != "true" || row["vhost"] != "/" {
 		t.Errorf("queue row %v, want 3 messages, durable, vhost /:\n%s", row, table)
 	}
+	// Columns chosen as rabbitmqctl list_queues name messages does.
+	if out := ctlOK(t, b, "list", "queues", "name", "messages"); out != "name        messages\nctl.orders  3\n" {
+		t.Errorf("list queues name messages printed %q", out)
+	}
 	q := findRow(ctlJSON(t, b, "queues", "--vhost", "/"), "name", "ctl.orders")
 	if q == nil || q["messages"] != 3.0 || q["durable"] != true {
 		t.Errorf("list queues --json: ctl.orders is %v, want 3 messages, durable", q)

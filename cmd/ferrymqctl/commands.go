@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -95,10 +96,22 @@ func listNames() []string {
 }
 
 // list prints one list as a table, or as the API's JSON with --json.
-func list(ctx context.Context, c *client, o options, what string, w io.Writer) error {
+// fields, if any, are the columns instead of the usual ones, as in
+// `rabbitmqctl list_queues name messages`.
+func list(ctx context.Context, c *client, o options, what string, fields []string, w io.Writer) error {
 	l, ok := listings[what]
 	if !ok {
 		return usagef("list %q: want one of %s", what, strings.Join(listNames(), ", "))
+	}
+	if len(fields) > 0 {
+		l.cols = nil
+		for _, f := range fields {
+			format := formatValue
+			if strings.HasSuffix(f, "_at") || f == "last_seen" {
+				format = formatTime
+			}
+			l.cols = append(l.cols, column{f, f, format})
+		}
 	}
 	segs := l.all
 	if o.vhostSet && l.inVHost != nil {
@@ -454,5 +467,18 @@ func addUser(ctx context.Context, c *client, o options, args []string, stdin io.
 		return fmt.Errorf("add-user %s: %w", name, err)
 	}
 	fmt.Fprintf(w, "Added user %q\n", name)
+	return nil
+}
+
+// clearRetained deletes the retained messages of --vhost that match filter.
+func clearRetained(ctx context.Context, c *client, o options, filter string, w io.Writer) error {
+	p := path("mqtt", "retained", o.vhost) + "?filter=" + url.QueryEscape(filter)
+	var res struct {
+		Cleared json.Number `json:"cleared"`
+	}
+	if err := c.doPath(ctx, "DELETE", p, nil, nil, &res); err != nil {
+		return fmt.Errorf("clear retained messages matching %q in vhost %q: %w", filter, o.vhost, err)
+	}
+	fmt.Fprintf(w, "Cleared %s retained messages matching %q in vhost %q\n", res.Cleared, filter, o.vhost)
 	return nil
 }

@@ -3,11 +3,11 @@
 // RabbitMQ's management plugin), with rabbitmqctl's habits:
 //
 //	ferrymqctl status
-//	ferrymqctl list queues|exchanges|bindings|connections|channels|consumers|sessions|retained|bridges|users|vhosts|permissions [--json]
+//	ferrymqctl list queues|exchanges|bindings|connections|channels|consumers|sessions|retained|bridges|users|vhosts|permissions [field ...] [--json]
 //	ferrymqctl purge <queue>
 //	ferrymqctl delete queue|exchange <name>
 //	ferrymqctl close-connection <name> [reason]
-//	ferrymqctl remove-session <client-id>
+//	ferrymqctl remove-session <client-id> | clear-retained <filter>
 //	ferrymqctl export <file> | import <file>
 //	ferrymqctl add-user <name> [password] | set-permissions <user> <configure> <write> <read>
 //	ferrymqctl bridge pause|resume <name>
@@ -76,12 +76,14 @@ const usageText = `Usage: ferrymqctl [flags] <command> [args]
 
 Commands:
   status                                  the broker's overview: version, totals, rates, listeners, alarms
-  list <what>                             a table (or --json) of queues, exchanges, bindings, connections,
-                                          channels, consumers, sessions and retained (MQTT), bridges, users, vhosts, permissions
+  list <what> [field ...]                 a table (or --json) of queues, exchanges, bindings, connections,
+                                          channels, consumers, sessions and retained (MQTT), bridges, users, vhosts,
+                                          permissions; with fields, those JSON fields as columns (a.b for nested)
   purge <queue>                           remove every ready message of a queue
   delete queue|exchange <name>            delete one (--if-unused, --if-empty for queues)
   close-connection <name> [reason]        close an AMQP (320 CONNECTION_FORCED) or MQTT connection
   remove-session <client-id>              remove an MQTT session (and close its connection)
+  clear-retained <filter>                 delete the MQTT retained messages matching a topic filter
   export <file>                           write the definitions (users, vhosts, queues, ...) as JSON; - for stdout
   import <file>                           load definitions JSON (from ferrymq or RabbitMQ); - for stdin
   add-user <name> [password]              add a user (password read from stdin when left out; --tags)
@@ -214,10 +216,15 @@ func dispatch(ctx context.Context, c *client, o options, pos []string, stdin io.
 		}
 		return status(ctx, c, o, stdout)
 	case "list":
-		if len(args) != 1 {
+		if len(args) == 0 {
 			return usagef("list takes one of: %s", strings.Join(listNames(), ", "))
 		}
-		return list(ctx, c, o, args[0], stdout)
+		return list(ctx, c, o, args[0], args[1:], stdout)
+	case "clear-retained":
+		if err := want(1, "an MQTT topic filter (# for all)"); err != nil {
+			return err
+		}
+		return clearRetained(ctx, c, o, args[0], stdout)
 	case "purge":
 		if err := want(1, "a queue name"); err != nil {
 			return err
