@@ -101,7 +101,9 @@ func (s *Server) sample(now time.Time) {
 		secs := now.Sub(rs.at).Seconds()
 		rs.vRate = make(map[string]counts, len(vhosts))
 		for k, c := range vhosts {
-			rs.vRate[k] = c.minus(rs.vhosts[k], secs)
+			if old, ok := rs.vhosts[k]; ok {
+				rs.vRate[k] = c.minus(old, secs)
+			}
 		}
 		rs.qRate = make(map[qkey]counts, len(queues))
 		for k, c := range queues {
