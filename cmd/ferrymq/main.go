@@ -174,6 +174,22 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 		return fail("cannot recover stored state", "dir", cfg.DataDir, "err", err)
 	}
 	logger.Info("recovered stored state", "dir", cfg.DataDir, "took", time.Since(start).Round(time.Millisecond))
+	// Users, vhosts and permissions changed through the API, saved in the
+	// data directory (accessdb.go); the configuration wins for its users.
+	adb := newAccessDB(cfg.DataDir, mgmt.DefinitionsSource{Broker: broker, Users: users, Version: buildVersion()}, &cfg, logger)
+	if err := adb.load(); err != nil {
+		return fail("cannot load the access database", "err", err)
+	}
+	adbCtx, stopADB := context.WithCancel(context.Background())
+	adbDone := make(chan struct{})
+	go func() {
+		defer close(adbDone)
+		adb.run(adbCtx)
+	}()
+	cleanup.push(func(context.Context) {
+		stopADB()
+		<-adbDone
+	})
 	var stls *serverTLS // nil: no TLS listener
 	if cfg.tlsWanted() {
 		if stls, err = newServerTLS(cfg.TLS, logger); err != nil {

@@ -247,6 +247,34 @@ const bridgeQueuePrefix = "bridge."
 // GET /api/definitions: exchanges but the default and amq.* ones; queues
 // but exclusive ones (and the bridges'); their bindings.
 func (src DefinitionsSource) Export() *Definitions {
+	d := src.ExportAccess()
+	for _, vh := range d.VHosts {
+		v := src.Broker.VHost(vh.Name)
+		if v == nil {
+			continue // deleted meanwhile
+		}
+		vd := exportVHost(v)
+		for i := range vd.Queues {
+			vd.Queues[i].VHost = vh.Name
+		}
+		for i := range vd.Exchanges {
+			vd.Exchanges[i].VHost = vh.Name
+		}
+		for i := range vd.Bindings {
+			vd.Bindings[i].VHost = vh.Name
+		}
+		d.Queues = append(d.Queues, vd.Queues...)
+		d.Exchanges = append(d.Exchanges, vd.Exchanges...)
+		d.Bindings = append(d.Bindings, vd.Bindings...)
+	}
+	return d
+}
+
+// ExportAccess returns the definitions that RabbitMQ keeps in its
+// internal database and ferrymq's store does not: users, vhosts,
+// permissions, topic permissions and vhost limits, without the topology
+// (cheap with many queues).
+func (src DefinitionsSource) ExportAccess() *Definitions {
 	d := &Definitions{
 		RabbitVersion: src.Version, RabbitMQVersion: src.Version, ProductName: "ferrymq", ProductVersion: src.Version,
 		Users: []DefUser{}, VHosts: []DefVHost{}, Permissions: []DefPermission{}, TopicPermissions: []DefTopicPerm{},
@@ -274,28 +302,32 @@ func (src DefinitionsSource) Export() *Definitions {
 	for _, name := range src.Broker.VHostNames() {
 		v := src.Broker.VHost(name)
 		if v == nil {
-			continue // deleted meanwhile
+			continue
 		}
 		d.VHosts = append(d.VHosts, DefVHost{Name: name})
-		vd := exportVHost(v)
-		for i := range vd.Parameters {
-			vd.Parameters[i].VHost = name
+		if p, ok := limitsParameter(v); ok {
+			p.VHost = name
+			d.Parameters = append(d.Parameters, p)
 		}
-		for i := range vd.Queues {
-			vd.Queues[i].VHost = name
-		}
-		for i := range vd.Exchanges {
-			vd.Exchanges[i].VHost = name
-		}
-		for i := range vd.Bindings {
-			vd.Bindings[i].VHost = name
-		}
-		d.Parameters = append(d.Parameters, vd.Parameters...)
-		d.Queues = append(d.Queues, vd.Queues...)
-		d.Exchanges = append(d.Exchanges, vd.Exchanges...)
-		d.Bindings = append(d.Bindings, vd.Bindings...)
 	}
 	return d
+}
+
+// limitsParameter is a vhost's limits as RabbitMQ's vhost-limits runtime
+// parameter; false when it has none.
+func limitsParameter(v *core.VHost) (DefParameter, bool) {
+	l := v.Limits()
+	if l == (core.VHostLimits{}) {
+		return DefParameter{}, false
+	}
+	val := map[string]any{}
+	if l.MaxConnections > 0 {
+		val["max-connections"] = l.MaxConnections
+	}
+	if l.MaxQueues > 0 {
+		val["max-queues"] = l.MaxQueues
+	}
+	return DefParameter{Component: "vhost-limits", Name: "limits", Value: val}, true
 }
 
 // ExportVHost returns one vhost's definitions, as RabbitMQ's GET
@@ -312,15 +344,8 @@ func (src DefinitionsSource) ExportVHost(vhost string) (*VHostDefinitions, bool)
 
 func exportVHost(v *core.VHost) *VHostDefinitions {
 	d := &VHostDefinitions{Parameters: []DefParameter{}, Policies: []DefPolicy{}, Queues: []DefQueue{}, Exchanges: []DefExchange{}, Bindings: []DefBinding{}}
-	if l := v.Limits(); l != (core.VHostLimits{}) {
-		val := map[string]any{}
-		if l.MaxConnections > 0 {
-			val["max-connections"] = l.MaxConnections
-		}
-		if l.MaxQueues > 0 {
-			val["max-queues"] = l.MaxQueues
-		}
-		d.Parameters = append(d.Parameters, DefParameter{Component: "vhost-limits", Name: "limits", Value: val})
+	if p, ok := limitsParameter(v); ok {
+		d.Parameters = append(d.Parameters, p)
 	}
 	for _, x := range v.ExchangeList() {
 		if x.Name == "" || core.IsReservedName(x.Name) {
