@@ -312,6 +312,9 @@ func summaryLine(res result) string {
 	if res.RSSKiB > 0 {
 		fmt.Fprintf(&b, ", broker rss %d MiB cpu %.0f%%", res.RSSKiB/1024, res.CPUPct)
 	}
+	if res.MemLimitMiB > 0 {
+		fmt.Fprintf(&b, ", memory limit %d MiB, connection.blocked with %.0f MiB queued", res.MemLimitMiB, res.BlockedAtMiB)
+	}
 	fmt.Fprintf(&b, ", client cpu %.0f%%", res.ClientCPUPct)
 	if res.Warning != "" {
 		fmt.Fprintf(&b, "\n  warning: %s", res.Warning)

@@ -68,6 +68,10 @@ type result struct {
 	Seconds       float64 `json:"seconds"`
 	RSSKiB        int64   `json:"rss_kib,omitempty"` // broker's peak VmRSS
 	RSSEndKiB     int64   `json:"rss_end_kib,omitempty"`
+	// mem-transient-flood: the broker's --memory-limit, and how much was
+	// queued when connection.blocked came.
+	MemLimitMiB   int64   `json:"memory_limit_mib,omitempty"`
+	BlockedAtMiB  float64 `json:"blocked_at_mib,omitempty"`
 	CPUPct        float64 `json:"cpu_pct,omitempty"` // broker, percent of one core
 	ClientCPUPct  float64 `json:"client_cpu_pct"`
 	OtherCPUPct   float64 `json:"other_cpu_pct"` // the rest of the machine: other processes competing for the cores
