@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -189,16 +190,21 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 // reports only as a read error.
 type sniffConn struct {
 	net.Conn
-	mu  sync.Mutex
-	buf []byte // up to 4 bytes: a 3.1.1 CONNACK's length
+	full atomic.Bool // buf is complete: reads go straight through
+	mu   sync.Mutex
+	buf  []byte // up to 4 bytes: a 3.1.1 CONNACK's length
 }
 
 func (c *sniffConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if c.full.Load() {
+		return n, err
+	}
 	c.mu.Lock()
 	if k := min(n, 4-len(c.buf)); k > 0 {
 		c.buf = append(c.buf, p[:k]...)
 	}
+	c.full.Store(len(c.buf) == 4)
 	c.mu.Unlock()
 	return n, err
 }
