@@ -31,7 +31,7 @@ LDFLAGS = $(if $(VERSION),-X main.version=$(VERSION))
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ferrymq ./cmd/ferrymq
-	$(GO) build -o bin/ferrymqctl ./cmd/ferrymqctl
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ferrymqctl ./cmd/ferrymqctl
 
 # The embedded defaults: AMQP on :5672, data in ./data.
 run: build

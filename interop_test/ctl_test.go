@@ -336,6 +336,10 @@ func TestCtlUnreachable(t *testing.T) {
 	if r.code != 69 || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, "connection refused") || r.stdout != "" {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want 69 and %q", r.code, r.stdout, r.stderr, want)
 	}
+	// --version needs no broker.
+	if r = ctlRaw(t, "", "--url", url, "--version"); r.code != 0 || !regexp.MustCompile(`^ferrymqctl \S+ go1\.\S+ \S+\n$`).MatchString(r.stdout) {
+		t.Errorf("--version: exit %d, stdout %q", r.code, r.stdout)
+	}
 	r = ctlRaw(t, "", "list", "everything")
 	if r.code != 64 || !strings.Contains(r.stderr, `list "everything": want one of`) {
 		t.Fatalf("bad list: exit %d, stderr %q; want 64", r.code, r.stderr)

@@ -30,6 +30,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +63,34 @@ type options struct {
 	caCert                     string
 	ifUnused, ifEmpty          bool
 	tags                       string
+}
+
+// errVersion is what parseArgs returns for --version.
+var errVersion = errors.New("version requested")
+
+// version is set by `make build` (-ldflags -X main.version=...), as the
+// broker's.
+var version string
+
+// buildVersion is version, else what the Go toolchain recorded: the
+// module version, or the VCS revision, else "devel".
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
 }
 
 // usageError is a mistake on the command line.
@@ -97,6 +127,10 @@ Flags (before or after the command):
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	o, pos, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(stdout, "ferrymqctl", buildVersion(), runtime.Version(), runtime.GOOS+"/"+runtime.GOARCH)
 		return exitOK
 	}
 	if err != nil {
@@ -158,6 +192,7 @@ func parseArgs(args []string, stderr io.Writer) (options, []string, error) {
 	fs.BoolVar(&o.ifUnused, "if-unused", false, "delete: only if the queue or exchange is unused")
 	fs.BoolVar(&o.ifEmpty, "if-empty", false, "delete queue: only if it is empty")
 	fs.StringVar(&o.tags, "tags", "", "add-user: comma-separated `tags` (administrator, monitoring, management, ...)")
+	showVersion := fs.Bool("version", false, "print ferrymqctl's version and exit (status shows the broker's)")
 
 	var pos []string
 	for {
@@ -191,6 +226,9 @@ func parseArgs(args []string, stderr io.Writer) (options, []string, error) {
 			o.userSet = true
 		}
 	})
+	if *showVersion {
+		return o, nil, errVersion
+	}
 	if o.timeout <= 0 {
 		return o, nil, errors.New("--timeout must be positive")
 	}

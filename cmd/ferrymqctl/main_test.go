@@ -37,6 +37,7 @@ func TestParseArgs(t *testing.T) {
 		{name: "flag beats environment", env: map[string]string{"FERRYMQ_USER": "env"}, args: []string{"--user", "flag", "status"},
 			pos: []string{"status"}, url: "http://localhost:15672", user: "flag", vhost: "/"},
 		{name: "no command", args: nil, wantErr: "no command"},
+		{name: "version", args: []string{"--version"}, wantErr: "version requested"},
 		{name: "unknown flag", args: []string{"status", "--nope"}, wantErr: "flag provided but not defined: -nope"},
 		{name: "bad timeout", args: []string{"status", "--timeout", "0s"}, wantErr: "--timeout must be positive"},
 	}
