@@ -269,3 +269,28 @@ func TestTotalsAndConnectionCounts(t *testing.T) {
 		t.Errorf("totals %+v by %v, want %+v and amqp 2, mqtt 1", tot, by, want)
 	}
 }
+
+// TestPublishInternal: the broker's own messages route through an
+// internal exchange, which refuses client publishes, and are not counted
+// as client publishes.
+func TestPublishInternal(t *testing.T) {
+	v, _ := newTestBroker(t)
+	if err := v.DeclareExchange(ExchangeDecl{Name: "sys", Kind: "topic", Internal: true}); err != nil {
+		t.Fatal(err)
+	}
+	q := declareQ(t, v, "q", nil)
+	bindQ(t, v, "q", "sys", "#", nil)
+	if _, err := v.Publish(&Message{Exchange: "sys", RoutingKey: "a"}); err == nil {
+		t.Fatal("a client publish to an internal exchange was accepted")
+	}
+	res, err := v.PublishInternal(&Message{Exchange: "sys", RoutingKey: "a"})
+	if err != nil || res.Routed != 1 {
+		t.Fatalf("PublishInternal: %+v, %v", res, err)
+	}
+	if _, err := v.PublishInternal(&Message{Exchange: "missing"}); err == nil {
+		t.Fatal("PublishInternal to a missing exchange succeeded")
+	}
+	if c := v.Counters(); c.Published != 0 || c.Unroutable != 0 || q.Counters().Published != 1 {
+		t.Fatalf("counters %+v, queue %+v: want no client publish, one enqueue", c, q.Counters())
+	}
+}

@@ -822,6 +822,23 @@ func (v *VHost) Publish(msg *Message) (PublishResult, error) {
 	return res, nil
 }
 
+// PublishInternal routes a message the broker publishes itself (MQTT's
+// $SYS topics) as Publish does, also to an internal exchange, but without
+// the publish hooks and without counting it as a client publish
+// (VHostCounters.Published, Unroutable). Errors: 404 for a missing
+// exchange, 406 for a bad expiration.
+func (v *VHost) PublishInternal(msg *Message) (PublishResult, error) {
+	x := v.exchange(msg.Exchange)
+	if x == nil {
+		return PublishResult{}, v.noExchange(msg.Exchange)
+	}
+	ttl, err := v.accept(msg)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	return v.publish(x, msg, ttl, ""), nil
+}
+
 // accept validates msg's expiration, returning the per-message TTL
 // (negative = none), and stamps its ID and publish time if unset.
 func (v *VHost) accept(msg *Message) (time.Duration, error) {

@@ -55,6 +55,8 @@ type client struct {
 
 	turn writeTurn // one writer at a time on conn
 
+	stats clientStats // packets and bytes in and out, for $SYS
+
 	lastRead atomic.Int64 // unix nanoseconds
 	timer    *time.Timer  // CONNECT timeout, then Keep Alive
 
@@ -245,6 +247,8 @@ func (c *client) writePacket(pk *packets.Packet) error {
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24]
 	}
+	c.stats.pktOut.Add(1)
+	c.stats.bytesOut.Add(uint64(buf.Len()))
 	return c.write(buf.Bytes(), writeTimeout)
 }
 

@@ -29,7 +29,10 @@
 // for: a client that does not read stalls its writers, never core. A
 // direct write that got only part of a packet out passes the turn to the
 // writer goroutine with the rest (session.signalLocked), which releases it.
-// The server's own locks (Server.mu, the poller's) are leaves; the retained
-// index's is held over the store's append of a retained message. core's
+// The server's own locks (Server.mu, the poller's, the $SYS publisher's
+// sysState.mu) are leaves; the retained index's is held over the store's
+// append of a retained message. The $SYS publisher (sys.go) publishes
+// holding none of them, and reads the connections' counters, atomics,
+// under Server.mu alone. core's
 // package doc has the whole table, with core's locks.
 package mqtt

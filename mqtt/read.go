@@ -60,6 +60,17 @@ func (c *client) serve() {
 }
 
 func (c *client) readPackets() (err error) {
+	// Packet counts are kept here and added to the client's once per
+	// batch of input, not once per packet.
+	var pkts, pubs uint64
+	flush := func() {
+		if pkts > 0 {
+			c.stats.pktIn.Add(pkts)
+			c.stats.pubIn.Add(pubs)
+			pkts, pubs = 0, 0
+		}
+	}
+	defer flush()
 	defer func() {
 		// A malformed packet must close its connection, never the broker.
 		if perr := recovered(recover()); perr != nil {
@@ -79,6 +90,10 @@ func (c *client) readPackets() (err error) {
 			if c.closing.Load() {
 				return nil // taken over, or closed: the rest is not ours to act on
 			}
+			pkts++
+			if fh.Type == packets.Publish {
+				pubs++
+			}
 			err = c.handle(fh, body)
 			c.rd.in = c.rd.in[n:]
 			if err != nil {
@@ -86,6 +101,7 @@ func (c *client) readPackets() (err error) {
 			}
 			c.rd.handled = min(c.rd.handled+1, 2)
 		}
+		flush()
 		if c.closing.Load() {
 			return nil
 		}
@@ -191,6 +207,7 @@ func (c *client) fill() error {
 		}
 		n, err := c.conn.Read((*r.buf)[len(r.in):])
 		if n > 0 {
+			c.stats.bytesIn.Add(uint64(n))
 			r.in = (*r.buf)[:len(r.in)+n]
 			if len(r.in) == cap(*r.buf) && cap(*r.buf) < maxReadBuf {
 				r.reserve(2 * cap(*r.buf)) // more is likely waiting

@@ -70,6 +70,11 @@ type Config struct {
 	// (0), is given this one as Server Keep Alive; an MQTT 3.x client,
 	// which cannot be told, is refused (CONNACK 0x02), as in Mosquitto.
 	MaxKeepalive uint16
+	// SysInterval is how often the $SYS topics are published (Mosquitto's
+	// sys_interval) [0: never]; see sys.go.
+	SysInterval time.Duration
+	// Version is the broker's version, for $SYS/broker/version.
+	Version string
 }
 
 func (c *Config) setDefaults() {
@@ -124,6 +129,7 @@ type Server struct {
 	tooLarge atomic.Uint64 // deliveries dropped as larger than the client takes
 	lost     atomic.Uint64 // sessions whose queue was deleted under them
 	retained retainedIndex
+	sys      sysState // $SYS topics
 
 	mu        sync.Mutex
 	sessions  map[string]*state // by vhost + "\x00" + client id; what outlives a connection
@@ -142,6 +148,7 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	s := &Server{broker: b, cfg: cfg, log: cfg.Logger, sessions: make(map[string]*state), clients: make(map[*client]struct{}), stopped: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.retained.init()
+	s.sys.init()
 	if cfg.Retained != nil {
 		s.retained.mu.Lock()
 		err := cfg.Retained.RetainedMessages(func(vhost, topic string, msg *core.Message) error {
@@ -160,6 +167,9 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	s.poller = p
 	b.AddPublishHook(s.retainFromAMQP)
 	b.OnVHostDeleted(s.vhostDeleted)
+	if cfg.SysInterval > 0 {
+		go s.sysLoop(s.ctx, cfg.SysInterval)
+	}
 	return s, nil
 }
 
@@ -244,6 +254,7 @@ func (s *Server) accept(conn net.Conn) *client {
 	s.clients[c] = struct{}{}
 	s.live.Add(1)
 	s.mu.Unlock()
+	s.sys.accepted.Add(1)
 	c.lastRead.Store(time.Now().UnixNano())
 	c.timer = time.AfterFunc(connectTimeout, c.checkAlive)
 	return c
@@ -254,6 +265,7 @@ func (s *Server) forget(c *client) {
 	s.poller.forget(c)
 	s.mu.Lock()
 	delete(s.clients, c)
+	s.retire(c)
 	s.mu.Unlock()
 	s.live.Done()
 }

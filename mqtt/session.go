@@ -238,6 +238,12 @@ func (s *session) appendLocked(pk *packets.Packet) error {
 	}
 	n := len(s.out.Buf)
 	s.out.Buf = append(s.out.Buf, s.enc.Bytes()...)
+	st := &s.cl.stats
+	st.pktOut.Add(1)
+	st.bytesOut.Add(uint64(s.enc.Len()))
+	if pk.FixedHeader.Type == packets.Publish {
+		st.pubOut.Add(1)
+	}
 	s.signalLocked(n)
 	return nil
 }

@@ -61,7 +61,7 @@ func (s *session) restoreGroups() error {
 		for k, v := range b.Arguments {
 			args[k] = v
 		}
-		if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, topic.BindingKey(sub.filter), args, 0); err != nil {
+		if err := s.vhost.BindQueue(queue, s.srv.exchangeFor(sub.filter), topic.BindingKey(sub.filter), args, 0); err != nil {
 			return err
 		}
 		s.mu.Lock()

@@ -63,6 +63,12 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 		s.srv.log.Warn("mqtt: subscribe refused", "client", s.clientID, "user", s.access.Principal().Name, "filter", f.Filter, "err", err)
 		return s.failure(packets.ErrNotAuthorized), nil, nil
 	}
+	exchange := s.srv.exchangeFor(filter)
+	if exchange == SysExchange {
+		if err := ensureSysExchange(s.vhost); err != nil {
+			return s.failure(packets.ErrUnspecifiedError), nil, err
+		}
+	}
 	if err := s.ensureQueue(queue, durable, shared); err != nil {
 		return s.failure(packets.ErrUnspecifiedError), nil, err
 	}
@@ -88,14 +94,14 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 		args[argSubID] = int32(f.Identifier)
 	}
 	if shared {
-		if err := s.vhost.BindQueue(queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args, 0); err != nil {
+		if err := s.vhost.BindQueue(queue, exchange, topic.BindingKey(filter), args, 0); err != nil {
 			return s.failure(packets.ErrUnspecifiedError), nil, err
 		}
 	} else {
 		// The old binding goes and the new one comes in one step: a
 		// client subscribing again (every reconnect) misses nothing
 		// published meanwhile.
-		if err := s.vhost.ReplaceQueueBindings(old, queue, s.srv.cfg.Exchange, topic.BindingKey(filter), args); err != nil {
+		if err := s.vhost.ReplaceQueueBindings(old, queue, exchange, topic.BindingKey(filter), args); err != nil {
 			return s.failure(packets.ErrUnspecifiedError), nil, err
 		}
 		s.forgetSub(f.Filter)
@@ -166,7 +172,7 @@ func (s *session) filterBindings(full string) []core.Binding {
 	var out []core.Binding
 	for _, queue := range s.filterQueues(full) {
 		for _, b := range s.vhost.QueueBindings(queue) {
-			if b.Arguments[argFilter] == full && b.Source == s.srv.cfg.Exchange {
+			if b.Arguments[argFilter] == full && (b.Source == s.srv.cfg.Exchange || b.Source == SysExchange) {
 				out = append(out, b)
 			}
 		}
@@ -301,7 +307,11 @@ func (s *session) restore() (bool, error) {
 // delivered with RETAIN set.
 func (s *session) replayRetained(rs []replay) {
 	for _, r := range rs {
-		for _, m := range s.srv.retained.matching(s.vhost.Name(), r.filter) {
+		retained := s.srv.retained.matching
+		if isSysFilter(r.filter) {
+			retained = func(_, filter string) []*core.Message { return s.srv.sysMatching(filter) }
+		}
+		for _, m := range retained(s.vhost.Name(), r.filter) {
 			c := *m
 			c.ID, c.Exchange, c.Published, c.Origin = 0, "", m.Published, 0
 			if _, err := s.vhost.EnqueueTo(r.queue, &c); err != nil {

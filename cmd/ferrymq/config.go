@@ -63,6 +63,9 @@ type Config struct {
 	// MaxKeepalive is the longest MQTT Keep Alive in seconds a client may
 	// ask for, Mosquitto's max_keepalive; 0: no limit.
 	MaxKeepalive int `yaml:"max_keepalive"`
+	// SysInterval is how often, in seconds, the MQTT $SYS topics are
+	// published, Mosquitto's sys_interval; 0: never.
+	SysInterval int `yaml:"sys_interval"`
 	// LoginFailureDelay holds back the answer to a failed login.
 	LoginFailureDelay time.Duration `yaml:"login_failure_delay"`
 	// AuthBackends are asked in order, as RabbitMQ's auth_backends:
@@ -111,6 +114,7 @@ func defaultConfig() Config {
 		MaxQueuedMessages:   1000,
 		MaxInflightMessages: 1000,
 		LoginFailureDelay:   time.Second,
+		SysInterval:         10,
 	}
 }
 
@@ -226,6 +230,9 @@ func (c *Config) validate() error {
 	check(c.validateTLS())
 	if c.MaxConnections < 0 {
 		check(fmt.Errorf("max_connections %d: want >= 0 (0 = no limit)", c.MaxConnections))
+	}
+	if c.SysInterval < 0 {
+		check(fmt.Errorf("sys_interval %d: want 0 (off) or more seconds", c.SysInterval))
 	}
 	if c.MaxKeepalive < 0 || c.MaxKeepalive > 65535 {
 		check(fmt.Errorf("max_keepalive %d: want 0 (no limit) .. 65535 seconds", c.MaxKeepalive))
@@ -343,6 +350,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Var(&users, "user", "add a user as `name:password`, name:@file or name:env:VAR (repeatable; every permission on /; not loopback-only; guest/guest stays loopback-only unless replaced)")
 	fs.IntVar(&f.MaxConnections, "max-connections", 0, "most client connections over all listeners (0 = no limit)")
+	fs.IntVar(&f.SysInterval, "sys-interval", 10, "publish the MQTT $SYS topics every `seconds` (0 = never)")
 	fs.IntVar(&f.MaxKeepalive, "max-keepalive", 0, "longest MQTT Keep Alive in `seconds` a client may ask for; MQTT 5 clients asking for more (or 0) get it as Server Keep Alive, 3.x clients are refused (0 = no limit)")
 	fs.DurationVar(&f.LoginFailureDelay, "login-failure-delay", def.LoginFailureDelay, "how long a failed login waits for its refusal (0 = none)")
 	fs.IntVar(&f.Heartbeat, "heartbeat", def.Heartbeat, "heartbeat interval in `seconds` proposed in connection.tune (0 = off)")
@@ -482,6 +490,8 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 			cfg.MaxConnections = f.MaxConnections
 		case "max-keepalive":
 			cfg.MaxKeepalive = f.MaxKeepalive
+		case "sys-interval":
+			cfg.SysInterval = f.SysInterval
 		case "login-failure-delay":
 			cfg.LoginFailureDelay = f.LoginFailureDelay
 		case "bridge-url":

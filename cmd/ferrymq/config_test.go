@@ -32,7 +32,7 @@ func TestLoadConfig(t *testing.T) {
 			want: Config{
 				AMQPListen: "127.0.0.1:0", MQTTListen: ":11883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/tmp/x", LogLevel: "DEBUG", LogFormat: "text",
 				Heartbeat: 5, FrameMax: 8192, ChannelMax: 16, MaxMessageSize: 1024, MemoryBudget: 256 << 20,
-				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
+				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000, SysInterval: 10,
 				Users: []UserConfig{{Name: "alice", Password: "secret"}, {Name: "bob", Password: "pa:ss"}},
 			},
 		},
@@ -50,7 +50,7 @@ users:
 			want: Config{
 				AMQPListen: "127.0.0.1:5673", MQTTListen: ":1883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "./data", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
-				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
+				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000, SysInterval: 10,
 				Users: []UserConfig{{Name: "admin", Password: "s3cret", LoopbackOnly: true,
 					Tags: []string{"administrator", "monitoring"}}},
 			},
@@ -69,7 +69,7 @@ users:
 			want: Config{
 				AMQPListen: ":6000", MQTTListen: ":1883", MQTTWSListen: ":8083", HTTPListen: ":15672", DataDir: "/var/lib/ferrymq", LogLevel: "info", LogFormat: "text",
 				Heartbeat: 30, FrameMax: 131072, ChannelMax: 2047, MaxMessageSize: 16 << 20, MemoryBudget: 256 << 20,
-				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000,
+				LoginFailureDelay: time.Second, MaxQueuedMessages: 1000, MaxInflightMessages: 1000, SysInterval: 10,
 				// Both are kept; users are applied in order, so the flag wins.
 				Users: []UserConfig{{Name: "alice", Password: "from-file"}, {Name: "alice", Password: "from-flag"}},
 			},
@@ -132,6 +132,9 @@ users:
 		{name: "max inflight zero", args: []string{"--max-inflight-messages", "0"}, wantErr: "max_inflight_messages 0"},
 		{name: "max queued negative", args: []string{"--max-queued-messages", "-1"}, wantErr: "max_queued_messages -1"},
 		{name: "max keepalive flag", args: []string{"--max-keepalive", "120"}, want: func() Config { c := defaultConfig(); c.MaxKeepalive = 120; return c }()},
+		{name: "sys interval flag", args: []string{"--sys-interval", "0"}, want: func() Config { c := defaultConfig(); c.SysInterval = 0; return c }()},
+		{name: "sys interval file", file: "sys_interval: 2\n", want: func() Config { c := defaultConfig(); c.SysInterval = 2; return c }()},
+		{name: "sys interval negative", args: []string{"--sys-interval", "-1"}, wantErr: "sys_interval -1"},
 		{name: "max keepalive file", file: "max_keepalive: 300\n", want: func() Config { c := defaultConfig(); c.MaxKeepalive = 300; return c }()},
 		{name: "max keepalive too large", args: []string{"--max-keepalive", "65536"}, wantErr: "max_keepalive 65536"},
 		{name: "frame max below spec minimum", args: []string{"--frame-max", "4095"}, wantErr: "frame_max 4095"},

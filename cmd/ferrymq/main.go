@@ -235,7 +235,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 
 	mq, err := mqtt.NewServer(broker, mqtt.Config{Auth: auth, LoginFailureDelay: cfg.loginFailureDelay(), Retained: store, Logger: logger,
 		UseIdentityAsUsername: cfg.TLS.UseIdentityAsUsername, CertUser: certUser, AllowedOrigins: cfg.WSAllowedOrigins,
-		MaxKeepalive: uint16(cfg.MaxKeepalive), MaxQueuedMessages: cfg.mqttMaxQueued(), MaxQueuedBytes: cfg.MaxQueuedBytes,
+		MaxKeepalive: uint16(cfg.MaxKeepalive), SysInterval: time.Duration(cfg.SysInterval) * time.Second, Version: buildVersion(), MaxQueuedMessages: cfg.mqttMaxQueued(), MaxQueuedBytes: cfg.MaxQueuedBytes,
 		Prefetch: uint16(cfg.MaxInflightMessages)})
 	if err != nil {
 		return fail("cannot start MQTT", "err", err)
