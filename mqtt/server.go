@@ -168,6 +168,9 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	b.AddPublishHook(s.retainFromAMQP)
 	b.OnVHostDeleted(s.vhostDeleted)
 	if cfg.SysInterval > 0 {
+		// The first values now, so that the first $SYS subscriber has
+		// them at once as retained messages.
+		s.publishSys(time.Now())
 		go s.sysLoop(s.ctx, cfg.SysInterval)
 	}
 	return s, nil

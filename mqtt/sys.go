@@ -131,7 +131,6 @@ func (s *Server) sysMatching(filter string) []*core.Message {
 func (s *Server) sysLoop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	s.publishSys(time.Now())
 	for {
 		select {
 		case <-ctx.Done():
