@@ -84,11 +84,17 @@ func (db *accessDB) load() error {
 		}
 	}
 	d.TopicPermissions = topics
-	// A saved user replaces the default one's permissions rather than
-	// adding to them.
-	for _, u := range d.Users {
-		if _, ok := db.src.Users.User(u.Name); ok {
-			db.src.Users.Delete(u.Name)
+	// A saved user's permissions replace those it has by default (guest's)
+	// rather than add to them. The entry stays: it keeps what the file
+	// cannot say, guest's loopback-only restriction.
+	for _, p := range db.src.Users.PermissionList() {
+		if saved[p.User] && !db.config[p.User] {
+			db.src.Users.ClearPermissions(p.User, p.VHost)
+		}
+	}
+	for _, p := range db.src.Users.TopicPermissionList() {
+		if saved[p.User] && !db.config[p.User] {
+			db.src.Users.ClearTopicPermissions(p.User, p.VHost, "")
 		}
 	}
 	res, err := db.src.Import(d)
