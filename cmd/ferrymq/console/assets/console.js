@@ -146,13 +146,18 @@
     }
     let data = null;
     if (text) { try { data = JSON.parse(text); } catch (e) { data = text; } }
-    if (r.status === 401 && !opts.login) {
+    const reason = data && typeof data === 'object' ? (data.reason || data.error) : data;
+    // RabbitMQ answers 401 both to credentials that no longer work and to
+    // a user whose tags or permissions do not allow the request; only the
+    // first logs the page out.
+    if (r.status === 401 && !opts.login && /^(login failed|not_authori[sz]ed)$/i.test(String(reason || ''))) {
       logout('Not authorised: log in again.');
       throw new ApiError(401, 'Not authorised');
     }
     if (!r.ok) {
-      const reason = data && typeof data === 'object' ? (data.reason || data.error) : data;
-      throw new ApiError(r.status, `${r.status} ${reason || r.statusText}`, data);
+      const e = new ApiError(r.status, `${r.status} ${reason || r.statusText}`, data);
+      e.reason = reason;
+      throw e;
     }
     return data;
   }
@@ -256,7 +261,9 @@
       $('login-pass').value = '';
       start();
     } catch (e) {
-      $('login-error').textContent = e.status === 401 ? 'Login failed: wrong username or password, or the user may not use the management API.' : 'Login failed: ' + e.message;
+      $('login-error').textContent = e.status !== 401 ? 'Login failed: ' + e.message
+        : /management user/i.test(e.reason || '') ? 'Login failed: this user has none of the tags management, monitoring or administrator.'
+          : 'Login failed: wrong username or password.';
       $('login-pass').value = ''; // ready for the next try
       $('login-pass').focus();
     } finally {
@@ -281,6 +288,8 @@
     $('app').hidden = false;
     $('whoami').textContent = S.user + (S.tags.length ? ' (' + S.tags.join(', ') + ')' : '');
     for (const a of document.querySelectorAll('#nav a[data-admin]')) a.hidden = !isAdmin();
+    // The bridges API is for monitoring and administrator users, as RabbitMQ's node pages.
+    $('nav').querySelector('a[data-view="bridges"]').hidden = !isAdmin() && !S.tags.includes('monitoring');
     await loadVhosts();
     route();
   }
@@ -337,7 +346,7 @@
           await view.refresh();
           if (gen === S.gen) { lastError = null; lastUpdate = new Date(); $('view').dataset.loaded = String(gen); }
         } catch (e) {
-          if (gen === S.gen && e.status !== 401) lastError = e.message;
+          if (gen === S.gen && S.auth) lastError = e.message;
         }
         if (gen === S.gen) updatedStatus();
       } while (again);
@@ -407,7 +416,7 @@
         if (gen !== S.gen) return;
         // A page beyond the last one (rows deleted meanwhile) is a 400 in RabbitMQ.
         if (e.status === 400 && st.page > 1) { st.page = 1; return refresh(); }
-        clear(tbody).append(h('tr', {}, h('td', { colspan: opts.cols.length, class: 'empty error', text: e.status === 403 ? 'Not allowed for this user.' : e.message })));
+        clear(tbody).append(h('tr', {}, h('td', { colspan: opts.cols.length, class: 'empty error', text: e.status === 401 || e.status === 403 ? 'Not allowed for this user: ' + (e.reason || e.message) : e.message })));
         throw e;
       }
       if (gen !== S.gen) return;
@@ -634,7 +643,7 @@
           const list = (e.body && e.body.alarms) || [];
           clear(alarms).append(h('div', { class: 'error', text: (e.body && e.body.reason) || 'Alarms in effect.' }),
             list.map((a) => h('div', { text: `${a.resource || ''} alarm on ${a.node || 'this node'}` })));
-        } else clear(alarms).append(h('span', { class: 'small', text: e.message }));
+        } else clear(alarms).append(h('span', { class: 'small', text: e.status === 401 ? 'Only monitoring and administrator users see alarms.' : e.message }));
       }
     }
     return { refresh };
