@@ -43,6 +43,7 @@ type cellStats struct {
 	errors              []string
 	warnings            []string
 	opened, conns       int64 // idle-mqtt-conns: summed over the runs
+	metricsBytes        int   // mgmt-queues-10k: the largest /metrics read
 }
 
 func (rep *report) stats(p planned, broker string) *cellStats {
@@ -80,6 +81,7 @@ func (rep *report) stats(p planned, broker string) *cellStats {
 		c.rss = max(c.rss, r.RSSKiB)
 		c.opened += r.Opened
 		c.conns += int64(r.Conns)
+		c.metricsBytes = max(c.metricsBytes, r.MetricsBytes)
 	}
 	if c.runs == 0 {
 		return nil
