@@ -79,7 +79,7 @@
 //	                          (Connections copies it); the protocol's
 //	                          Close and ListChannels callbacks run after
 //	                          it is released (amqp: chanList.mu, then each
-//	                          channel.mu)
+//	                          channel.mu; mqtt: client.mu, then session.mu)
 //	memWatch.mu               the memory limit's reading (WatchMemory);
 //	                          held over Block/Unblock
 //	Broker.alarms.mu          held while watchers run: amqp Server.mu, then

@@ -223,6 +223,24 @@ func TestMgmtCloseConnection(t *testing.T) {
 
 	v5 := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "mgmt-v5"})
 	mc := findConn(t, b, "MQTT 5.0", v5.Conn.LocalAddr().String())
+	// Its subscription is a consumer on its one channel, as RabbitMQ's MQTT
+	// plugin lists it.
+	v5.SubscribeAt(t, 1, "mgmt/#")
+	var consumers []struct {
+		Queue          struct{ Name string } `json:"queue"`
+		AckRequired    bool                  `json:"ack_required"`
+		ChannelDetails struct {
+			ConnectionName string `json:"connection_name"`
+		} `json:"channel_details"`
+	}
+	apiJSON(t, b, "GET", "/api/consumers", nil, &consumers)
+	if len(consumers) != 1 || consumers[0].Queue.Name != "mqtt-subscription-mgmt-v5qos1" || !consumers[0].AckRequired ||
+		consumers[0].ChannelDetails.ConnectionName != mc.Name {
+		t.Errorf("MQTT consumers: %+v", consumers)
+	}
+	if mc.Channels != 1 {
+		t.Errorf("MQTT connection lists %d channels, want 1", mc.Channels)
+	}
 	apiCall(t, b, "guest", "guest", "DELETE", "/api/connections/"+url.PathEscape(mc.Name), nil, "X-Reason", "bye")
 	select {
 	case d := <-v5.Disconnects:

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"net"
+	"strings"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -64,7 +65,8 @@ func (c *client) login(pk *packets.Packet) (*core.Access, packets.Code) {
 		ClientProperties: core.Table{"client_id": c.id},
 		// MQTT 5: DISCONNECT 0x98 Administrative action; 3.x: the
 		// connection is closed, the only way it can be told.
-		Close: func(string) { c.close(packets.ErrAdministrativeAction) },
+		Close:        func(string) { c.close(packets.ErrAdministrativeAction) },
+		ListChannels: c.listChannels,
 	})
 	if err != nil {
 		srv.log.Warn("mqtt: connection refused", "user", user, "vhost", vhost, "peer", peer, "client", c.id, "err", err)
@@ -132,4 +134,28 @@ func sessionOwner(st *state, s *session) string {
 		}
 	}
 	return ""
+}
+
+// listChannels implements core.ConnInfo.ListChannels as RabbitMQ's MQTT
+// plugin shows a connection: one channel, whose consumers are the
+// session's queues. It takes client.mu, then session.mu, each alone.
+func (c *client) listChannels() []core.ChannelInfo {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	ch := core.ChannelInfo{Number: 1, PrefetchCount: 0}
+	if s == nil {
+		return []core.ChannelInfo{ch}
+	}
+	ch.PrefetchCount = s.prefetch
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch.Unacked = len(s.flight)
+	for q, cons := range s.cons {
+		ch.ConsumerList = append(ch.ConsumerList, core.ConsumerInfo{
+			Tag: cons.Tag(), Queue: q, AckRequired: !strings.HasSuffix(q, "qos0"), Prefetch: s.prefetch,
+		})
+	}
+	ch.Consumers = len(ch.ConsumerList)
+	return []core.ChannelInfo{ch}
 }

@@ -34,6 +34,15 @@ func authMechanism(c core.Connection) string {
 	return "PLAIN"
 }
 
+// chanCount is a connection's channels as RabbitMQ counts them: an MQTT
+// connection has one, which holds its subscriptions' consumers.
+func chanCount(c core.Connection) int {
+	if strings.HasPrefix(c.Protocol, "MQTT") {
+		return 1
+	}
+	return c.Channels
+}
+
 // connJSON is a connection as RabbitMQ's /api/connections shows it.
 func (s *Server) connJSON(c core.Connection) map[string]any {
 	host, port := hostPort(c.Local)
@@ -57,7 +66,7 @@ func (s *Server) connJSON(c core.Connection) map[string]any {
 		"ssl":                       c.TLS,
 		"auth_mechanism":            authMechanism(c),
 		"connected_at":              c.ConnectedAt.UnixMilli(),
-		"channels":                  c.Channels,
+		"channels":                  chanCount(c),
 		"client_properties":         props,
 		"state":                     "running",
 	}

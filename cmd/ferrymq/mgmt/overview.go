@@ -108,7 +108,7 @@ func (s *Server) overview(w http.ResponseWriter, r *Request) {
 	for _, c := range b.Connections() {
 		if r.seesConn(c) {
 			ot.Connections++
-			ot.Channels += c.Channels
+			ot.Channels += chanCount(c)
 		}
 	}
 	ov := map[string]any{
