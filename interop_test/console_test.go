@@ -92,11 +92,13 @@ func TestConsoleInChromium(t *testing.T) {
 	t.Run("queue depth and purge", func(t *testing.T) { consoleQueue(t, page, base, b) })
 	t.Run("bridge last error", func(t *testing.T) { consoleBridge(t, page, base) })
 	t.Run("MQTT connection, session and retained", func(t *testing.T) { consoleMQTT(t, page, base, b) })
-	t.Run("management user", func(t *testing.T) { consoleManagementUser(t, page, base, b) })
 
 	page.do(t, "open the overview", chromedp.Navigate(base+"#/overview"))
 	page.wait(t, "the overview's totals", `() => document.querySelector('[data-stat="queues"]') !== null`)
 	page.screenshot(t, "console-overview.png")
+
+	// Last: it logs guest out.
+	t.Run("management user", func(t *testing.T) { consoleManagementUser(t, page, base, b) })
 
 	if msgs := errs(); len(msgs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(msgs, "\n"))

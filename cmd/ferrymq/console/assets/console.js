@@ -274,6 +274,7 @@
   function logout(msg) {
     for (const k of ['ferrymq.auth', 'ferrymq.user', 'ferrymq.tags']) store.removeItem(k);
     S.auth = null;
+    S.samples = []; // the charts' history was this user's
     S.gen++;
     S.view = null;
     clearTimeout(S.timer);
