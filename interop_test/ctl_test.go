@@ -180,6 +180,9 @@ func TestCtlList(t *testing.T) {
 	if out := ctlOK(t, b, "list", "queues", "name", "messages"); out != "name        messages\nctl.orders  3\n" {
 		t.Errorf("list queues name messages printed %q", out)
 	}
+	if rows := ctlJSON(t, b, "queues", "name", "messages"); len(rows) != 1 || len(rows[0]) != 2 || rows[0]["messages"] != 3.0 {
+		t.Errorf("list queues name messages --json: %v, want only those two fields", rows)
+	}
 	q := findRow(ctlJSON(t, b, "queues", "--vhost", "/"), "name", "ctl.orders")
 	if q == nil || q["messages"] != 3.0 || q["durable"] != true {
 		t.Errorf("list queues --json: ctl.orders is %v, want 3 messages, durable", q)

@@ -122,8 +122,20 @@ func list(ctx context.Context, c *client, o options, what string, fields []strin
 			segs = append(segs, o.vhost) // /api/queues/{vhost}
 		}
 	}
+	// A table asks only for its columns (RabbitMQ's columns parameter):
+	// 10,000 queues with every field and their message_stats are ~14 MB,
+	// their names and counts a tenth of that. --json without fields gets
+	// every field.
+	p := path(segs...)
+	if !o.json || len(fields) > 0 {
+		names := make([]string, len(l.cols))
+		for i, col := range l.cols {
+			names[i] = col.field
+		}
+		p += "?columns=" + url.QueryEscape(strings.Join(names, ","))
+	}
 	var raw []byte
-	if err := c.do(ctx, "GET", nil, nil, &raw, segs...); err != nil {
+	if err := c.doPath(ctx, "GET", p, nil, nil, &raw); err != nil {
 		return fmt.Errorf("list %s: %w", what, err)
 	}
 	rows, err := decodeList(raw)
