@@ -353,8 +353,10 @@ func TestMgmtRabbitmqadmin(t *testing.T) {
 	}
 	admin("delete", "queue", "name=orders")
 	admin("delete", "exchange", "name=events")
-	if out := admin("list", "queues"); !strings.Contains(out, "No items") {
-		t.Errorf("queues after delete:\n%s", out)
+	for _, what := range []string{"queues", "policies", "parameters"} {
+		if out := admin("list", what); !strings.Contains(out, "No items") {
+			t.Errorf("list %s:\n%s", what, out)
+		}
 	}
 }
 
@@ -449,6 +451,8 @@ func TestMgmtQueueAPI(t *testing.T) {
 		{"GET", "/api/health/checks/alarms", nil, 200},
 		{"GET", "/api/health/checks/local-alarms", nil, 200},
 		{"PATCH", "/api/queues/%2F/work", nil, 405},
+		{"GET", "/api/policies", nil, 200},
+		{"PUT", "/api/policies/%2F/ha", map[string]any{"pattern": ".*", "definition": map[string]any{"max-length": 10}}, 400},
 	} {
 		if code, out := call(tc.method, tc.path, tc.body); code != tc.code {
 			t.Errorf("%s %s: %d %s, want %d", tc.method, tc.path, code, out, tc.code)

@@ -73,5 +73,16 @@ func (s *Server) routes() {
 	s.Route("PUT", "/api/topic-permissions/{vhost}/{user}", Administrator, s.putTopicPermission)
 	s.Route("DELETE", "/api/topic-permissions/{vhost}/{user}", Administrator, s.deleteTopicPermission)
 
+	s.Route("GET", "/api/policies", Management, s.emptyList)
+	s.Route("GET", "/api/policies/{vhost}", Management, s.emptyList)
+	s.Route("PUT", "/api/policies/{vhost}/{name}", Policymaker, s.noPolicies)
+	s.Route("GET", "/api/operator-policies", Management, s.emptyList)
+	s.Route("GET", "/api/operator-policies/{vhost}", Management, s.emptyList)
+	s.Route("PUT", "/api/operator-policies/{vhost}/{name}", Administrator, s.noPolicies)
+	s.Route("GET", "/api/parameters", Management, s.emptyList)
+	s.Route("GET", "/api/parameters/{component}", Management, s.emptyList)
+	s.Route("GET", "/api/parameters/{component}/{vhost}", Management, s.emptyList)
+	s.Route("PUT", "/api/parameters/{component}/{vhost}/{name}", Policymaker, s.noPolicies)
+	s.Route("GET", "/api/global-parameters", Management, s.emptyList)
 	s.objectRoutes() // definitions, MQTT sessions and retained messages, bridges (objects.go)
 }
