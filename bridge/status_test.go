@@ -15,6 +15,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt"
 )
@@ -69,12 +70,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // upstream is a real ferrymq MQTT listener (package mqtt over core) on a
 // free port, with one user u/right, standing in for the remote broker.
 type testUpstream struct {
-	broker *core.Broker
-	users  *core.Users
-	srv    *mqtt.Server
-	ln     net.Listener
-	addr   string
-	served chan error
+	broker   *core.Broker
+	users    *core.Users
+	srv      *mqtt.Server
+	ln       net.Listener
+	addr     string
+	amqpAddr string // its AMQP listener
+	served   chan error
 }
 
 func startUpstream(t *testing.T, addr string) *testUpstream {
@@ -88,6 +90,19 @@ func startUpstream(t *testing.T, addr string) *testUpstream {
 		t.Fatal(err)
 	}
 	u.serve(t, addr)
+	as := amqp.NewServer(u.broker, amqp.Config{Auth: core.NewAuth(u.users), LoginFailureDelay: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.amqpAddr = aln.Addr().String()
+	go as.Serve(aln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = as.Shutdown(ctx)
+	})
 	return u
 }
 
@@ -139,9 +154,14 @@ func TestConnectErrorsLoggedOnce(t *testing.T) {
 	for _, tc := range []struct{ scheme, refusal string }{
 		{"mqtt", "CONNACK 0x86 bad user name or password"},
 		{"mqtt3", "MQTT 3.1.1 connect: not Authorized"}, // ferrymq answers 3.1.1 with 0x05
+		{"amqp", "upstream refused the login (check the user and password"},
 	} {
 		t.Run(tc.scheme, func(t *testing.T) {
-			m, _, logs := startLink(t, Link{Name: "up", URL: tc.scheme + "://u:wrong@" + up.addr})
+			addr := up.addr
+			if tc.scheme == "amqp" {
+				addr = up.amqpAddr
+			}
+			m, _, logs := startLink(t, Link{Name: "up", URL: tc.scheme + "://u:wrong@" + addr})
 			waitFor(t, "three failed attempts", func() bool { return len(logs.lines("connect failed", "attempt=3")) > 0 })
 			warns := logs.lines("level=WARN", "cannot connect")
 			if len(warns) != 1 || !strings.Contains(warns[0], tc.refusal) || !strings.Contains(warns[0], "attempt=1") {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -71,7 +72,11 @@ func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *c
 	select {
 	case r := <-res:
 		if r.err != nil {
-			return nil, r.err
+			var ae *amqp091.Error
+			if errors.As(r.err, &ae) && ae.Code == amqp091.AccessRefused {
+				return nil, fmt.Errorf("bridge: upstream refused the login (check the user and password in the bridge URL, and the user's access to the vhost): %w", r.err)
+			}
+			return nil, fmt.Errorf("bridge: AMQP connect: %w", r.err)
 		}
 		conn = r.c
 	case <-ctx.Done():
