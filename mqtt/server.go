@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -167,6 +168,7 @@ func NewServer(b *core.Broker, cfg Config) (*Server, error) {
 	s.poller = p
 	b.AddPublishHook(s.retainFromAMQP)
 	b.OnVHostDeleted(s.vhostDeleted)
+	s.capSessionQueues()
 	if cfg.SysInterval > 0 {
 		// The first values now, so that the first $SYS subscriber has
 		// them at once as retained messages.
@@ -331,6 +333,31 @@ type Stats struct {
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{DroppedTooLarge: s.tooLarge.Load(), SessionsLost: s.lost.Load()}
+}
+
+// capSessionQueues sets the queue limits (MaxQueuedMessages,
+// MaxQueuedBytes) on the session queues that exist already, those of
+// persistent sessions recovered from the store: their clients may be away
+// for long, and the limits are otherwise set when a session consumes.
+func (s *Server) capSessionQueues() {
+	const prefix = "mqtt-subscription-"
+	for _, vn := range s.broker.VHostNames() {
+		v := s.broker.VHost(vn)
+		if v == nil {
+			continue
+		}
+		var names []string
+		v.EachQueue(func(q core.QueueFigures) {
+			if strings.HasPrefix(q.Name, prefix) && (strings.HasSuffix(q.Name, "qos0") || strings.HasSuffix(q.Name, "qos1")) {
+				names = append(names, q.Name)
+			}
+		})
+		for _, n := range names {
+			if q := v.Queue(n); q != nil {
+				q.SetBacklogLimit(s.backlogLimit(strings.HasSuffix(n, "qos0")))
+			}
+		}
+	}
 }
 
 // SessionDropped returns how many messages were dropped, or refused,

@@ -204,3 +204,26 @@ func TestSessionQueueLimitQoS1(t *testing.T) {
 		}
 	})
 }
+
+// TestRecoveredSessionQueuesCapped: session queues that exist before the
+// listener starts (a persistent session recovered from the store, its
+// client away) are capped from the start, not only once the client
+// reconnects.
+func TestRecoveredSessionQueuesCapped(t *testing.T) {
+	br := core.NewBroker(core.Options{})
+	t.Cleanup(br.Close)
+	v := br.VHost("/")
+	name := sessionQueueName("away", 0)
+	if _, err := v.DeclareQueue(core.QueueDecl{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := serveMQTT(t, br, Config{MaxQueuedMessages: 5})
+	for i := range 12 {
+		if _, err := v.Publish(&core.Message{RoutingKey: name, Body: fmt.Appendf(nil, "m%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := v.Queue(name).Stats(); st.Messages != 5 || srv.SessionDropped("/", "away") != 7 {
+		t.Fatalf("queued %d, dropped %d; want 5 and 7", st.Messages, srv.SessionDropped("/", "away"))
+	}
+}
