@@ -82,6 +82,9 @@ type Queue struct {
 	deleted bool
 	closed  bool   // the broker is closing: arm no more timers
 	dropped uint64 // messages dropped from the head by x-max-length (drop-head)
+	// unreadable counts the stored messages the store could not read back
+	// (a damaged value log), dropped: see loadLocked.
+	unreadable uint64
 	// counters are the queue's message counts (stats.go); guarded by mu.
 	counters MessageCounters
 
@@ -299,7 +302,14 @@ func (q *Queue) loadLocked(e *entry) *Message {
 	}
 	m, err := q.vhost.store.Load(e.id)
 	if err != nil {
-		q.vhost.log.Error("stored message unreadable: dropped", "vhost", q.vhost.name, "queue", q.name, "id", e.id, "err", err)
+		// One WARN per queue, then one each time its count doubles: a
+		// damaged value log can make every message of a queue unreadable,
+		// and that is one fact, not a line per message.
+		q.unreadable++
+		if n := q.unreadable; n&(n-1) == 0 {
+			q.vhost.log.Warn("stored messages unreadable: dropped", "vhost", q.vhost.name, "queue", q.name,
+				"unreadable", n, "id", e.id, "err", err)
+		}
 		q.vhost.countDrop(DropUnreadable, false)
 		return nil
 	}

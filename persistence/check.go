@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -110,6 +111,10 @@ func checkFiles(dir string, o badger.Options, repair bool, log func(msg string, 
 		log("table files left by an interrupted flush or compaction are deleted", "tables", strings.Join(unlisted, ", "))
 	}
 
+	if err := checkLastValueLog(dir, repair, log); err != nil {
+		return nil, err
+	}
+
 	ids := make([]uint64, 0, len(m.Tables))
 	for id := range m.Tables {
 		ids = append(ids, id)
@@ -123,6 +128,92 @@ func checkFiles(dir string, o badger.Options, repair bool, log func(msg string, 
 		}
 	}
 	return dropped, nil
+}
+
+// checkLastValueLog checks the newest value-log file the way Badger reads
+// it at open, entry by entry up to the first that fails: Badger truncates
+// the file there, for good, taking every later entry with it, which is
+// right for a write torn by a crash (a partial entry, then zeros) and a
+// silent loss for flipped bytes in the middle. So data after the failed
+// entry, beyond what the entry itself claims, refuses the start (unless
+// repair) before Badger truncates anything.
+func checkLastValueLog(dir string, repair bool, log func(msg string, args ...any)) error {
+	sizes := vlogSizes(dir)
+	var last uint32
+	found := false
+	for fid := range sizes {
+		if !found || fid > last {
+			last, found = fid, true
+		}
+	}
+	if !found {
+		return nil
+	}
+	path := vlogName(dir, last)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
+	}
+	const headerSize = 20 // vlogHeaderSize: key id and IV
+	off := headerSize
+	if len(data) < off {
+		return nil
+	}
+	extent := 0 // bytes the failed entry claims, when its header reads
+	for off < len(data) {
+		n, claimed, ok := vlogEntry(data[off:])
+		if !ok {
+			extent = claimed
+			break
+		}
+		off += n
+	}
+	tail := data[min(len(data), off+max(extent, 0)):]
+	if i := slices.IndexFunc(tail, func(b byte) bool { return b != 0 }); i < 0 || off >= len(data) {
+		return nil // the end, or a write torn by a crash
+	}
+	if repair {
+		log("repair: the newest value-log file is damaged; Badger truncates it at the first bad entry",
+			"file", path, "offset", off, "size", len(data))
+		return nil
+	}
+	return fmt.Errorf("%w: value-log file %s is damaged at byte %d of %d (Badger would cut it there, losing what follows); start with --repair to accept that loss, or restore the data directory from a backup",
+		ErrDamaged, path, off, len(data))
+}
+
+// vlogEntry reads one value-log entry as Badger writes it (meta, user
+// meta, uvarint key and value lengths and expiry, key, value, CRC-32C of
+// all that) and returns its length; ok false at the end (a zero entry) or a
+// bad one, with the length its header claims (0 if unreadable).
+func vlogEntry(b []byte) (n, claimed int, ok bool) {
+	if len(b) < 2 {
+		return 0, 0, false
+	}
+	p := 2
+	var lens [3]uint64
+	for i := range lens {
+		v, k := binary.Uvarint(b[p:])
+		if k <= 0 {
+			return 0, 0, false
+		}
+		lens[i], p = v, p+k
+	}
+	klen, vlen := lens[0], lens[1]
+	if klen == 0 && vlen == 0 && b[0] == 0 {
+		return 0, 0, false // zeros: the end
+	}
+	if klen > 1<<16 || vlen > 1<<32 {
+		return 0, 0, false
+	}
+	end := p + int(klen) + int(vlen)
+	claimed = end + crc32.Size
+	if claimed > len(b) {
+		return 0, claimed, false
+	}
+	if crc32.Checksum(b[:end], castagnoli) != binary.BigEndian.Uint32(b[end:]) {
+		return 0, claimed, false
+	}
+	return claimed, 0, true
 }
 
 // replayManifest reads the MANIFEST as Badger does, a panic included.
@@ -245,18 +336,70 @@ func (s *Store) countDropped(keys map[string]uint64) {
 }
 
 // valueLogFile names the value-log file item's value is in, "" for a value
-// kept in the LSM tree. Badger does not export the value pointer; it is
-// read from the Item's fields (pinned by TestValueLogFileOfItem).
+// kept in the LSM tree.
 func valueLogFile(dir string, item *badger.Item) string {
+	fid, _, _, ok := valuePointer(item)
+	if !ok {
+		return ""
+	}
+	return vlogName(dir, fid)
+}
+
+func vlogName(dir string, fid uint32) string {
+	return filepath.Join(dir, fmt.Sprintf("%06d.vlog", fid))
+}
+
+// valuePointer returns where item's value is in the value log (ok false:
+// in the LSM tree). Badger does not export it; it is read from the Item's
+// fields, valuePointer{Fid, Len, Offset uint32} in native byte order
+// (pinned by TestValueLogFileOfItem).
+func valuePointer(item *badger.Item) (fid, length, offset uint32, ok bool) {
 	v := reflect.ValueOf(item).Elem()
 	meta, vptr := v.FieldByName("meta"), v.FieldByName("vptr")
 	const bitValuePointer = 1 << 1
 	if !meta.IsValid() || !vptr.IsValid() || meta.Kind() != reflect.Uint8 || vptr.Kind() != reflect.Slice ||
 		meta.Uint()&bitValuePointer == 0 || vptr.Len() < 12 {
-		return ""
+		return 0, 0, 0, false
 	}
-	fid := binary.NativeEndian.Uint32(vptr.Bytes()) // valuePointer{Fid, Len, Offset uint32}
-	return filepath.Join(dir, fmt.Sprintf("%06d.vlog", fid))
+	b := vptr.Bytes()
+	return binary.NativeEndian.Uint32(b), binary.NativeEndian.Uint32(b[4:]), binary.NativeEndian.Uint32(b[8:]), true
+}
+
+// vlogSizes returns the size of every value-log file of dir, by id, as
+// found before Badger opens it (it may extend the newest one).
+func vlogSizes(dir string) map[uint32]int64 {
+	sizes := map[uint32]int64{}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		var fid uint32
+		if _, err := fmt.Sscanf(e.Name(), "%06d.vlog", &fid); err != nil || !strings.HasSuffix(e.Name(), ".vlog") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			sizes[fid] = fi.Size()
+		}
+	}
+	return sizes
+}
+
+// checkPointer reports, without reading it, whether item's value can be
+// where its pointer says: its value-log file exists and is long enough.
+// A deleted or cut-short file is found so; flipped bytes only by reading
+// (Options.Repair reads every value).
+func (s *Store) checkPointer(item *badger.Item) error {
+	fid, length, offset, ok := valuePointer(item)
+	if !ok {
+		return nil
+	}
+	size, found := s.vlogSizes[fid]
+	switch {
+	case !found:
+		return fmt.Errorf("%w: %s is missing", ErrDamaged, vlogName(s.dir, fid))
+	case int64(offset)+int64(length) > size:
+		return fmt.Errorf("%w: %s ends at %d bytes, before the value at %d (%d bytes)", ErrDamaged,
+			vlogName(s.dir, fid), size, offset, length)
+	}
+	return nil
 }
 
 // value calls fn with item's value. Badger does not return the error of a
@@ -366,3 +509,5 @@ func (d *damage) summary(total int) string {
 	}
 	return b.String()
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -102,8 +102,10 @@ type Store struct {
 	diskFreeLimit int64
 	// valueLimit is Badger's largest value, its value-log file size.
 	valueLimit int64
-	repair     bool   // Options.Repair
-	repaired   Repair // what Open dropped
+	repair     bool // Options.Repair
+	// vlogSizes are the value-log files' sizes before Badger opened them.
+	vlogSizes map[uint32]int64
+	repaired  Repair // what Open dropped
 
 	// mu guards the log and the waiters; it is held only to append or to
 	// swap slices, never across I/O, because core appends with its queue
@@ -202,6 +204,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if testBadgerOptions != nil {
 		bopts = testBadgerOptions(bopts)
 	}
+	sizes := vlogSizes(dir)
 	dropped, err := checkFiles(dir, bopts, opts.Repair, logger.With("component", "persistence", "dir", dir).Warn)
 	if err != nil {
 		return nil, fmt.Errorf("persistence: open %s: %w", dir, err)
@@ -218,6 +221,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		onError:    opts.OnError,
 		valueLimit: bopts.ValueLogFileSize,
 		repair:     opts.Repair,
+		vlogSizes:  sizes,
 		pending:    make(map[uint64]pendingMsg),
 		kick:       make(chan struct{}, 1),
 		quit:       make(chan struct{}),
