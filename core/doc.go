@@ -68,6 +68,15 @@
 // mark to clear at; under it, a queue holding more than its share of the
 // limit in transient messages refuses more it cannot deliver at once.
 //
+// # Counters
+//
+// Message counters (stats.go) ride on locks the message path already
+// holds: a queue's are plain fields under Queue.mu; a vhost's delivery
+// figures are its queues' sums, deleted queues folded in under VHost.mu;
+// the one shared write per message is VHost.Publish's atomic add. Readers
+// (VHost.Counters, EachQueue) hold VHost.mu for reading and take each
+// Queue.mu in turn, in the order below.
+//
 // # Lock order
 //
 // A lock may be taken while holding one above it in this list, never one
