@@ -114,6 +114,9 @@ func checkFiles(dir string, o badger.Options, repair bool, log func(msg string, 
 	if err := checkLastValueLog(dir, repair, log); err != nil {
 		return nil, err
 	}
+	if err := checkMemtableLogs(dir, repair, log); err != nil {
+		return nil, err
+	}
 
 	ids := make([]uint64, 0, len(m.Tables))
 	for id := range m.Tables {
@@ -150,14 +153,64 @@ func checkLastValueLog(dir string, repair bool, log func(msg string, args ...any
 		return nil
 	}
 	path := vlogName(dir, last)
+	off, size, damaged, err := checkLogFile(path)
+	if err != nil || !damaged {
+		return err
+	}
+	if repair {
+		log("repair: the newest value-log file is damaged; Badger truncates it at the first bad entry",
+			"file", path, "offset", off, "size", size)
+		return nil
+	}
+	return fmt.Errorf("%w: value-log file %s is damaged at byte %d of %d (Badger would cut it there, losing what follows); start with --repair to accept that loss, or restore the data directory from a backup",
+		ErrDamaged, path, off, size)
+}
+
+// checkMemtableLogs checks the memtable logs (*.mem, the write-ahead log
+// of what is not in a table yet) as checkLastValueLog the value log: Badger
+// replays each up to its first bad entry and truncates it there.
+func checkMemtableLogs(dir string, repair bool, log func(msg string, args ...any)) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("persistence: read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".mem") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		off, size, damaged, err := checkLogFile(path)
+		switch {
+		case err != nil:
+			return err
+		case !damaged:
+		case repair:
+			// What the rest held is not counted: those writes never
+			// reached a table, and the log cannot be read past the damage.
+			log("repair: a memtable log is damaged; Badger replays it only up to the damage, and what it held after that is lost uncounted",
+				"file", path, "offset", off, "size", size)
+		default:
+			return fmt.Errorf("%w: memtable log %s is damaged at byte %d of %d (Badger would replay it only up to there and lose what follows); start with --repair to accept that loss, or restore the data directory from a backup",
+				ErrDamaged, path, off, size)
+		}
+	}
+	return nil
+}
+
+// checkLogFile reads a value-log or memtable-log file entry by entry, as
+// Badger replays it, and reports where that stops and whether data follows
+// there beyond what the failed entry claims: damage, not the end or a write
+// torn by a crash (a partial entry, then zeros: the files are
+// preallocated).
+func checkLogFile(path string) (off int, size int64, damaged bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
+		return 0, 0, false, fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
 	}
 	const headerSize = 20 // vlogHeaderSize: key id and IV
-	off := headerSize
+	off = headerSize
 	if len(data) < off {
-		return nil
+		return off, int64(len(data)), false, nil
 	}
 	extent := 0 // bytes the failed entry claims, when its header reads
 	for off < len(data) {
@@ -168,17 +221,8 @@ func checkLastValueLog(dir string, repair bool, log func(msg string, args ...any
 		}
 		off += n
 	}
-	tail := data[min(len(data), off+max(extent, 0)):]
-	if i := slices.IndexFunc(tail, func(b byte) bool { return b != 0 }); i < 0 || off >= len(data) {
-		return nil // the end, or a write torn by a crash
-	}
-	if repair {
-		log("repair: the newest value-log file is damaged; Badger truncates it at the first bad entry",
-			"file", path, "offset", off, "size", len(data))
-		return nil
-	}
-	return fmt.Errorf("%w: value-log file %s is damaged at byte %d of %d (Badger would cut it there, losing what follows); start with --repair to accept that loss, or restore the data directory from a backup",
-		ErrDamaged, path, off, len(data))
+	tail := data[min(len(data), off+extent):]
+	return off, int64(len(data)), off < len(data) && slices.ContainsFunc(tail, func(b byte) bool { return b != 0 }), nil
 }
 
 // vlogEntry reads one value-log entry as Badger writes it (meta, user
