@@ -263,13 +263,19 @@ func (s *Server) sysValues(now time.Time) [][2]string {
 // publishSys publishes the $SYS values that changed since the last time
 // to every vhost with a $SYS subscription, and keeps them for replay.
 func (s *Server) publishSys(now time.Time) {
-	vals := s.sysValues(now)
 	var vhosts []*core.VHost
 	for _, name := range s.broker.VHostNames() {
 		if v := s.broker.VHost(name); v != nil && v.HasExchange(SysExchange) {
 			vhosts = append(vhosts, v)
 		}
 	}
+	if len(vhosts) == 0 && !s.sys.prevAt.IsZero() {
+		// Nobody subscribes: spare the sums (every session's lock, every
+		// queue's). The values kept for a first subscriber are at most
+		// this old, and fresh from the next interval on.
+		return
+	}
+	vals := s.sysValues(now)
 	for _, kv := range vals {
 		name, payload := kv[0], kv[1]
 		s.sys.mu.Lock()
