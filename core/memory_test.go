@@ -103,8 +103,9 @@ func TestMemoryAlarmRefusesTransient(t *testing.T) {
 
 // TestBacklogLimit: messages beyond a queue's backlog limit that cannot be
 // delivered at once are dropped and counted (QoS 0, transient), paged out
-// to the store (persistent, durable queue) or refused (persistent, queue
-// in memory only); those a consumer takes at once never count.
+// to the store (persistent, durable queue) or kept in memory (persistent,
+// queue in memory only: the memory limit bounds them); those a consumer
+// takes at once never count.
 func TestBacklogLimit(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -120,7 +121,7 @@ func TestBacklogLimit(t *testing.T) {
 		{"messages, transient dropped", BacklogLimit{Messages: 3}, false, false, 3, 7, 0, 0},
 		{"bytes, transient dropped", BacklogLimit{Bytes: 25}, false, false, 2, 8, 0, 0},
 		{"persistent paged out", BacklogLimit{Messages: 3}, true, true, 10, 0, 0, 30},
-		{"persistent refused in memory", BacklogLimit{Messages: 3}, false, true, 3, 7, 7, 0},
+		{"persistent kept in memory", BacklogLimit{Messages: 3}, false, true, 10, 0, 0, 0},
 		{"no limit", BacklogLimit{}, false, false, 10, 0, 0, 0},
 	}
 	for _, tt := range tests {

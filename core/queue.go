@@ -378,15 +378,16 @@ func (q *Queue) enqueue(msg *Message, msgTTL time.Duration) (accepted, rejected 
 	}
 	stored := q.persist && msg.Properties.Persistent()
 	// A message that cannot be delivered at once (others are ready before
-	// it) to a queue at its backlog limit, or holding more than its share
-	// of the memory limit in transient messages under the memory alarm:
-	// what can wait on disk does; the rest is dropped or refused, never
-	// held in memory without bound. An MQTT session's QoS 0 messages are
-	// dropped, as Mosquitto does, unknown to the publisher; otherwise the
-	// publisher is told (nack, PUBACK 0x97).
+	// it) to a queue at its backlog limit: an MQTT session's QoS 0
+	// messages are dropped, as Mosquitto does, unknown to the publisher;
+	// persistent ones wait on disk if the queue is stored, else in memory,
+	// where the memory limit bounds them. Under the memory alarm a queue
+	// holding more than its share of the limit in messages that live only
+	// in memory refuses more, and the publisher is told (nack, PUBACK
+	// 0x97): they are never held without bound.
 	backlogFull := q.ready > 0 && q.backlogFullLocked(int64(msg.Size()))
 	drop := backlogFull && (q.backlog.DropAll || !msg.Properties.Persistent())
-	if drop || (q.ready > 0 && !stored && (backlogFull || q.vhost.mem.transientShareExceeded(q.transient))) {
+	if drop || (q.ready > 0 && !stored && q.vhost.mem.transientShareExceeded(q.transient)) {
 		q.discarded++
 		if backlogFull {
 			q.vhost.countDrop(DropBacklog, false)

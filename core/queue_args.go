@@ -310,8 +310,9 @@ func typedValue(v any, present bool) string {
 // message is dropped if DropAll is set or it is transient (counted in
 // QueueStats.Discarded, the publisher not told, as Mosquitto drops QoS 0);
 // a persistent one waits on disk if the queue is durable (paged out, as
-// over the memory budget), else it is refused, and the publisher is told
-// (nack, PUBACK 0x97). These are not RabbitMQ x-arguments: the MQTT
+// over the memory budget), else in memory, where the memory limit bounds
+// it: under the memory alarm publishers are held back, and a queue over
+// its share refuses (Broker.WatchMemory). These are not RabbitMQ x-arguments: the MQTT
 // listener sets them on its sessions' queues from its own configuration.
 type BacklogLimit struct {
 	Messages int64 // ready messages; 0: no limit

@@ -43,8 +43,10 @@ type Config struct {
 	// [1000; negative: no limit] and max_queued_bytes [0: no limit].
 	// Beyond them a QoS 0 delivery is dropped and counted
 	// (SessionDropped); a QoS 1 or 2 one waits on disk in a persistent
-	// session (its queue pages out) and is refused in a clean one (the
-	// publisher gets PUBACK 0x97, an AMQP one a nack).
+	// session (its queue pages out) and in memory in a clean one, where
+	// the broker's memory limit bounds it (core.Broker.WatchMemory: its
+	// alarm holds publishers back, and a queue over its share refuses
+	// with PUBACK 0x97 or an AMQP nack).
 	MaxQueuedMessages int
 	MaxQueuedBytes    int64
 	// TopicAliasMaximum is how many topic aliases an MQTT 5 client may
@@ -360,10 +362,11 @@ func (s *Server) capSessionQueues() {
 	}
 }
 
-// SessionDropped returns how many messages were dropped, or refused,
-// beyond the queue limits (MaxQueuedMessages, MaxQueuedBytes) of the
-// session of clientID in vhost since the broker started, whether or not
-// the client is connected; 0 for a session that has no queues.
+// SessionDropped returns how many messages were dropped beyond the queue
+// limits (MaxQueuedMessages, MaxQueuedBytes) of the session of clientID
+// in vhost, or refused by its queues under the memory alarm, since the
+// broker started, whether or not the client is connected; 0 for a session
+// that has no queues.
 func (s *Server) SessionDropped(vhost, clientID string) uint64 {
 	v := s.broker.VHost(vhost)
 	if v == nil {

@@ -288,8 +288,11 @@ func amqpToMQTT(qos byte) func(context.Context, *run, *result) error {
 			return err
 		}
 		defer closeAMQP(conns)
+		// QoS 1 needs persistent messages: ferrymq delivers a transient
+		// AMQP message at QoS 0 (topic.MessageQoS), which a subscriber
+		// that falls behind by max_queued_messages loses, as Mosquitto.
 		r.measure(ctx, res, func(p *publisher) error {
-			return amqpPublish(ctx, r, p, conns[0], "amq.topic", r.routingKey(), false, qos == 1)
+			return amqpPublish(ctx, r, p, conns[0], "amq.topic", r.routingKey(), qos == 1, qos == 1)
 		})
 		return nil
 	}
