@@ -101,12 +101,8 @@ func (s *Server) vhostConnections(w http.ResponseWriter, r *Request) {
 }
 
 func (s *Server) listConns(w http.ResponseWriter, r *Request, vhost string) {
-	conns := s.visibleConns(r, vhost)
-	items := make([]map[string]any, len(conns))
-	for i, c := range conns {
-		items[i] = s.connJSON(c)
-	}
-	writeList(w, r, items)
+	// 100,000 idle MQTT devices: page before rendering.
+	writeListOf(w, r, s.visibleConns(r, vhost), func(c core.Connection) string { return c.Name }, s.connJSON)
 }
 
 // lookupConn finds the named connection the user may see.
