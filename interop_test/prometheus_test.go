@@ -17,6 +17,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
 // promWait bounds each wait on Prometheus: its start, the first scrape,
@@ -198,6 +200,10 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 		}
 	}
 
+	// An MQTT client too, subscribed: connections and consumers by protocol.
+	mq := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "prom-device"})
+	mq.SubscribeAt(t, 0, "sensors/#")
+
 	prom := startPrometheus(t, b.HTTPAddr)
 	promPoll(t, nil, "target up", func() error {
 		var data struct {
@@ -241,12 +247,14 @@ func TestPrometheusScrapesBroker(t *testing.T) {
 			t.Errorf("dashboard query: %v", err)
 		}
 	}
-	// What else the scrape stored: the queue's ready messages, and the
-	// AMQP connection.
+	// What else the scrape stored: the queue's ready messages, the
+	// connections, the MQTT session's consumer.
 	for q, want := range map[string]float64{
-		`ferrymq_queue_messages_ready{vhost="/"}`:    published,
-		`ferrymq_connections{protocol="amqp"}`:       1,
-		`ferrymq_messages_enqueued_total{vhost="/"}`: published,
+		`ferrymq_queue_messages_ready{vhost="/"}`:       published,
+		`ferrymq_connections{protocol="amqp"}`:          1,
+		`ferrymq_connections{protocol="mqtt"}`:          1,
+		`ferrymq_consumers{protocol="mqtt", vhost="/"}`: 1,
+		`ferrymq_messages_enqueued_total{vhost="/"}`:    published,
 	} {
 		if v, err := promValue(prom, q); err != nil || v != want {
 			t.Errorf("%s = %v (%v), want %v", q, v, err, want)
