@@ -103,10 +103,22 @@ type badgerLogger struct {
 	// treated as failed (see Store.commit).
 	errors atomic.Uint64
 	last   atomic.Pointer[string]
+	// lastRead is the cause of the last value-log read that failed.
+	lastRead atomic.Pointer[string]
 }
 
 func (b *badgerLogger) Errorf(format string, args ...any) {
 	msg := strings.TrimSpace(fmt.Sprintf(format, args...))
+	if strings.HasPrefix(msg, "Unable to read: ") || (strings.HasPrefix(msg, "Key: ") && strings.Contains(msg, "valuePointer:")) {
+		// A value-log read that failed (Item.Value then yields an empty
+		// value, see Store.value): reported by the store, naming the file,
+		// and no write error, which must not fail a commit in flight.
+		if _, why, ok := strings.Cut(msg, " Error: "); ok {
+			b.lastRead.Store(&why)
+		}
+		b.l.Debug(msg)
+		return
+	}
 	b.last.Store(&msg)
 	b.errors.Add(1)
 	b.l.Error(msg)
@@ -125,6 +137,13 @@ func (b *badgerLogger) debug(format string, args []any) {
 	if b.l.Enabled(context.Background(), slog.LevelDebug) {
 		b.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)))
 	}
+}
+
+func (b *badgerLogger) lastReadError() string {
+	if p := b.lastRead.Load(); p != nil {
+		return *p
+	}
+	return "unreadable"
 }
 
 func (b *badgerLogger) lastError() string {

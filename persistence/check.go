@@ -467,7 +467,7 @@ func (s *Store) value(item *badger.Item, fn func([]byte) error) error {
 	if empty {
 		if file := valueLogFile(s.dir, item); file != "" {
 			return fmt.Errorf("%w: the value of key %q in %s cannot be read (%s)", ErrDamaged,
-				item.Key()[:min(len(item.Key()), 64)], file, s.blog.lastError())
+				item.Key()[:min(len(item.Key()), 64)], file, s.blog.lastReadError())
 		}
 		return fn(nil)
 	}
