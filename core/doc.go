@@ -74,8 +74,8 @@
 // holds: a queue's are plain fields under Queue.mu; a vhost's delivery
 // figures are its queues' sums, deleted queues folded in under VHost.mu;
 // the one shared write per message is VHost.Publish's atomic add. Readers
-// (VHost.Counters, EachQueue) hold VHost.mu for reading and take each
-// Queue.mu in turn, in the order below.
+// (VHost.Counters, EachQueue) copy the list of queues under VHost.mu held
+// for reading, then take each Queue.mu in turn without it.
 //
 // # Lock order
 //

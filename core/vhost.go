@@ -702,7 +702,7 @@ func (v *VHost) deleteQueue(q *Queue, check func() error) (uint32, error) {
 		}
 	}
 	purged, consumers := q.markDeletedLocked(&fx)
-	v.stats.retired.add(&q.counters)
+	v.buryLocked(q)
 	q.mu.Unlock()
 	delete(v.queues, q.name)
 	for b := range q.bindings {
