@@ -66,6 +66,7 @@ type client struct {
 	readState atomic.Int32
 	closing   atomic.Bool
 	done      chan struct{} // closed with closing, for waits that must end with the connection
+	closed    chan struct{} // closed once the first close has written its DISCONNECT and closed conn
 	// held is set while the reader waits out a resource alarm: its
 	// silence is ours, not the client's, so Keep Alive does not count it.
 	held atomic.Bool
@@ -339,6 +340,7 @@ func (c *client) close(err error) {
 		c.writeDisconnect(&pk)
 	}
 	c.conn.Close()
+	close(c.closed)
 	if c.readState.CompareAndSwap(readParked, readRunning) {
 		go c.finish()
 	}
@@ -365,7 +367,11 @@ func (c *client) finish() {
 	// Last: Server.Close waits for every client's will and session end.
 	defer c.srv.forget(c)
 	c.timer.Stop()
-	c.conn.Close()
+	// The reader may get here while another goroutine's close (a takeover,
+	// an operator's, a vhost deletion) is still writing its DISCONNECT:
+	// closing conn under it would lose the reason code. That write is
+	// bounded by finishTimeout.
+	<-c.closed
 	c.rd.release()
 	c.mu.Lock()
 	err, will, s := c.cause, c.will, c.sess

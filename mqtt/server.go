@@ -240,7 +240,7 @@ func (s *Server) addListener(l io.Closer) bool {
 
 // accept starts serving a new connection.
 func (s *Server) accept(conn net.Conn) *client {
-	c := &client{srv: s, conn: conn, done: make(chan struct{})}
+	c := &client{srv: s, conn: conn, done: make(chan struct{}), closed: make(chan struct{})}
 	sock, isTLS := socketOf(conn)
 	if sc, ok := sock.(syscall.Conn); ok {
 		c.sock, _ = sc.SyscallConn()
