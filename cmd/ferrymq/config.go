@@ -180,8 +180,9 @@ func (c *Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.AMQPListen == "" {
-		check(errors.New("amqp_listen is empty"))
+	if c.AMQPListen == "" && c.AMQPSListen == "" && c.MQTTListen == "" && c.MQTTWSListen == "" &&
+		c.MQTTSListen == "" && c.MQTTWSSListen == "" {
+		check(errors.New("every client listener is off: set amqp_listen, mqtt_listen or another *_listen"))
 	}
 	for _, l := range c.listenAddrs() {
 		check(checkListenAddr(l.key, l.addr))
@@ -330,9 +331,9 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	var users userFlag
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "YAML `file` with the same settings as the flags, plus a users: list")
-	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address`")
-	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT 3.1.1/5 listen `address`")
-	fs.StringVar(&f.MQTTWSListen, "mqtt-ws-listen", def.MQTTWSListen, "MQTT over WebSocket listen `address` (path /mqtt)")
+	fs.StringVar(&f.AMQPListen, "amqp-listen", def.AMQPListen, "AMQP 0-9-1 listen `address` (\"\" = off)")
+	fs.StringVar(&f.MQTTListen, "mqtt-listen", def.MQTTListen, "MQTT 3.1.1/5 listen `address` (\"\" = off)")
+	fs.StringVar(&f.MQTTWSListen, "mqtt-ws-listen", def.MQTTWSListen, "MQTT over WebSocket listen `address` (path /mqtt; \"\" = off)")
 	fs.StringVar(&f.AMQPSListen, "amqps-listen", "", "AMQP 0-9-1 over TLS listen `address`, conventionally :5671 (default off; needs --tls-cert, --tls-key)")
 	fs.StringVar(&f.MQTTSListen, "mqtts-listen", "", "MQTT over TLS listen `address`, conventionally :8883 (default off)")
 	fs.StringVar(&f.MQTTWSSListen, "mqtt-wss-listen", "", "MQTT over WebSocket over TLS listen `address` (path /mqtt), conventionally :8084 (default off)")

@@ -272,25 +272,26 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	// closed on its own.
 	ws := func(ln net.Listener) error { return mq.ServeWebSocket(ln, "/mqtt") }
 	debug := func(ln net.Listener) error { return http.Serve(ln, debugHandler()) }
+	// Every listener is off when its address is "": an edge gateway may
+	// want MQTT alone, or no WebSocket.
 	listeners := []struct {
 		proto, addr string
-		optional    bool // not served when addr is ""
 		tls         bool
 		serve       func(net.Listener) error
 	}{
-		{"amqp", cfg.AMQPListen, false, false, srv.Serve},
-		{"amqps", cfg.AMQPSListen, true, true, srv.Serve},
-		{"mqtt", cfg.MQTTListen, false, false, mq.Serve},
-		{"mqtt-ws", cfg.MQTTWSListen, false, false, ws},
-		{"mqtts", cfg.MQTTSListen, true, true, mq.Serve},
-		{"mqtt-wss", cfg.MQTTWSSListen, true, true, ws},
-		{"debug", cfg.DebugListen, true, false, debug},
-		{"http", cfg.HTTPListen, true, false, mg.Serve},
-		{"https", cfg.HTTPSListen, true, true, mg.Serve},
+		{"amqp", cfg.AMQPListen, false, srv.Serve},
+		{"amqps", cfg.AMQPSListen, true, srv.Serve},
+		{"mqtt", cfg.MQTTListen, false, mq.Serve},
+		{"mqtt-ws", cfg.MQTTWSListen, false, ws},
+		{"mqtts", cfg.MQTTSListen, true, mq.Serve},
+		{"mqtt-wss", cfg.MQTTWSSListen, true, ws},
+		{"debug", cfg.DebugListen, false, debug},
+		{"http", cfg.HTTPListen, false, mg.Serve},
+		{"https", cfg.HTTPSListen, true, mg.Serve},
 	}
 	serveErr := make(chan error, len(listeners))
 	for _, l := range listeners {
-		if l.optional && l.addr == "" {
+		if l.addr == "" {
 			continue
 		}
 		ln, err := net.Listen("tcp", l.addr)

@@ -353,3 +353,27 @@ type malformedPlain struct{}
 
 func (malformedPlain) Mechanism() string { return "PLAIN" }
 func (malformedPlain) Response() string  { return "ops right" }
+
+// TestListenerOff: an empty address turns that listener off, whichever it
+// is; the others serve.
+func TestListenerOff(t *testing.T) {
+	for _, off := range []string{"amqp", "mqtt", "mqtt-ws"} {
+		t.Run(off, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			var log syncBuffer
+			done := make(chan int, 1)
+			go func() {
+				done <- run(ctx, append(freePorts(), "--"+off+"-listen", "", "--data-dir", t.TempDir()), &log)
+			}()
+			defer func() { cancel(); <-done }()
+			// http is the last listener started: every other line is in by then.
+			waitFor(t, &log, regexp.MustCompile(`msg="listener ready" proto=http addr=\S+`))
+			for _, p := range []string{"amqp", "mqtt", "mqtt-ws"} {
+				on := strings.Contains(log.String(), `msg="listener ready" proto=`+p+` `)
+				if on == (p == off) {
+					t.Errorf("--%s-listen \"\": listener %s on = %v\n%s", off, p, on, log.String())
+				}
+			}
+		})
+	}
+}
