@@ -21,7 +21,7 @@ FUZZTIME ?= 20s
 # Extra flags for `make run`, e.g. make run ARGS='--log-level debug'.
 ARGS ?=
 
-.PHONY: build run test fuzz interop interop-amqp091 clean bench bench-deps
+.PHONY: build run test test-deps fuzz interop interop-amqp091 clean bench bench-deps
 
 # The version ferrymq --version prints and logs at start: the nearest tag,
 # commits since and the commit (git describe), else the Go toolchain's own
@@ -37,7 +37,20 @@ build:
 run: build
 	./bin/ferrymq $(ARGS)
 
-test:
+# What the tests drive besides Go: headless Chromium (the web console),
+# Prometheus (scrapes /metrics) and rabbitmqadmin (from rabbitmq-server, a
+# client of the management API). Installed from Debian when missing.
+TEST_DEBS = /usr/bin/chromium:chromium /usr/bin/prometheus:prometheus /usr/bin/rabbitmqadmin:rabbitmq-server
+
+test-deps:
+	@missing=; for d in $(TEST_DEBS); do [ -x "$${d%%:*}" ] || missing="$$missing $${d#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null; then echo "the tests need:$$missing (no apt-get here: install them)" >&2; exit 1; fi; \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	fi
+
+test: test-deps
 	$(GO) vet ./...
 	@if [ -z "$(RACE)" ]; then echo "note: tests run without -race, which needs cgo and a C compiler"; fi
 	$(GO) test $(RACE) -timeout 10m ./...
