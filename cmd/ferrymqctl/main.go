@@ -31,10 +31,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ferrymq/ferrymq/cmd/internal/buildinfo"
 )
 
 // Exit statuses (sysexits.h, as rabbitmqctl uses them).
@@ -72,26 +73,8 @@ var errVersion = errors.New("version requested")
 // broker's.
 var version string
 
-// buildVersion is version, else what the Go toolchain recorded: the
-// module version, or the VCS revision, else "devel".
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return "devel-" + s.Value[:12]
-		}
-	}
-	return "devel"
-}
+// buildVersion is version, else what the Go toolchain recorded.
+func buildVersion() string { return buildinfo.Version(version) }
 
 // usageError is a mistake on the command line.
 type usageError struct{ msg string }
