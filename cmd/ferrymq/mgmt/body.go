@@ -16,9 +16,9 @@ import (
 // maxBody bounds a request body (a publish's payload included).
 const maxBody = 64 << 20
 
-// decodeBody reads a JSON object body; an empty body is an empty
-// object. On error it has answered 400.
-func decodeBody(w http.ResponseWriter, r *Request) (map[string]any, bool) {
+// readBody reads the request body, at most maxBody bytes. On error it has
+// answered 400, or 413 for a larger body.
+func readBody(w http.ResponseWriter, r *Request) ([]byte, bool) {
 	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
 		badRequest(w, "cannot read body: "+err.Error())
@@ -26,6 +26,16 @@ func decodeBody(w http.ResponseWriter, r *Request) (map[string]any, bool) {
 	}
 	if len(raw) > maxBody {
 		writeError(w, http.StatusRequestEntityTooLarge, "bad_request", "body larger than "+strconv.Itoa(maxBody)+" bytes")
+		return nil, false
+	}
+	return raw, true
+}
+
+// decodeBody reads a JSON object body; an empty body is an empty
+// object. On error it has answered 400.
+func decodeBody(w http.ResponseWriter, r *Request) (map[string]any, bool) {
+	raw, ok := readBody(w, r)
+	if !ok {
 		return nil, false
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {

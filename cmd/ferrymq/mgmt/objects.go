@@ -79,6 +79,9 @@ func defsDownload(w http.ResponseWriter, r *Request) {
 func definitionsBody(w http.ResponseWriter, r *Request) (io.Reader, bool) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
+		// The form's parts spill to temporary files beyond 32 MiB: bound
+		// the whole upload, not only the part read back.
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		f, _, err := r.FormFile("file")
 		if err != nil {
 			badRequest(w, "definitions upload: no file field: "+err.Error())
@@ -86,13 +89,8 @@ func definitionsBody(w http.ResponseWriter, r *Request) (io.Reader, bool) {
 		}
 		return io.LimitReader(f, maxBody), true
 	}
-	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-	if err != nil {
-		badRequest(w, "cannot read body: "+err.Error())
-		return nil, false
-	}
-	if len(raw) > maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "bad_request", "body larger than "+strconv.Itoa(maxBody)+" bytes")
+	raw, ok := readBody(w, r)
+	if !ok {
 		return nil, false
 	}
 	return bytes.NewReader(raw), true
