@@ -123,11 +123,7 @@ func (s *Server) putExchange(w http.ResponseWriter, r *Request) {
 		coreError(w, err)
 		return
 	}
-	if existed {
-		noContent(w)
-		return
-	}
-	w.WriteHeader(http.StatusCreated)
+	putDone(w, existed)
 }
 
 func (s *Server) deleteExchange(w http.ResponseWriter, r *Request) {

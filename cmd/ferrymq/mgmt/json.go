@@ -58,3 +58,13 @@ func notAuthorised(w http.ResponseWriter, reason string) {
 
 // noContent answers 204, RabbitMQ's answer to a successful change.
 func noContent(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }
+
+// putDone answers a PUT as RabbitMQ does: 201 Created for a new object,
+// 204 for one that existed.
+func putDone(w http.ResponseWriter, existed bool) {
+	if existed {
+		noContent(w)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+}

@@ -139,11 +139,7 @@ func (s *Server) putQueue(w http.ResponseWriter, r *Request) {
 		coreError(w, err)
 		return
 	}
-	if existed {
-		noContent(w)
-		return
-	}
-	w.WriteHeader(http.StatusCreated)
+	putDone(w, existed)
 }
 
 // deleteQueue deletes a queue; if-empty and if-unused as RabbitMQ.

@@ -139,11 +139,7 @@ func (s *Server) putUser(w http.ResponseWriter, r *Request) {
 		return
 	}
 	s.log.Info("http: user saved", "user", name, "tags", spec.Tags, "by", r.User.Name)
-	if existed {
-		noContent(w)
-		return
-	}
-	w.WriteHeader(http.StatusCreated)
+	putDone(w, existed)
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *Request) {
@@ -287,11 +283,7 @@ func (s *Server) putPermission(w http.ResponseWriter, r *Request) {
 		badRequest(w, err.Error())
 		return
 	}
-	if existed {
-		noContent(w)
-		return
-	}
-	w.WriteHeader(http.StatusCreated)
+	putDone(w, existed)
 }
 
 func (s *Server) deletePermission(w http.ResponseWriter, r *Request) {
@@ -347,11 +339,7 @@ func (s *Server) putTopicPermission(w http.ResponseWriter, r *Request) {
 		badRequest(w, err.Error())
 		return
 	}
-	if existed {
-		noContent(w)
-		return
-	}
-	w.WriteHeader(http.StatusCreated)
+	putDone(w, existed)
 }
 
 // deleteTopicPermission clears the user's topic permissions in the vhost,
