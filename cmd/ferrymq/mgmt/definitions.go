@@ -24,7 +24,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/ferrymq/ferrymq/core"
 )
@@ -731,36 +730,11 @@ func defValue(v any) any {
 	return v
 }
 
-// defJSONTable converts an AMQP table to JSON values as RabbitMQ shows
-// them: byte strings as text, timestamps as seconds, decimals as numbers.
+// defJSONTable is jsonTable with an empty object for no arguments, as
+// RabbitMQ's export writes "arguments": {}.
 func defJSONTable(t core.Table) map[string]any {
-	out := make(map[string]any, len(t))
-	for k, v := range t {
-		out[k] = defJSONValue(v)
+	if t == nil {
+		return map[string]any{}
 	}
-	return out
-}
-
-func defJSONValue(v any) any {
-	switch x := v.(type) {
-	case []byte:
-		return string(x)
-	case time.Time:
-		return x.Unix()
-	case core.Decimal:
-		f := float64(x.Value)
-		for range x.Scale {
-			f /= 10
-		}
-		return f
-	case core.Table:
-		return defJSONTable(x)
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = defJSONValue(e)
-		}
-		return out
-	}
-	return v
+	return jsonTable(t)
 }
