@@ -54,10 +54,15 @@ func bridgeDrain(kind string) func(ctx context.Context, r *run, res *result) err
 		if err != nil {
 			return err
 		}
+		// pprof on a free port, so that runs side by side do not collide.
+		debug, err := freePort()
+		if err != nil {
+			return err
+		}
 		link := func(addr string) []string {
 			return []string{"--node-name", "edge-" + r.id,
 				"--bridge-url", fmt.Sprintf("%s://guest:guest@%s/", kind, addr), "--bridge-topic", r.topic() + "/#",
-				"--bridge-max-messages", fmt.Sprint(n + 1), "--debug-listen", "127.0.0.1:6061"}
+				"--bridge-max-messages", fmt.Sprint(n + 1), "--debug-listen", fmt.Sprintf("127.0.0.1:%d", debug)}
 		}
 		edge, err := startFerrymq(ctx, r.cfg.edgeBin, dir, link(fmt.Sprintf("127.0.0.1:%d", down))...)
 		if err != nil {
@@ -76,13 +81,71 @@ func bridgeDrain(kind string) func(ctx context.Context, r *run, res *result) err
 		if err != nil {
 			return fmt.Errorf("edge restart: %w", err)
 		}
+		fmt.Fprintf(os.Stderr, "ferrybench: edge draining; its pprof: http://127.0.0.1:%d/debug/pprof/\n", debug)
 		defer edge.stop(30 * time.Second)
 		edgeCPU, sampled := startSampler(edge.pid), time.Now()
-		watch := watchBacklog(ctx, edge.amqpURL, "bridge.upstream", n)
-		err = sub.wait(ctx, r.cfg.drainIdle+30*time.Second)
+		// The upstream and this process (the subscriber) share the cores
+		// with the edge: their CPU per message says which of the three
+		// caps the drain.
+		var upCPU *sampler
+		if r.cfg.pid > 0 {
+			upCPU = startSampler(r.cfg.pid)
+		}
+		self := startSampler(0)
+		watch, empty := watchBacklog(ctx, edge.amqpURL, "bridge.upstream", n)
+		if sub.later {
+			// Nothing reads upstream while the edge drains: wait for the
+			// edge's queue to empty, then check what the upstream holds.
+			select {
+			case <-empty:
+			case <-ctx.Done():
+			}
+		} else {
+			err = sub.wait(ctx, r.cfg.drainIdle+30*time.Second)
+		}
 		_, _, cpu, _ := edgeCPU.finish()
-		cpuSeconds := cpu / 100 * time.Since(sampled).Seconds()
+		_, _, res.ClientCPUPct, _ = self.finish()
+		if upCPU != nil {
+			res.RSSKiB, res.RSSEndKiB, res.CPUPct, _ = upCPU.finish()
+		}
+		elapsed := time.Since(sampled).Seconds()
+		cpuSeconds := cpu / 100 * elapsed
 		drained := watch()
+		if sub.later {
+			got := n
+			if sub.start != nil {
+				if err = sub.start(); err == nil {
+					err = sub.wait(ctx, r.cfg.drainIdle+30*time.Second)
+				}
+				_, _, got, _, _ = sub.stats()
+			} else if drained == 0 {
+				got = 0
+			}
+			// The rate and CPU figures are the drain's, not the
+			// subscriber's reading afterwards.
+			if drained > 0 {
+				res.Seconds = drained.Seconds()
+				res.MsgPerSec = float64(n) / res.Seconds
+			}
+			perMsg := func(pct float64) float64 { return pct / 100 * elapsed / float64(n) * 1e6 }
+			what := "checked after the drain"
+			if sub.start == nil {
+				what = "not checked upstream (no subscriber)"
+			}
+			r.warn("no subscriber during the drain, %s; edge ferrymq: %.0f %% of a core, %.1f µs CPU per message; upstream %s: %.0f %%, %.1f µs per message",
+				what, cpu, perMsg(cpu), r.cfg.broker, res.CPUPct, perMsg(res.CPUPct))
+			_, _, got2, dup, disorder := sub.stats()
+			if sub.start != nil {
+				got = got2
+			}
+			res.Expected, res.Received, res.Dup = n, got, dup
+			res.Lost = n - got
+			res.LostConfirmed = res.Lost
+			if disorder > 0 {
+				return fmt.Errorf("%d messages arrived upstream out of order", disorder)
+			}
+			return err
+		}
 		first, last, got, dup, disorder := sub.stats()
 		res.Expected, res.Received, res.Dup = n, got, dup
 		res.Lost = n - got
@@ -105,8 +168,9 @@ func bridgeDrain(kind string) func(ctx context.Context, r *run, res *result) err
 		}
 		if got > 0 {
 			// The edge's cost per message holds on a busy machine, where the rate does not.
-			r.warn("edge ferrymq: %.0f %% of a core, %.1f µs CPU per message; upstream subscriber received %.0f msg/s",
-				cpu, cpuSeconds/float64(got)*1e6, delivered)
+			perMsg := func(pct float64) float64 { return pct / 100 * elapsed / float64(got) * 1e6 }
+			r.warn("edge ferrymq: %.0f %% of a core, %.1f µs CPU per message; upstream %s: %.0f %%, %.1f µs per message; subscriber (ferrybench): %.0f %%, %.1f µs per message, received %.0f msg/s",
+				cpu, cpuSeconds/float64(got)*1e6, r.cfg.broker, res.CPUPct, perMsg(res.CPUPct), res.ClientCPUPct, perMsg(res.ClientCPUPct), delivered)
 		}
 		if disorder > 0 {
 			return fmt.Errorf("%d messages arrived upstream out of order", disorder)
@@ -169,6 +233,10 @@ func publishBacklog(mqttURL, topic string, size int, n int64) error {
 type drainSub struct {
 	want  int64
 	close func()
+	// later: nothing reads during the drain (--drain-subscriber none);
+	// start, if set, begins reading what the upstream holds afterwards.
+	later bool
+	start func() error
 
 	mu           sync.Mutex
 	seen         []bool
@@ -245,7 +313,7 @@ func (s *drainSub) stats() (first, last time.Time, got, dup, disorder int64) {
 // forwards: an AMQP queue bound to amq.topic for an amqp link, an MQTT
 // QoS 1 subscription otherwise.
 func subscribeUpstream(r *run, kind string, n int64) (*drainSub, error) {
-	s := &drainSub{want: n, seen: make([]bool, n), done: make(chan struct{})}
+	s := &drainSub{want: n, seen: make([]bool, n), done: make(chan struct{}), later: r.cfg.drainSub == "none"}
 	if kind == "amqp" {
 		conn, err := dialAMQP(r.cfg, true)
 		if err != nil {
@@ -264,16 +332,29 @@ func subscribeUpstream(r *run, kind string, n int64) (*drainSub, error) {
 			conn.Close()
 			return nil, err
 		}
-		c, err := startAMQPConsumer(r, conn, q, r.cfg.ackEvery, s.record)
-		if err != nil {
-			conn.Close()
-			return nil, err
+		var c *amqpConsumer
+		s.start = func() error {
+			c, err = startAMQPConsumer(r, conn, q, r.cfg.ackEvery, s.record)
+			return err
 		}
 		s.close = func() {
-			c.stop()
+			if c != nil {
+				c.stop()
+			}
 			a.close(r)
 			conn.Close()
 		}
+		if s.later {
+			return s, nil
+		}
+		if err := s.start(); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return s, nil
+	}
+	if s.later {
+		s.close = func() {}
 		return s, nil
 	}
 	m, err := dialMQTT(r.cfg, "ferrybench-drain-"+r.id, true, func(error) {})
@@ -294,13 +375,14 @@ func subscribeUpstream(r *run, kind string, n int64) (*drainSub, error) {
 // watchBacklog polls an edge's bridge queue from now on and returns a
 // function that stops polling and reports how long the queue took to hold
 // no ready message (0 if it never did).
-func watchBacklog(ctx context.Context, amqpURL, queue string, n int64) func() time.Duration {
+func watchBacklog(ctx context.Context, amqpURL, queue string, n int64) (stop func() time.Duration, empty <-chan struct{}) {
 	start := time.Now()
-	stop := make(chan struct{})
+	quit := make(chan struct{})
 	done := make(chan time.Duration, 1)
+	emptied := make(chan struct{})
 	go func() {
 		var took time.Duration
-		defer func() { done <- took }()
+		defer func() { done <- took; close(emptied) }()
 		conn, err := amqp.Dial(amqpURL)
 		if err != nil {
 			return
@@ -314,7 +396,7 @@ func watchBacklog(ctx context.Context, amqpURL, queue string, n int64) func() ti
 		defer tick.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-quit:
 				return
 			case <-ctx.Done():
 				return
@@ -330,8 +412,13 @@ func watchBacklog(ctx context.Context, amqpURL, queue string, n int64) func() ti
 			}
 		}
 	}()
+	var once sync.Once
+	var took time.Duration
 	return func() time.Duration {
-		close(stop)
-		return <-done
-	}
+		once.Do(func() {
+			close(quit)
+			took = <-done
+		})
+		return took
+	}, emptied
 }

@@ -27,7 +27,7 @@ func (o *orchestration) runChild(ctx context.Context, self string, cfg *config, 
 		"--window", strconv.Itoa(cfg.window), "--prefetch", strconv.Itoa(cfg.prefetch),
 		"--ack-every", strconv.Itoa(cfg.ackEvery), "--backlog", strconv.FormatInt(cfg.backlog, 10),
 		"--conns", strconv.Itoa(p.connsOr(cfg.conns)), "--queues", strconv.Itoa(cfg.queues),
-		"--drain-idle", cfg.drainIdle.String(), "--edge-bin", o.ferrymqBin,
+		"--drain-idle", cfg.drainIdle.String(), "--drain-subscriber", cfg.drainSub, "--edge-bin", o.ferrymqBin,
 		"--progress=" + strconv.FormatBool(cfg.progress != nil),
 		"--plain-conns=" + strconv.FormatBool(cfg.plainConns),
 	}

@@ -98,6 +98,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.conns, "conns", 10000, "connections for idle-mqtt-conns")
 	fs.IntVar(&cfg.queues, "queues", 10000, "queues for amqp-topology-10k, 10 bindings each")
 	fs.DurationVar(&cfg.drainIdle, "drain-idle", 3*time.Second, "after publishing, stop waiting for missing messages after this long without one")
+	fs.StringVar(&cfg.drainSub, "drain-subscriber", "during", "bridge-drain-*: `when` the upstream's subscriber reads: during the drain (it checks loss and order as messages arrive), or none (the upstream only takes the publishes, as when its consumers are away; an AMQP upstream's queue is read and checked after the drain, an MQTT upstream is not checked)")
 	fs.StringVar(&cfg.edgeBin, "edge-bin", "bin/ferrymq", "bridge-drain-*: the ferrymq `binary` started as the edge whose bridge drains into the broker under test; chaos-soak: the one it starts, kills and restarts")
 	fs.DurationVar(&cfg.killEvery, "kill-every", 10*time.Second, "chaos-soak: mean `time` between SIGKILLs of the broker (each wait is 0.5-1.5 times it)")
 	fs.StringVar(&cfg.brokerArgs, "broker-args", "", "chaos-soak: extra `flags` for the ferrymq it starts, space-separated (e.g. \"--memory-limit 512MiB\")")
@@ -197,6 +198,9 @@ func (cfg *config) check() error {
 	}
 	if cfg.mqttVersion != 3 && cfg.mqttVersion != 5 {
 		return fmt.Errorf("--mqtt-version %d: 3 or 5", cfg.mqttVersion)
+	}
+	if cfg.drainSub != "during" && cfg.drainSub != "none" {
+		return fmt.Errorf("--drain-subscriber %q: during or none", cfg.drainSub)
 	}
 	if cfg.duration <= 0 && cfg.messages <= 0 {
 		return errors.New("--duration or --messages must be positive")

@@ -36,6 +36,7 @@ type config struct {
 	conns       int   // idle-mqtt-conns
 	queues      int   // amqp-topology-10k
 	drainIdle   time.Duration
+	drainSub    string        // bridge-drain-*: "during" or "none"
 	edgeBin     string        // bridge-drain-*, chaos-soak: the ferrymq binary run as the edge / broker under test
 	killEvery   time.Duration // chaos-soak: mean time between SIGKILLs
 	brokerArgs  string        // chaos-soak: extra ferrymq flags (--memory-limit 512MiB)
