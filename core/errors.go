@@ -1,6 +1,9 @@
 package core
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Reply codes shared by both protocols. Core speaks AMQP's codes because
 // RabbitMQ's behaviour is the reference; the MQTT adapter maps them to reason
@@ -32,9 +35,32 @@ const (
 type Error struct {
 	Code int
 	Text string
+	// Err is the cause, if any: for CodeInternalError from the store, the
+	// store's error, so that the protocols can tell a refused write
+	// (ErrStoreRefused) from a store outage.
+	Err error
 }
 
 func (e *Error) Error() string { return CodeName(e.Code) + " - " + e.Text }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrStoreRefused is wrapped by a store error that concerns one operation
+// alone: the store will never write it (a record or a message over the
+// store's limits) and goes on writing everything else, so retrying it is
+// useless and nothing else is wrong. Any other store error is an outage
+// (a full disk, an I/O error): the store retries the write, and the
+// broker's disk alarm holds publishers meanwhile. The protocols answer
+// the two differently (MQTT reason codes, AMQP channel or connection
+// close).
+var ErrStoreRefused = errors.New("store refused the write")
+
+// storeError is the refusal of an operation whose store write failed
+// with err: 541, with err as its cause.
+func storeError(err error) *Error {
+	return &Error{Code: CodeInternalError, Text: fmt.Sprintf("store: %v", err), Err: err}
+}
 
 // Errorf returns an *Error with the given code and formatted text.
 func Errorf(code int, format string, args ...any) *Error {

@@ -208,7 +208,7 @@ func (v *VHost) topology(fn func() error) error {
 		return err
 	}
 	if serr := v.store.Wait(pos); serr != nil && err == nil {
-		return Errorf(CodeInternalError, "store: %v", serr)
+		return storeError(serr)
 	}
 	return err
 }
@@ -720,7 +720,7 @@ func (v *VHost) deleteQueue(q *Queue, check func() error) (uint32, error) {
 	fx.run(v)
 	if q.persist {
 		if err := v.store.Wait(pos); err != nil {
-			return purged, Errorf(CodeInternalError, "store: %v", err)
+			return purged, storeError(err)
 		}
 	}
 	return purged, nil
@@ -749,7 +749,7 @@ func (v *VHost) wait(pos uint64) error {
 		return nil
 	}
 	if err := v.store.Wait(pos); err != nil {
-		return Errorf(CodeInternalError, "store: %v", err)
+		return storeError(err)
 	}
 	return nil
 }

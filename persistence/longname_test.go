@@ -247,8 +247,8 @@ func TestRefusedWriteFailsOnlyItsOp(t *testing.T) {
 	if err := s.Wait(first); err != nil {
 		t.Fatalf("op before: %v", err)
 	}
-	if err := s.Wait(bad); !errors.Is(err, ErrRefused) {
-		t.Fatalf("refused op: %v, want ErrRefused", err)
+	if err := s.Wait(bad); !errors.Is(err, ErrRefused) || !errors.Is(err, core.ErrStoreRefused) {
+		t.Fatalf("refused op: %v, want ErrRefused, a core.ErrStoreRefused", err)
 	}
 	_ = good // in the refused op's batch: told its error too (see tell)
 	if err := s.Wait(s.PutQueue(core.QueueRecord{VHost: "/", Name: "later"})); err != nil {

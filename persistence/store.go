@@ -31,13 +31,25 @@ var ErrNotFound = errors.New("persistence: message not found")
 var ErrDiskFull = errors.New("persistence: disk free space below limit")
 
 // ErrTooLarge is wrapped by the error reported for an Enqueue whose
-// message, encoded, exceeds MaxMessageSize.
-var ErrTooLarge = errors.New("persistence: message too large to store")
+// message, encoded, exceeds MaxMessageSize. It is a core.ErrStoreRefused.
+var ErrTooLarge error = &refusal{"persistence: message too large to store"}
 
 // ErrRefused is wrapped by the error reported for an op whose write Badger
 // would refuse (a key over 65,000 bytes, a value over a value-log file):
-// that op fails alone, and nothing is retried.
-var ErrRefused = errors.New("persistence: write refused by the store")
+// that op fails alone, and nothing is retried. It is a
+// core.ErrStoreRefused.
+var ErrRefused error = &refusal{"persistence: write refused by the store"}
+
+// refusal is an error that fails one op alone (core.ErrStoreRefused), as
+// opposed to a failed commit, which the writer retries.
+type refusal struct{ text string }
+
+func (e *refusal) Error() string { return e.text }
+
+// Is makes errors.Is(err, core.ErrStoreRefused) hold for the refusals, so
+// that the protocols, which do not import persistence, can tell them from
+// an outage.
+func (e *refusal) Is(target error) bool { return target == core.ErrStoreRefused }
 
 // MaxMessageSize (63 MiB) bounds a stored message: body, properties and
 // routing information. Badger keeps a value in one value-log file, so the
