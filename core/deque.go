@@ -4,7 +4,8 @@ package core
 type entry struct {
 	// msg is shared and immutable. It is nil while the message is paged
 	// out: stored, and enqueued when resident messages were over the
-	// memory budget; Store.Load(id) reads it back for delivery.
+	// memory budget; Store.LoadBatch reads it back for delivery, with the
+	// paged-out entries behind it (Queue.pageInLocked).
 	msg         *Message
 	id          uint64 // msg.ID
 	seq         uint64 // enqueue order within the queue; requeue restores it

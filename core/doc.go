@@ -103,7 +103,7 @@
 //	        mqtt writeTurn.mu held only to pass the write turn, never
 //	                          across a write; the turn itself is not a lock
 //	      Store               appends (persistence.Store.mu, never across
-//	                          I/O) and Load of a paged-out body (dbMu)
+//	                          I/O) and LoadBatch of paged-out bodies (dbMu)
 //	SyncQueue.mu              held in release: amqp outbound.mu (confirms),
 //	                          mqtt session.mu (PUBACK/PUBREC), then writeTurn.mu
 //	Users.mu                  taken alone

@@ -83,7 +83,7 @@ type Queue struct {
 	closed  bool   // the broker is closing: arm no more timers
 	dropped uint64 // messages dropped from the head by x-max-length (drop-head)
 	// unreadable counts the stored messages the store could not read back
-	// (a damaged value log), dropped: see loadLocked.
+	// (a damaged value log), dropped: see unreadableLocked.
 	unreadable uint64
 	// counters are the queue's message counts (stats.go); guarded by mu.
 	counters MessageCounters
@@ -292,32 +292,6 @@ func (q *Queue) popLocked(level int) entry {
 	return e
 }
 
-// loadLocked returns the ready entry's message, reading it back from the
-// store if it was paged out; it then stays resident until delivered. A
-// message the store cannot read is reported and nil returned: the caller
-// drops the entry.
-func (q *Queue) loadLocked(e *entry) *Message {
-	if e.msg != nil {
-		return e.msg
-	}
-	m, err := q.vhost.store.Load(e.id)
-	if err != nil {
-		// One WARN per queue, then one each time its count doubles: a
-		// damaged value log can make every message of a queue unreadable,
-		// and that is one fact, not a line per message.
-		q.unreadable++
-		if n := q.unreadable; n&(n-1) == 0 {
-			q.vhost.log.Warn("stored messages unreadable: dropped", "vhost", q.vhost.name, "queue", q.name,
-				"unreadable", n, "id", e.id, "err", err)
-		}
-		q.vhost.countDrop(DropUnreadable, false)
-		return nil
-	}
-	e.msg = m
-	q.vhost.mem.resident.Add(int64(e.size))
-	return m
-}
-
 // forgetLocked removes a settled or dropped entry from the store.
 func (q *Queue) forgetLocked(e *entry, fx *effects) {
 	if e.stored {
@@ -331,7 +305,7 @@ func (q *Queue) forgetLocked(e *entry, fx *effects) {
 func (q *Queue) dropLocked(fx *effects, e entry, reason string) {
 	q.vhost.countDrop(dropReasonOf(reason), q.cfg.hasDLX)
 	if q.cfg.hasDLX {
-		if msg := q.loadLocked(&e); msg != nil {
+		if msg := q.readLocked(&e); msg != nil {
 			if e.stored && !fx.held {
 				fx.held, fx.hold = true, q.vhost.store.Hold()
 			}
@@ -487,12 +461,15 @@ func (q *Queue) dispatchLocked(fx *effects, cutoff int64) {
 		if c == nil {
 			return
 		}
-		msg := q.loadLocked(head)
-		if msg == nil {
-			e := q.popLocked(level)
-			q.forgetLocked(&e, fx)
+		if head.msg == nil && q.pageInLocked(fx, level) > 0 {
+			// The head could not be read and was dropped: give back the
+			// credit taken for it, and look at the new head.
+			if !c.noAck && c.shared != nil {
+				fx.kick = c.shared.release(1, q, fx.kick)
+			}
 			continue
 		}
+		msg := head.msg
 		tag := q.nextTag + 1
 		if !c.sink.Deliver(Delivery{Queue: q, Consumer: c, Msg: msg, Seq: tag, Redelivered: head.redelivered, Position: head.seq}) {
 			c.blocked = true
@@ -812,13 +789,11 @@ func (q *Queue) Get(noAck bool) (d Delivery, ok bool) {
 	q.expireLocked(&fx, now)
 	for q.ready > 0 && !ok {
 		level := q.topLevel()
-		msg := q.loadLocked(q.levels[level].front())
-		e := q.popLocked(level)
-		if msg == nil {
-			q.forgetLocked(&e, &fx)
-			continue
+		if q.levels[level].front().msg == nil && q.pageInLocked(&fx, level) > 0 {
+			continue // the head could not be read and was dropped
 		}
-		e.msg = msg
+		e := q.popLocked(level)
+		msg := e.msg
 		q.nextTag++
 		if noAck {
 			q.counters.GotNoAck++

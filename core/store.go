@@ -51,9 +51,17 @@ type Store interface {
 	Hold() (token uint64)
 	// Release ends the Hold that returned token.
 	Release(token uint64)
-	// Load reads a message back by id: one paged out of memory, or
-	// recovered at start-up. It is called with a queue lock held.
-	Load(id uint64) (*Message, error)
+	// LoadBatch reads messages back by id: ones paged out of memory, or
+	// recovered at start-up. For each i it sets either msgs[i] to the
+	// message ids[i] (errs[i] nil) or errs[i] to why it cannot be read
+	// (msgs[i] nil: not stored, damaged); ids, msgs and errs have the same
+	// length, ids need not be sorted, and the store keeps none of them.
+	// Core reads the next window of a delivering queue's paged-out
+	// messages in one call (a few hundred ids, bounded in bytes), so that
+	// the store can serve them with one read; a message appended and not
+	// yet committed must be found all the same. It is called with a queue
+	// lock held, and must not block on the store's commits.
+	LoadBatch(ids []uint64, msgs []*Message, errs []error)
 
 	// Notify calls w.Synced once every append up to pos is on disk, or has
 	// failed, from the store's own goroutine. A waiter is called once per
@@ -95,7 +103,7 @@ type BindingRecord struct {
 // start-up: the message itself stays on disk until a consumer needs it.
 type StoredMessage struct {
 	Seq       uint64
-	ID        uint64 // Message.ID, for Store.Load
+	ID        uint64 // Message.ID, for Store.LoadBatch
 	Size      int    // body bytes, for x-max-length-bytes
 	Priority  uint8
 	Deadline  int64 // Clock time (UnixNano) of expiry; 0 = never

@@ -23,6 +23,11 @@ type memStore struct {
 	delivered map[string]uint64
 	holds     int      // open Holds
 	log       []string // holds, releases, enqueues and removes, in order
+	// unreadable are the ids LoadBatch fails for, as a damaged value log
+	// would; batches are the sizes of the LoadBatch calls, in order.
+	unreadable map[uint64]bool
+	batches    []int
+	loads      map[uint64]int // LoadBatch reads per id, when not nil
 }
 
 func newMemStore() *memStore {
@@ -156,14 +161,24 @@ func (s *memStore) Release(uint64) {
 	s.log = append(s.log, "release")
 }
 
-func (s *memStore) Load(id uint64) (*Message, error) {
+func (s *memStore) LoadBatch(ids []uint64, msgs []*Message, errs []error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m, ok := s.msgs[id]
-	if !ok {
-		return nil, fmt.Errorf("message %d not stored", id)
+	s.batches = append(s.batches, len(ids))
+	for i, id := range ids {
+		if s.loads != nil {
+			s.loads[id]++
+		}
+		m, ok := s.msgs[id]
+		switch {
+		case s.unreadable[id]:
+			msgs[i], errs[i] = nil, fmt.Errorf("message %d damaged", id)
+		case !ok:
+			msgs[i], errs[i] = nil, fmt.Errorf("message %d not stored", id)
+		default:
+			msgs[i], errs[i] = m, nil
+		}
 	}
-	return m, nil
 }
 
 func (s *memStore) Notify(pos uint64, w SyncWaiter) { w.Synced(pos, nil) }

@@ -132,3 +132,56 @@ func reportRSS(b *testing.B, phase string) {
 	runtime.ReadMemStats(&ms)
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), phase+"-heap-MiB")
 }
+
+// BenchmarkLoadWindow reads back a window of 256 paged-out messages, as a
+// queue draining a backlog does: one Load per id against one LoadBatch.
+// The messages are committed and in a table file (the store was reopened),
+// as after an outage. ns/msg is the cost per message read.
+func BenchmarkLoadWindow(b *testing.B) {
+	const window = 256
+	for _, size := range []int{16, 1024} {
+		dir := b.TempDir()
+		s := open(b, dir, Options{GCInterval: -1, NoSync: true})
+		if err := s.Wait(s.PutQueue(core.QueueRecord{VHost: "/", Name: "q"})); err != nil {
+			b.Fatal(err)
+		}
+		body := make([]byte, size)
+		ids := make([]uint64, window)
+		var pos uint64
+		for i := range ids {
+			ids[i] = uint64(i + 1)
+			m := &core.Message{ID: ids[i], RoutingKey: "q", Body: body, Properties: core.Properties{DeliveryMode: 2}}
+			pos = s.Enqueue("/", "q", ids[i], m, 0)
+		}
+		if err := s.Wait(pos); err != nil {
+			b.Fatal(err)
+		}
+		closeStore(b, s)
+		s = open(b, dir, Options{GCInterval: -1, NoSync: true})
+		msgs, errs := make([]*core.Message, window), make([]error, window)
+		b.Run(fmt.Sprintf("size=%d/load-per-id", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, id := range ids {
+					if _, err := s.Load(id); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/msg")
+		})
+		b.Run(fmt.Sprintf("size=%d/load-batch", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.LoadBatch(ids, msgs, errs)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*window), "ns/msg")
+		})
+		closeStore(b, s)
+	}
+}

@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -18,12 +19,13 @@ import (
 	"github.com/ferrymq/ferrymq/core"
 )
 
-// ErrClosed is returned by Wait, Load and the Recovery methods once the
-// store is closed, and reported to waiters whose positions were not
-// committed before Close.
+// ErrClosed is returned by Wait, Load, LoadBatch and the Recovery methods
+// once the store is closed, and reported to waiters whose positions were
+// not committed before Close.
 var ErrClosed = errors.New("persistence: store closed")
 
-// ErrNotFound is wrapped by Load for an id the store does not hold.
+// ErrNotFound is wrapped by Load and LoadBatch for an id the store does
+// not hold.
 var ErrNotFound = errors.New("persistence: message not found")
 
 // ErrDiskFull is wrapped by commit errors when the data directory's file
@@ -580,9 +582,10 @@ func (s *Store) Wait(pos uint64) error {
 	return <-c
 }
 
-// Load implements core.Store. A message whose write has not committed yet
-// comes from memory; otherwise it is one point read from Badger at the last
-// committed version, which never waits for the writer.
+// Load reads one message back by id, as LoadBatch does for many. A message
+// whose write has not committed yet comes from memory; otherwise it is one
+// point read from Badger at the last committed version, which never waits
+// for the writer.
 func (s *Store) Load(id uint64) (*core.Message, error) {
 	s.mu.Lock()
 	p, ok := s.pending[id]
@@ -617,4 +620,80 @@ func (s *Store) Load(id uint64) (*core.Message, error) {
 		return nil, fmt.Errorf("persistence: load message %d: %w", id, err)
 	}
 	return m, nil
+}
+
+// messagePrefix is the prefix of every message body's key.
+var messagePrefix = kindPrefix(kindMessage)
+
+// LoadBatch implements core.Store: Load for many ids at once, for a
+// window of a queue's paged-out messages. Messages whose write has not
+// committed yet come from memory, all looked up under one lock; the rest
+// are read in one read transaction at the last committed version with one
+// iterator, walked in id order: Next when the wanted id follows the one the
+// iterator is on (a queue's messages mostly have consecutive ids), Seek
+// otherwise. Each value is checked and decoded as Load does, so a message
+// gets the same message or error from both.
+func (s *Store) LoadBatch(ids []uint64, msgs []*core.Message, errs []error) {
+	var restBuf [256]int
+	rest := restBuf[:0] // indexes of the ids to read from Badger
+	s.mu.Lock()
+	for i, id := range ids {
+		if p, ok := s.pending[id]; ok {
+			msgs[i], errs[i] = p.msg, nil
+			continue
+		}
+		msgs[i], errs[i] = nil, nil
+		rest = append(rest, i)
+	}
+	s.mu.Unlock()
+	if len(rest) == 0 {
+		return
+	}
+	// The writer publishes readTs before it drops committed messages from
+	// pending, so every message missing from pending above is visible at
+	// the readTs loaded below (as in Load).
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		for _, i := range rest {
+			errs[i] = ErrClosed
+		}
+		return
+	}
+	byID := func(a, b int) int { return cmp.Compare(ids[a], ids[b]) }
+	if !slices.IsSortedFunc(rest, byID) {
+		slices.SortFunc(rest, byID)
+	}
+	txn := s.db.NewTransactionAt(s.readTs.Load(), false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: messagePrefix})
+	defer it.Close()
+	var kb [10]byte
+	var on uint64 // the id whose key the iterator is on, if onKey
+	onKey := false
+	for _, i := range rest {
+		id := ids[i]
+		key := messageKey(kb[:0], id)
+		switch {
+		case onKey && id == on: // the same id twice: the same item
+		case onKey && id == on+1:
+			it.Next()
+		default:
+			it.Seek(key)
+		}
+		onKey = false
+		if !it.Valid() || !bytes.Equal(it.Item().Key(), key) {
+			errs[i] = fmt.Errorf("%w: id %d", ErrNotFound, id)
+			continue
+		}
+		onKey, on = true, id
+		err := s.value(it.Item(), func(v []byte) error {
+			m, err := decodeMessage(id, v)
+			msgs[i] = m
+			return err
+		})
+		if err != nil {
+			msgs[i], errs[i] = nil, fmt.Errorf("persistence: load message %d: %w", id, err)
+		}
+	}
 }
