@@ -44,7 +44,11 @@
 // store's error if the write failed. Consumers may receive a message
 // before it is durable, as in RabbitMQ. Topology declarations wait for
 // their own positions before they return. Store.Delivered marks are never
-// waited for.
+// waited for. What no one waits for (acks' Removes, publishes without a
+// confirm) the store may hold back a few milliseconds so that it shares an
+// fsync; a Notify or Wait commits at once. So an ack can come back as a
+// redelivery after a crash, as in RabbitMQ, and anything that must be
+// durable before it is told must be waited for.
 //
 // # Publish hooks
 //

@@ -14,7 +14,20 @@
 // (Badger's SyncWrites: the value log and the memtable WAL are msynced
 // before the batch completes), then tells every waiter (Notify, Wait) whose
 // position it covered. Publishers that confirm concurrently therefore share
-// fsyncs: the more there are, the more each fsync carries. A failed commit
+// fsyncs: the more there are, the more each fsync carries.
+//
+// A batch no one waits for is held back instead: when the writer wakes and
+// no waiter is at a position it has not taken (the acks of a bridge drain
+// or of consumers, Removes nobody waits for; publishes without a confirm),
+// it waits up to Options.CommitDelay (5 ms by default) or until the log
+// holds 4096 ops or 1 MiB of message bodies, so that one fsync carries a
+// burst of acks instead of each settle paying its own. A Notify or Wait for
+// a position not yet taken, the Release of a Hold, Close and either bound
+// end the wait at once, so a confirm or PUBACK, which registers its waiter
+// right after its append, waits no longer than before. Nothing anyone was
+// told is durable is held back: what a crash in the delay loses is acks,
+// whose messages come back redelivered (RabbitMQ does not fsync acks at
+// all), and publishes no one was promised. A failed commit
 // (a full disk, an I/O error) is reported to its waiters and to
 // Options.OnError, and retried with the next batch until it succeeds.
 //

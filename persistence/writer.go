@@ -95,6 +95,9 @@ type writer struct {
 	ready          []waiter
 
 	batchOps int // ops in the batch being committed, for StoreStats
+
+	// timer ends the wait of a held-back batch (see cycle); reused.
+	timer *time.Timer
 }
 
 func (w *writer) init() {
@@ -253,9 +256,17 @@ func (s *Store) run() {
 // cycle commits batches while there is something to commit, and tells the
 // waiters. It reports whether the last commit failed, so that run backs off
 // before trying again.
+//
+// A batch no one waits for (no waiter at a position the writer has not
+// taken: acks' Removes, publishes without a confirm) is held back for up to
+// commitDelay, or until the log reaches lazyMaxOps ops or lazyMaxBytes of
+// bodies, so that one fsync carries many of them. A Notify or Wait for a
+// position not taken, Close, and a bound reached wake the writer at once.
 func (s *Store) cycle() (failed bool) {
+	var due time.Time // when the batch held back must be committed
 	for {
 		s.mu.Lock()
+		s.lazy = false
 		if s.closing {
 			// Close is waiting: finish takes what is left, so that a
 			// stream of appends cannot keep the writer here.
@@ -277,6 +288,33 @@ func (s *Store) cycle() (failed bool) {
 			s.tell(ready, synced, nil, nil, 0)
 			return false
 		}
+		if s.holdBackLocked(last) {
+			now := time.Now()
+			if due.IsZero() {
+				due = now.Add(s.commitDelay)
+			}
+			if now.Before(due) {
+				s.lazy = true
+				// No waiter is past taken, so every waiter left is for a
+				// committed position (a Notify after its commit): tell
+				// them before sleeping.
+				var ready []waiter
+				if len(s.waiters) > 0 {
+					ready = s.takeWaitersLocked(s.synced)
+				}
+				synced := s.synced
+				s.mu.Unlock()
+				s.tell(ready, synced, nil, nil, 0)
+				if hook := s.testLazyHook.Load(); hook != nil {
+					(*hook)()
+				}
+				if !s.sleep(due.Sub(now)) {
+					return false // Close: finish takes the batch
+				}
+				continue
+			}
+		}
+		due = time.Time{}
 		ops := s.takeLocked(last)
 		s.mu.Unlock()
 
@@ -289,6 +327,34 @@ func (s *Store) cycle() (failed bool) {
 		if err != nil {
 			return true
 		}
+	}
+}
+
+// holdBackLocked reports whether the batch up to last may wait for more
+// (see cycle). s.mu is held.
+func (s *Store) holdBackLocked(last uint64) bool {
+	return s.commitDelay > 0 &&
+		last > s.taken && s.want <= s.taken &&
+		!s.w.failed && s.w.sweepFrom == nil &&
+		len(s.ops) < lazyMaxOps && s.opsBytes < lazyMaxBytes
+}
+
+// sleep waits up to d for a kick (a waiter, a bound reached, a Release);
+// it reports false if the store is closing instead.
+func (s *Store) sleep(d time.Duration) bool {
+	if s.w.timer == nil {
+		s.w.timer = time.NewTimer(d)
+	} else {
+		s.w.timer.Reset(d)
+	}
+	defer s.w.timer.Stop()
+	select {
+	case <-s.kick:
+		return true
+	case <-s.w.timer.C:
+		return true
+	case <-s.quit:
+		return false
 	}
 }
 
