@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -408,7 +409,19 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 	if s.persistent {
 		// The durable queue marks the session across restarts, even while
 		// it has no subscriptions.
-		if err := s.ensureQueue(s.queueName(1), true, false); err != nil {
+		if err := s.ensureQueue(s.queueName(1), true, false); storeFailed(err) {
+			// A session that cannot be stored is refused, as a client id
+			// the store cannot hold (0x85; 3.1.1: 0x02 identifier
+			// rejected) or, in a store outage, as the server being
+			// unavailable (0x88; 3.1.1: 0x03) until the store is back.
+			code := packets.ErrServerUnavailable
+			if errors.Is(err, core.ErrStoreRefused) {
+				code = packets.ErrClientIdentifierNotValid
+			}
+			srv.log.Warn("mqtt: session not stored: connection refused", "client", c.id, "code", code.Code, "err", err)
+			srv.abandon(s)
+			return nil, false, code
+		} else if err != nil {
 			srv.log.Warn("mqtt: session queue not declared", "client", c.id, "err", err)
 		} else if err := s.consume(s.queueName(1), 1, true); err != nil {
 			srv.log.Warn("mqtt: session queue not consumed", "client", c.id, "err", err)
@@ -417,6 +430,22 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 		s.syncQueueExpiry()
 	}
 	return s, present, packets.CodeSuccess
+}
+
+// abandon undoes establish for a session refused before its CONNACK
+// because its durable queue could not be stored. Such a session holds
+// nothing yet (its queue is the first thing a new persistent session
+// stores, and a failed declaration takes the queue back): it is
+// forgotten, so that the next CONNECT starts it afresh rather than
+// finding it lost.
+func (srv *Server) abandon(s *session) {
+	s.stop()
+	srv.mu.Lock()
+	if st := srv.sessions[s.key]; st == s.st && st.live == s {
+		delete(srv.sessions, s.key)
+	}
+	srv.mu.Unlock()
+	close(s.ended)
 }
 
 // takenOver publishes the will of a connection whose session another

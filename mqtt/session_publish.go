@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -80,17 +81,21 @@ func (s *session) publish(pk *packets.Packet) error {
 	if !s.cl.waitUnblocked() {
 		return nil
 	}
-	var rc byte
+	// retainRC is the retained message's failure; a message whose
+	// retained copy the store refused for good is still routed.
+	var retainRC byte
+	var retainRefused bool
 	var retainPos uint64
 	if pk.FixedHeader.Retain {
 		s.vhost.Stamp(msg) // the store reads it from now on
 		pos, err := s.srv.retain(s.vhost.Name(), pk.TopicName, msg)
 		if err != nil {
-			s.srv.log.Error("mqtt: retained message not stored", "client", s.clientID, "topic", pk.TopicName, "err", err)
-			rc = packets.ErrUnspecifiedError.Code
+			s.srv.log.Warn("mqtt: retained message not stored", "client", s.clientID, "topic", pk.TopicName, "err", err)
+			retainRC, retainRefused = storeReason(err), errors.Is(err, core.ErrStoreRefused)
 		}
 		retainPos = pos
 	}
+	var rc byte
 	res, err := s.vhost.Publish(msg)
 	switch {
 	case err != nil:
@@ -98,16 +103,21 @@ func (s *session) publish(pk *packets.Packet) error {
 		rc = packets.ErrImplementationSpecificError.Code
 	case res.Rejected:
 		rc = packets.ErrQuotaExceeded.Code
-	case res.Routed == 0 && rc == 0:
+	case retainRC != 0:
+		rc = retainRC
+	case res.Routed == 0:
 		rc = packets.CodeNoMatchingSubscribers.Code
 	}
 	if qos == 0 {
 		return nil
 	}
 	if rc >= 0x80 && s.version < 5 {
-		// 3.1.1 has no negative acknowledgement: closing the connection
-		// makes the client send the message again.
-		return packets.ErrImplementationSpecificError
+		if !retainRefused || err != nil || res.Rejected {
+			// 3.1.1 has no negative acknowledgement: closing the
+			// connection makes the client send the message again.
+			return packets.ErrImplementationSpecificError
+		}
+		rc = 0 // refused for good, yet routed: see releaseAcks
 	}
 	// After the retained message too: it is on disk when the client
 	// learns it was taken.
@@ -122,25 +132,53 @@ func (s *session) acknowledge(id uint16, typ, rc byte, pos uint64) {
 }
 
 // releaseAcks is the session's SyncQueue release: the acknowledgements go
-// out in order; a failed store write fails them (0x80 in MQTT 5; a 3.1.1
-// client is disconnected so that it publishes again).
+// out in order. A failed store write fails them, as storeReason says in
+// MQTT 5. MQTT 3.1.1 has no negative acknowledgement: after a store
+// outage the client is disconnected, so that it publishes again once the
+// store is back (a QoS 2 resend is not routed twice: the session keeps
+// its packet id); a message the store refused for good is acknowledged
+// all the same, with a WARN, as Mosquitto acknowledges a PUBLISH it drops
+// for its size, since a client disconnected for it would send it again
+// on every reconnect and never get past it. Such a message was still
+// routed: subscribers get it, it just does not survive a restart.
 func (s *session) releaseAcks(acks []pendingAck, err error, _ bool) {
-	if err != nil && s.version < 5 {
-		s.cl.close(err)
-		return
+	refused := errors.Is(err, core.ErrStoreRefused)
+	if err != nil {
+		if s.version < 5 && !refused {
+			s.cl.close(err)
+			return
+		}
+		s.srv.log.Warn("mqtt: publish not stored", "client", s.clientID, "packets", len(acks), "refused", refused, "err", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range acks {
 		rc := a.rc
-		if err != nil {
-			rc = packets.ErrUnspecifiedError.Code
+		if err != nil && s.version == 5 {
+			rc = storeReason(err)
 		}
 		if a.typ == packets.Pubcomp {
 			rc = a.rc // nothing was stored for it
 		}
 		s.writeAckLocked(a.id, a.typ, rc, a.counted)
 	}
+}
+
+// storeReason is the MQTT 5 reason code of a PUBACK, PUBREC or SUBACK for
+// an operation whose store write failed with err (MQTT 5 §3.4.2.1, §3.5.2.1,
+// §3.9.3). A write the store refused for good, because of what this one
+// operation holds, is 0x83 Implementation specific error: "valid, but not
+// accepted by this server" - the client can do nothing but not send it
+// again. A store outage (a full disk, an I/O error) is 0x80 Unspecified
+// error: it is not this client's doing, the store retries the write and
+// the disk alarm holds publishers meanwhile, and none of the specific codes
+// fits (0x97 Quota exceeded names a limit the client went over, which
+// ferrymq uses for a queue's share of the memory limit).
+func storeReason(err error) byte {
+	if errors.Is(err, core.ErrStoreRefused) {
+		return packets.ErrImplementationSpecificError.Code
+	}
+	return packets.ErrUnspecifiedError.Code
 }
 
 func (s *session) writeAckLocked(id uint16, typ, rc byte, counted bool) {
@@ -150,6 +188,12 @@ func (s *session) writeAckLocked(id uint16, typ, rc byte, counted bool) {
 	}
 	if s.closed {
 		return
+	}
+	if typ == packets.Pubrec && rc >= 0x80 {
+		// The exchange ends here: no PUBREL follows, and the client may
+		// use the id for a new message, which must not be taken for a
+		// resend of this one [MQTT-4.3.3].
+		delete(s.st.inbound, id)
 	}
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: id, ReasonCode: rc}
 	if err := s.appendLocked(&pk); err != nil {

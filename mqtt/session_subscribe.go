@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -46,6 +47,26 @@ func (s *session) failure(code packets.Code) byte {
 	return code.Code
 }
 
+// storeFailure is the SUBACK code of a subscription that failed on err:
+// in MQTT 5, 0x83 if the store refused its write for good, else 0x80 (see
+// storeReason); 0x80 in 3.1.1.
+func (s *session) storeFailure(err error) byte {
+	if s.version < 5 {
+		return packets.ErrUnspecifiedError.Code
+	}
+	return storeReason(err)
+}
+
+// storeFailed reports whether err is core's refusal of a change whose
+// store write failed (541, with the store's error as its cause). Core
+// has made the change in memory all the same: whoever made it takes it
+// back, so that memory agrees with the disk and with what the client was
+// told.
+func storeFailed(err error) bool {
+	var ce *core.Error
+	return errors.As(err, &ce) && ce.Code == core.CodeInternalError && ce.Err != nil
+}
+
 func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	if !topic.ValidFilter(f.Filter) {
 		return s.failure(packets.ErrTopicFilterInvalid), nil, nil
@@ -70,7 +91,7 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 		}
 	}
 	if err := s.ensureQueue(queue, durable, shared); err != nil {
-		return s.failure(packets.ErrUnspecifiedError), nil, err
+		return s.storeFailure(err), nil, err
 	}
 	// One binding per filter: a new subscription replaces the old one,
 	// which may be in the other QoS queue. A shared group's bindings are
@@ -95,14 +116,23 @@ func (s *session) subscribeOne(f packets.Subscription) (byte, *replay, error) {
 	}
 	if shared {
 		if err := s.vhost.BindQueue(queue, exchange, topic.BindingKey(filter), args, 0); err != nil {
-			return s.failure(packets.ErrUnspecifiedError), nil, err
+			if storeFailed(err) {
+				s.vhost.UnbindQueue(queue, exchange, topic.BindingKey(filter), args, 0)
+			}
+			return s.storeFailure(err), nil, err
 		}
 	} else {
 		// The old binding goes and the new one comes in one step: a
 		// client subscribing again (every reconnect) misses nothing
 		// published meanwhile.
 		if err := s.vhost.ReplaceQueueBindings(old, queue, exchange, topic.BindingKey(filter), args); err != nil {
-			return s.failure(packets.ErrUnspecifiedError), nil, err
+			if storeFailed(err) {
+				// The old bindings are gone, on disk too: so is the
+				// subscription, as the SUBACK says.
+				s.vhost.UnbindQueue(queue, exchange, topic.BindingKey(filter), args, 0)
+				s.forgetSub(f.Filter)
+			}
+			return s.storeFailure(err), nil, err
 		}
 		s.forgetSub(f.Filter)
 	}
@@ -145,6 +175,11 @@ func (s *session) ensureQueue(name string, durable, shared bool) error {
 	// persistent session declared it: then it keeps the group's messages
 	// while every member is away, and across a restart.
 	_, err := s.vhost.DeclareQueue(core.QueueDecl{Name: name, Durable: durable, AutoDelete: shared && !durable, Arguments: args})
+	if storeFailed(err) {
+		// Not on disk: not in memory either, so that the next CONNECT or
+		// SUBSCRIBE declares it again rather than finding it.
+		s.vhost.DeleteQueue(name, false, false, 0)
+	}
 	return err
 }
 
