@@ -230,6 +230,9 @@ func (ch *channel) handleMethod(m wire.Method) error {
 			return err
 		}
 		if err := ch.c.vhost.BindExchange(m.Destination, m.Source, m.RoutingKey, m.Arguments); err != nil {
+			if storeRefused(err) {
+				ch.c.vhost.UnbindExchange(m.Destination, m.Source, m.RoutingKey, m.Arguments)
+			}
 			return err
 		}
 		return ch.reply(m.NoWait, &wire.ExchangeBindOk{})
@@ -405,6 +408,9 @@ func (ch *channel) exchangeDeclare(m *wire.ExchangeDeclare) error {
 		Arguments: m.Arguments,
 	})
 	if err != nil {
+		if storeRefused(err) {
+			ch.c.vhost.DeleteExchange(m.Exchange, false)
+		}
 		return err
 	}
 	return ch.reply(m.NoWait, &wire.ExchangeDeclareOk{})
@@ -435,6 +441,9 @@ func (ch *channel) queueDeclare(m *wire.QueueDeclare) error {
 		Arguments: m.Arguments, Owner: ch.c.id, ServerNamed: serverNamed,
 	})
 	if err != nil {
+		if storeRefused(err) {
+			ch.c.vhost.DeleteQueue(name, false, false, ch.c.id)
+		}
 		return err
 	}
 	ch.lastQueue = info.Name
@@ -457,6 +466,9 @@ func (ch *channel) queueBind(queue, exchange, key string, args core.Table, bind,
 	v := ch.c.vhost
 	if bind {
 		if err := v.BindQueue(queue, exchange, key, args, ch.c.id); err != nil {
+			if storeRefused(err) {
+				v.UnbindQueue(queue, exchange, key, args, ch.c.id)
+			}
 			return err
 		}
 		return ch.reply(noWait, &wire.QueueBindOk{})

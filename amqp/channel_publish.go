@@ -236,7 +236,9 @@ func (ch *channel) commit() error {
 	}
 	// commit-ok promises the persistent messages are on disk.
 	if err := ch.c.srv.broker.WaitSynced(pos); err != nil {
-		return newError(wire.InternalError, "store: %v", err)
+		e := newError(wire.InternalError, "store: %v", err)
+		e.channelOnly = storeRefused(err)
+		return e
 	}
 	ch.c.out.writeMethod(ch.id, &wire.TxCommitOk{})
 	return nil
