@@ -490,3 +490,130 @@ func checkChannelOnly(t *testing.T, conn *amqp091.Connection, err error, code in
 		t.Fatalf("the connection after the refusal: %v", err)
 	}
 }
+
+// TestStoreOutageFailsInFlight: a commit that fails (a full disk, an I/O
+// error) is an outage, not the fault of the operations in it: they get
+// the protocols' general failure, unlike a refusal (see
+// TestRefusedWriteFailsOnlyItsOperation), and the store writes them once
+// it works again. The disk alarm that holds publishers during an outage
+// is the broker's (cmd/ferrymq wires Options.OnError to it) and is tested
+// with it; here nothing holds them, so each operation meets a failing
+// commit.
+func TestStoreOutageFailsInFlight(t *testing.T) {
+	s := open(t, t.TempDir(), Options{NoSync: true})
+	var failing atomic.Bool
+	injected := errors.New("injected: disk I/O error")
+	hook := func() error {
+		if failing.Load() {
+			return injected
+		}
+		return nil
+	}
+	s.testCommitHook.Store(&hook)
+	b := serveBoth(t, s)
+	// outage runs op while every commit fails, then lets the store
+	// recover and checks that it did.
+	outage := func(t *testing.T, op func()) {
+		t.Helper()
+		failing.Store(true)
+		defer failing.Store(false)
+		op()
+		failing.Store(false)
+		_, ch := amqpConnChannel(t, b.amqpURL)
+		if _, err := ch.QueueDeclare("after-outage", true, false, false, false, nil); err != nil {
+			t.Fatalf("durable declare once the store works again: %v", err)
+		}
+	}
+	pubSub := mqtttest.ConnectV5(t, b.mqttAddr, mqtttest.V5Options{ClientID: "outage-keeper", SessionExpiry: 3600})
+	pubSub.SubscribeAt(t, 1, "big/#") // a durable queue: QoS 1 messages are stored
+
+	rows := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"mqtt5 PUBLISH QoS 1: PUBACK 0x80", func(t *testing.T) {
+			c := mqtttest.ConnectV5(t, b.mqttAddr, mqtttest.V5Options{ClientID: "out-pub5"})
+			outage(t, func() {
+				res, err := c.Publish(mqtttest.Ctx(t), &paho.Publish{Topic: "big/out5", QoS: 1, Payload: []byte("x")})
+				if res == nil || res.ReasonCode != 0x80 {
+					t.Errorf("PUBACK %+v, %v; want 0x80", res, err)
+				}
+			})
+		}},
+		{"mqtt311 PUBLISH QoS 1: disconnected, to publish again", func(t *testing.T) {
+			c := mqtttest.ConnectV3(t, b.mqttAddr, mqtttest.V3Options{ClientID: "out-pub3"})
+			outage(t, func() {
+				tok := c.Publish("big/out3", 1, false, "x")
+				if !tok.WaitTimeout(mqtttest.Wait) {
+					t.Fatal("no outcome of the publish")
+				}
+				if tok.Error() == nil || c.IsConnectionOpen() {
+					t.Errorf("publish: %v, connection open %v; want it closed without PUBACK", tok.Error(), c.IsConnectionOpen())
+				}
+			})
+		}},
+		{"mqtt5 CONNECT persistent session: CONNACK 0x88", func(t *testing.T) {
+			outage(t, func() {
+				_, ca, err := mqtttest.DialV5(t, b.mqttAddr, mqtttest.V5Options{ClientID: "out-connect5", SessionExpiry: 3600})
+				if err == nil || ca == nil || ca.ReasonCode != 0x88 {
+					t.Errorf("CONNACK %+v, %v; want 0x88 server unavailable", ca, err)
+				}
+			})
+			mqtttest.ConnectV5(t, b.mqttAddr, mqtttest.V5Options{ClientID: "out-connect5", SessionExpiry: 3600})
+		}},
+		{"mqtt311 CONNECT clean session 0: CONNACK 0x03", func(t *testing.T) {
+			outage(t, func() {
+				_, rc, err := mqtttest.DialV3(t, b.mqttAddr, mqtttest.V3Options{ClientID: "out-connect3", Persistent: true})
+				if err == nil || rc != 0x03 {
+					t.Errorf("CONNACK return code %#x, %v; want 0x03 server unavailable", rc, err)
+				}
+			})
+			mqtttest.ConnectV3(t, b.mqttAddr, mqtttest.V3Options{ClientID: "out-connect3", Persistent: true})
+		}},
+		{"mqtt5 SUBSCRIBE durable: SUBACK 0x80", func(t *testing.T) {
+			c := mqtttest.ConnectV5(t, b.mqttAddr, mqtttest.V5Options{ClientID: "out-sub5", SessionExpiry: 3600})
+			outage(t, func() {
+				sa, err := c.Subscribe(mqtttest.Ctx(t), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "out/v5", QoS: 1}}})
+				if sa == nil || len(sa.Reasons) != 1 || sa.Reasons[0] != 0x80 {
+					t.Errorf("SUBACK %+v, %v; want [0x80]", sa, err)
+				}
+			})
+			c.SubscribeAt(t, 1, "out/v5")
+		}},
+		{"amqp queue.declare durable: connection.close 541", func(t *testing.T) {
+			conn, ch := amqpConnChannel(t, b.amqpURL)
+			outage(t, func() {
+				_, err := ch.QueueDeclare("out-q", true, false, false, false, nil)
+				if amqpCode(err) != 541 {
+					t.Errorf("declare: %v, want 541", err)
+				}
+				// A connection error, as RabbitMQ's 541: the server is at
+				// fault, not this channel's operation.
+				if _, err := conn.Channel(); err == nil {
+					t.Error("the connection is still open")
+				}
+			})
+		}},
+		{"amqp basic.publish persistent with confirms: basic.nack", func(t *testing.T) {
+			_, ch := amqpConnChannel(t, b.amqpURL)
+			if _, err := ch.QueueDeclare("out-confirms", true, false, false, false, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := ch.Confirm(false); err != nil {
+				t.Fatal(err)
+			}
+			confirms := ch.NotifyPublish(make(chan amqp091.Confirmation, 1))
+			outage(t, func() {
+				if err := ch.PublishWithContext(mqtttest.Ctx(t), "", "out-confirms", false, false, amqp091.Publishing{DeliveryMode: amqp091.Persistent, Body: []byte("x")}); err != nil {
+					t.Fatal(err)
+				}
+				if c := mqtttest.WaitFor(t, confirms, mqtttest.Wait, "confirm"); c.Ack {
+					t.Error("ack during the outage, want a nack")
+				}
+			})
+		}},
+	}
+	for _, r := range rows {
+		t.Run(r.name, r.run)
+	}
+}
