@@ -1,7 +1,9 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -148,7 +150,14 @@ func (s *session) releaseAcks(acks []pendingAck, err error, _ bool) {
 			s.cl.close(err)
 			return
 		}
-		s.srv.log.Warn("mqtt: publish not stored", "client", s.clientID, "packets", len(acks), "refused", refused, "err", err)
+		// A refusal is this client's message, worth a WARN each; an
+		// outage is logged by the store once, and would be here once per
+		// session with a publish in flight.
+		level := slog.LevelDebug
+		if refused {
+			level = slog.LevelWarn
+		}
+		s.srv.log.Log(context.Background(), level, "mqtt: publish not stored", "client", s.clientID, "packets", len(acks), "refused", refused, "err", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
