@@ -276,7 +276,7 @@ type runner struct {
 	connected        atomic.Bool
 	forwarded, recvd atomic.Uint64
 	loops            atomic.Uint64
-	// flying counts publishes whose done has not run. The next
+	// flying counts publishes not yet settled locally. The next
 	// connection waits for them: one requeued late would go out after
 	// messages behind it.
 	flying      atomic.Int64
@@ -590,10 +590,12 @@ func (r *runner) dial(ctx context.Context) (upstream, error) {
 
 // upstream is a live connection to the upstream broker.
 type upstream interface {
-	// publish sends msg to the upstream topic; done is called exactly
-	// once, in publish order, when the upstream confirmed it (nil) or it
-	// cannot be (the connection was lost).
-	publish(topic string, msg *core.Message, qos byte, done func(error))
+	// publish sends msg to the upstream topic; t.done is called exactly
+	// once when the upstream confirmed it (nil) or it cannot be (the
+	// connection was lost). The goroutine reporting confirms flushes
+	// their sink (flusher) before it waits for more, so that a run of
+	// them is settled at once.
+	publish(topic string, msg *core.Message, qos byte, t ticket)
 	// subscribe starts the inbound side. The deliver function given at
 	// dial time is called for each message in order, and its ack must be
 	// called, in order, once the message is durable here.

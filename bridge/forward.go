@@ -16,21 +16,41 @@ import (
 const windowBytes = 64 << 20
 
 // outSink hands the store-and-forward queue's deliveries to the forwarding
-// loop. The consumer's prefetch equals the channel's capacity, so a send
-// never finds it full; past windowBytes in flight it refuses, and the
-// queue holds its deliveries until settle resumes the consumer.
+// loop and settles them once the upstream has answered. The consumer's
+// prefetch equals the channel's capacity, so a send never finds it full;
+// past windowBytes in flight it refuses, and the queue holds its
+// deliveries until a settle resumes the consumer.
+//
+// The upstream's answers are settled in batches (flush): one
+// Queue.Settle, so one lock and one dispatch, per run of answers instead
+// of one per message.
 type outSink struct {
 	ch chan core.Delivery
 	// gone is closed when the queue is deleted under the consumer (an
 	// administrator's queue.delete): the link then remakes it.
 	gone     chan struct{}
 	goneOnce sync.Once
+	r        *runner // counters; nil in tests
 
 	mu      sync.Mutex
 	bytes   int // bodies delivered and not yet settled
 	refused bool
-	cons    *core.Consumer
+
+	bmu      sync.Mutex  // the batch: answers not yet settled
+	q        *core.Queue // of the deliveries published (one consumer's)
+	cons     *core.Consumer
+	inflight int      // published, no answer yet
+	acks     []uint64 // confirmed upstream
+	requeues []uint64 // not confirmed: back to the queue, in their place
+	batchLen int      // bodies' bytes of acks and requeues
+
+	fmu          sync.Mutex // held by one flush at a time, over its Settle calls
+	fAcks, fReqs []uint64   // the flushing batch; guarded by fmu, reused
 }
+
+// maxBatch bounds the answers a flush settles at once, so a steady stream
+// of confirms does not hold acks back for long.
+const maxBatch = 256
 
 func (s *outSink) Deliver(d core.Delivery) bool {
 	s.mu.Lock()
@@ -48,18 +68,122 @@ func (s *outSink) Deliver(d core.Delivery) bool {
 	}
 }
 
-// settle acks or requeues d, and resumes deliveries the window refused.
+// settle acks or requeues d at once, and resumes deliveries the window
+// refused; for deliveries never published (loops cut, no rule, the link
+// going down).
 func (s *outSink) settle(d core.Delivery, how core.Outcome) {
 	d.Queue.Settle(d.Consumer, []uint64{d.Seq}, how)
+	s.release(d.Consumer, len(d.Msg.Body))
+}
+
+// release takes n settled bytes off the window and resumes the consumer
+// if the window had refused a delivery and now has room.
+func (s *outSink) release(c *core.Consumer, n int) {
 	s.mu.Lock()
-	s.bytes -= len(d.Msg.Body)
+	s.bytes -= n
 	resume := s.refused && s.bytes < windowBytes
 	if resume {
 		s.refused = false
 	}
 	s.mu.Unlock()
 	if resume {
-		d.Consumer.Resume()
+		c.Resume()
+	}
+}
+
+// ticket names one published delivery to the sink that settles it. It is
+// a value: an upstream keeps it with its own record of the publish, so a
+// publish costs no closure.
+type ticket struct {
+	s    *outSink
+	seq  uint64
+	size int
+}
+
+// published records that d is about to be handed to the upstream.
+func (s *outSink) published(d core.Delivery) ticket {
+	s.bmu.Lock()
+	s.q, s.cons = d.Queue, d.Consumer
+	s.inflight++
+	s.bmu.Unlock()
+	if s.r != nil {
+		s.r.flying.Add(1)
+	}
+	return ticket{s: s, seq: d.Seq, size: len(d.Msg.Body)}
+}
+
+// done reports the upstream's answer for t: nil when it confirmed the
+// message, else the reason it will not (the message goes back to the
+// queue in its place). Each ticket is done exactly once, in any order.
+// The answer is settled at the next flush, which comes by itself when
+// nothing else is in flight or the batch is full; an upstream calls
+// flush before it waits for more answers.
+func (t ticket) done(err error) {
+	s := t.s
+	s.bmu.Lock()
+	if err != nil {
+		s.requeues = append(s.requeues, t.seq)
+	} else {
+		s.acks = append(s.acks, t.seq)
+	}
+	s.batchLen += t.size
+	s.inflight--
+	now := s.inflight == 0 || len(s.acks)+len(s.requeues) >= maxBatch
+	s.bmu.Unlock()
+	if now {
+		s.flush()
+	}
+}
+
+// flush settles the answers reported so far: one Queue.Settle for the
+// acks, one for the requeues (core puts requeued messages back in their
+// order whatever order they come in). The runner's flying count drops
+// only once they are settled, so the next connection never sends a
+// message before one older that was requeued late.
+func (s *outSink) flush() {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.bmu.Lock()
+	if len(s.acks)+len(s.requeues) == 0 {
+		s.bmu.Unlock()
+		return
+	}
+	q, cons := s.q, s.cons
+	acks, reqs, n := s.acks, s.requeues, s.batchLen
+	s.acks, s.requeues, s.batchLen = s.fAcks[:0], s.fReqs[:0], 0
+	s.bmu.Unlock()
+	if len(acks) > 0 {
+		q.Settle(cons, acks, core.Ack)
+	}
+	if len(reqs) > 0 {
+		q.Settle(cons, reqs, core.Requeue)
+	}
+	if s.r != nil {
+		s.r.forwarded.Add(uint64(len(acks)))
+		s.r.flying.Add(-int64(len(acks) + len(reqs)))
+	}
+	s.fAcks, s.fReqs = acks, reqs
+	s.release(cons, n)
+}
+
+// flusher is an upstream's confirming goroutine's note of the sink it
+// last reported to: it flushes that sink before waiting for more answers,
+// and when the answers move on to another sink (forward restarted after
+// its queue was deleted).
+type flusher struct{ s *outSink }
+
+func (f *flusher) done(t ticket, err error) {
+	if f.s != t.s {
+		f.flush()
+		f.s = t.s
+	}
+	t.done(err)
+}
+
+func (f *flusher) flush() {
+	if f.s != nil {
+		f.s.flush()
+		f.s = nil
 	}
 }
 
@@ -87,24 +211,23 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 		return err
 	}
 	ds := make(chan core.Delivery, r.l.Window)
-	sink := &outSink{ch: ds, gone: make(chan struct{})}
+	sink := &outSink{ch: ds, gone: make(chan struct{}), r: r}
 	cons, err := r.queue.Load().Consume(core.ConsumeOptions{Tag: "bridge-" + r.l.Name, Prefetch: uint32(r.l.Window), Protocol: "bridge"}, sink)
 	if err != nil {
 		return err
 	}
-	requeue := func(d core.Delivery) { sink.settle(d, core.Requeue) }
-	ack := func(d core.Delivery) { sink.settle(d, core.Ack) }
 	defer func() {
 		cons.Cancel()
 		for {
 			select {
 			case d := <-ds:
-				requeue(d)
+				sink.settle(d, core.Requeue)
 			default:
 				return
 			}
 		}
 	}()
+	var rt routeCache
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,33 +241,40 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 		case d := <-ds:
 			select {
 			case <-up.lost():
-				requeue(d)
+				sink.settle(d, core.Requeue)
 				return errLost
 			default:
 			}
 			m := d.Msg
 			if via(m, r.m.opts.Node) {
 				r.loops.Add(1)
-				ack(d)
+				sink.settle(d, core.Ack)
 				continue
 			}
-			remote, qos, ok := remoteTopic(r.l.out, topic.Name(m.RoutingKey))
+			remote, qos, ok := rt.lookup(r.l.out, m.RoutingKey)
 			if !ok {
-				ack(d)
+				sink.settle(d, core.Ack)
 				continue
 			}
-			r.flying.Add(1)
-			up.publish(remote, m, min(qos, topic.MessageQoS(m)), func(err error) {
-				defer r.flying.Add(-1)
-				if err != nil {
-					requeue(d)
-					return
-				}
-				r.forwarded.Add(1)
-				ack(d)
-			})
+			up.publish(remote, m, min(qos, topic.MessageQoS(m)), sink.published(d))
 		}
 	}
+}
+
+// routeCache remembers the last routing key forward mapped: a backlog is
+// mostly runs of one topic, and mapping costs a conversion and a match.
+type routeCache struct {
+	key, remote string
+	qos         byte
+	ok, valid   bool
+}
+
+func (c *routeCache) lookup(rules []Topic, key string) (string, byte, bool) {
+	if !c.valid || c.key != key {
+		c.key, c.valid = key, true
+		c.remote, c.qos, c.ok = remoteTopic(rules, topic.Name(key))
+	}
+	return c.remote, c.qos, c.ok
 }
 
 // remoteTopic maps a local topic by the first outbound rule it matches.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,9 +28,47 @@ type amqpUpstream struct {
 	deliver func(string, *core.Message, func())
 
 	mu      sync.Mutex // serialises publishes so tags follow call order
-	pending map[uint64]func(error)
+	pending []pendingPub // awaiting their confirm, in tag order; from head
+	head    int
 	dead    bool
 	cause   error
+}
+
+// pendingPub is a publish awaiting its confirm.
+type pendingPub struct {
+	tag uint64
+	t   ticket
+}
+
+// take removes the publish of tag from pending; u.mu is held. amqp091-go
+// delivers confirms in tag order, so it is the oldest but for a publish
+// that failed locally.
+func (u *amqpUpstream) takeLocked(tag uint64) (ticket, bool) {
+	p := u.pending[u.head:]
+	i := 0
+	if len(p) == 0 || p[0].tag != tag {
+		i = slices.IndexFunc(p, func(e pendingPub) bool { return e.tag == tag })
+		if i < 0 {
+			return ticket{}, false
+		}
+	}
+	t := p[i].t
+	if i == 0 {
+		p[0] = pendingPub{}
+		u.head++
+	} else {
+		copy(p[i:], p[i+1:])
+		u.pending = u.pending[:len(u.pending)-1]
+	}
+	switch {
+	case u.head == len(u.pending):
+		u.pending, u.head = u.pending[:0], 0
+	case u.head >= 1024 && 2*u.head >= len(u.pending):
+		n := copy(u.pending, u.pending[u.head:])
+		clear(u.pending[n:])
+		u.pending, u.head = u.pending[:n], 0
+	}
+	return t, true
 }
 
 func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func())) (upstream, error) {
@@ -87,7 +126,7 @@ func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *c
 		}()
 		return nil, ctx.Err()
 	}
-	up := &amqpUpstream{l: l, node: node, deliver: deliver, conn: conn, gone: make(chan struct{}), pending: map[uint64]func(error){}}
+	up := &amqpUpstream{l: l, node: node, deliver: deliver, conn: conn, gone: make(chan struct{})}
 	pub, err := conn.Channel()
 	if err == nil {
 		err = pub.Confirm(false)
@@ -113,20 +152,33 @@ func (u *amqpUpstream) confirmLoop(confirms <-chan amqp091.Confirmation, closed 
 			u.mu.Unlock()
 		}
 	}()
-	for c := range confirms {
+	var f flusher
+	for {
+		var c amqp091.Confirmation
+		var ok bool
+		select {
+		case c, ok = <-confirms:
+		default:
+			// Nothing more ready: settle what came before waiting.
+			f.flush()
+			c, ok = <-confirms
+		}
+		if !ok {
+			break
+		}
 		u.mu.Lock()
-		done := u.pending[c.DeliveryTag]
-		delete(u.pending, c.DeliveryTag)
+		t, found := u.takeLocked(c.DeliveryTag)
 		u.mu.Unlock()
-		if done == nil {
+		if !found {
 			continue
 		}
 		if c.Ack {
-			done(nil)
+			f.done(t, nil)
 		} else {
-			done(errors.New("bridge: upstream nacked a message"))
+			f.done(t, errors.New("bridge: upstream nacked a message"))
 		}
 	}
+	f.flush()
 	u.fail()
 }
 
@@ -139,29 +191,18 @@ func (u *amqpUpstream) fail() {
 		return
 	}
 	u.dead = true
-	pending := u.pending
-	u.pending = nil
+	pending := u.pending[u.head:]
+	u.pending, u.head = nil, 0
 	close(u.gone)
 	u.mu.Unlock()
-	tags := make([]uint64, 0, len(pending))
-	for t := range pending {
-		tags = append(tags, t)
+	var f flusher
+	for _, p := range pending {
+		f.done(p.t, errLost)
 	}
-	sortTags(tags)
-	for _, t := range tags {
-		pending[t](errLost)
-	}
+	f.flush()
 }
 
-func sortTags(t []uint64) {
-	for i := 1; i < len(t); i++ {
-		for j := i; j > 0 && t[j] < t[j-1]; j-- {
-			t[j], t[j-1] = t[j-1], t[j]
-		}
-	}
-}
-
-func (u *amqpUpstream) publish(name string, m *core.Message, qos byte, done func(error)) {
+func (u *amqpUpstream) publish(name string, m *core.Message, qos byte, t ticket) {
 	p := &m.Properties
 	pub := amqp091.Publishing{
 		ContentType: p.ContentType, ContentEncoding: p.ContentEncoding, DeliveryMode: p.DeliveryMode,
@@ -175,18 +216,18 @@ func (u *amqpUpstream) publish(name string, m *core.Message, qos byte, done func
 	u.mu.Lock()
 	if u.dead {
 		u.mu.Unlock()
-		done(errLost)
+		t.done(errLost)
 		return
 	}
 	tag := u.pub.GetNextPublishSeqNo()
-	u.pending[tag] = done
+	u.pending = append(u.pending, pendingPub{tag, t})
 	err := u.pub.PublishWithContext(context.Background(), u.l.Exchange, topic.RoutingKey(name), false, false, pub)
 	if err != nil {
-		delete(u.pending, tag)
+		u.takeLocked(tag)
 	}
 	u.mu.Unlock()
 	if err != nil {
-		done(err)
+		t.done(err)
 		u.conn.Close()
 	}
 }

@@ -67,6 +67,7 @@ func netDial(ctx context.Context, l *link) (net.Conn, error) {
 type mqtt5Upstream struct {
 	c     *paho.Client
 	sess  *state.State
+	as    *ackSession
 	node  string
 	gone  chan struct{}
 	once  sync.Once
@@ -83,40 +84,40 @@ type mqtt5Upstream struct {
 // PUBACK, PUBCOMP or PUBREC (or a zero packet if the session dropped it).
 type inflightPub struct {
 	resp <-chan packets.ControlPacket
-	done func(error)
+	t    ticket
 }
 
-// ackSession is paho's session state with one addition: a QoS 1/2 publish
-// whose context carries a done callback (withDone) is queued on inflight
-// with its response channel, so an asynchronous publish still reports its
+// ackSession is paho's session state with one addition: the QoS 1/2
+// publish of the ticket armed by publishLoop is queued on inflight with
+// its response channel, so an asynchronous publish still reports its
 // acknowledgement. paho's async send offers no status otherwise.
 type ackSession struct {
 	*state.State
 	inflight chan<- inflightPub
+	// next is the ticket of the publish publishLoop is sending; armed
+	// until AddToSession took it. Both are only touched on publishLoop's
+	// goroutine, on which paho calls AddToSession for a publish.
+	next  ticket
+	armed bool
 }
 
-type doneKey struct{}
-
-func withDone(ctx context.Context, done func(error)) context.Context {
-	return context.WithValue(ctx, doneKey{}, done)
-}
-
-func (s ackSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
-	done, _ := ctx.Value(doneKey{}).(func(error))
-	if done == nil || p.Type() != packets.PUBLISH {
+func (s *ackSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	if !s.armed || p.Type() != packets.PUBLISH {
 		return s.State.AddToSession(ctx, p, resp)
 	}
 	ret := make(chan packets.ControlPacket, 1)
 	if err := s.State.AddToSession(ctx, p, ret); err != nil {
 		return err
 	}
+	t := s.next
+	s.armed, s.next = false, ticket{}
 	// Called from the one publishing goroutine, so inflight keeps the
 	// order in which publishes were written.
 	select {
-	case s.inflight <- inflightPub{resp: ret, done: done}:
+	case s.inflight <- inflightPub{resp: ret, t: t}:
 	case <-ctx.Done():
 		// The link is going down: report it unconfirmed, to be sent again.
-		done(errLost)
+		t.done(errLost)
 	}
 	return nil
 }
@@ -125,7 +126,7 @@ type publishReq struct {
 	topic string
 	m     *core.Message
 	qos   byte
-	done  func(error)
+	t     ticket
 }
 
 func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func()), log *slog.Logger) (upstream, error) {
@@ -138,9 +139,10 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	u := &mqtt5Upstream{node: node, deliver: deliver, gone: make(chan struct{}), stop: make(chan struct{}),
 		queue: make(chan publishReq, l.Window), inflight: make(chan inflightPub, l.Window),
 		sess: state.NewInMemory()}
+	u.as = &ackSession{State: u.sess, inflight: u.inflight}
 	u.c = paho.NewClient(paho.ClientConfig{
 		Conn:    conn,
-		Session: ackSession{State: u.sess, inflight: u.inflight},
+		Session: u.as,
 		// A publish waits this long for a free Receive Maximum slot.
 		PacketTimeout:              30 * time.Second,
 		EnableManualAcknowledgment: true,
@@ -312,16 +314,20 @@ func (u *mqtt5Upstream) publishLoop() {
 			return
 		case r := <-u.queue:
 			p := toMQTT5(r.topic, r.m, r.qos, u.node)
-			_, err := u.c.PublishWithOptions(withDone(ctx, r.done), p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+			u.as.next, u.as.armed = r.t, true
+			_, err := u.c.PublishWithOptions(ctx, p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+			// Still armed: the session did not take the ticket (QoS 0,
+			// or the publish failed before it), so it is reported here.
+			armed := u.as.armed
+			u.as.armed, u.as.next = false, ticket{}
 			switch {
-			case errors.Is(err, paho.ErrNetworkErrorAfterStored):
-				// Queued on inflight already: confirmLoop reports it.
-				u.lose(fmt.Errorf("publish: %w", err))
 			case err != nil:
 				u.lose(fmt.Errorf("publish: %w", err))
-				r.done(errLost)
+				if armed {
+					r.t.done(errLost)
+				}
 			case r.qos == 0:
-				r.done(nil)
+				r.t.done(nil)
 			}
 		}
 	}
@@ -331,26 +337,39 @@ func (u *mqtt5Upstream) publishLoop() {
 // were written; once the connection is lost, every one still waiting is
 // reported lost (the forwarder sends it again on the next connection).
 func (u *mqtt5Upstream) confirmLoop() {
+	// What is confirmed is settled before the loop waits (flusher).
+	var f flusher
+	defer f.flush()
 	for {
 		var p inflightPub
 		select {
-		case <-u.stop:
-			return
 		case p = <-u.inflight:
+		default:
+			f.flush()
+			select {
+			case <-u.stop:
+				return
+			case p = <-u.inflight:
+			}
 		}
 		var resp packets.ControlPacket
 		select {
 		case resp = <-p.resp:
-		case <-u.gone:
-			p.done(errLost)
-			continue
+		default:
+			f.flush()
+			select {
+			case resp = <-p.resp:
+			case <-u.gone:
+				f.done(p.t, errLost)
+				continue
+			}
 		}
 		if err := pubackError(resp); err != nil {
 			u.lose(err)
-			p.done(errLost)
+			f.done(p.t, errLost)
 			continue
 		}
-		p.done(nil)
+		f.done(p.t, nil)
 	}
 }
 
@@ -377,11 +396,11 @@ func pubackError(cp packets.ControlPacket) error {
 	}
 }
 
-func (u *mqtt5Upstream) publish(topic string, m *core.Message, qos byte, done func(error)) {
+func (u *mqtt5Upstream) publish(topic string, m *core.Message, qos byte, t ticket) {
 	select {
 	case <-u.gone:
-		done(errLost)
-	case u.queue <- publishReq{topic, m, qos, done}:
+		t.done(errLost)
+	case u.queue <- publishReq{topic, m, qos, t}:
 	}
 }
 
@@ -416,9 +435,9 @@ func (u *mqtt5Upstream) close() {
 	for {
 		select {
 		case r := <-u.queue:
-			r.done(errLost)
+			r.t.done(errLost)
 		case p := <-u.inflight:
-			p.done(errLost)
+			p.t.done(errLost)
 		default:
 			return
 		}
@@ -487,8 +506,8 @@ type mqtt3Upstream struct {
 }
 
 type tokenReq struct {
-	t    pahomqtt.Token
-	done func(error)
+	tok pahomqtt.Token
+	t   ticket
 }
 
 func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message, func())) (upstream, error) {
@@ -542,24 +561,36 @@ func (u *mqtt3Upstream) lostCause() error {
 	return u.cause
 }
 
-// confirmLoop waits for each publish token in order.
+// confirmLoop waits for each publish token in order, and settles what
+// is confirmed before it waits.
 func (u *mqtt3Upstream) confirmLoop() {
+	var f flusher
+	defer f.flush()
 	for {
+		var r tokenReq
 		select {
-		case <-u.stop:
-			return
-		case r := <-u.tokens:
+		case r = <-u.tokens:
+		default:
+			f.flush()
 			select {
-			case <-r.t.Done():
+			case <-u.stop:
+				return
+			case r = <-u.tokens:
+			}
+		}
+		if !isDone(r.tok) {
+			f.flush()
+			select {
+			case <-r.tok.Done():
 			case <-u.gone:
 			}
-			if err := r.t.Error(); err != nil || !isDone(r.t) {
-				u.lose(fmt.Errorf("publish: %v", err))
-				r.done(errLost)
-				continue
-			}
-			r.done(nil)
 		}
+		if err := r.tok.Error(); err != nil || !isDone(r.tok) {
+			u.lose(fmt.Errorf("publish: %v", err))
+			f.done(r.t, errLost)
+			continue
+		}
+		f.done(r.t, nil)
 	}
 }
 
@@ -572,18 +603,18 @@ func isDone(t pahomqtt.Token) bool {
 	}
 }
 
-func (u *mqtt3Upstream) publish(topic string, m *core.Message, qos byte, done func(error)) {
+func (u *mqtt3Upstream) publish(topic string, m *core.Message, qos byte, t ticket) {
 	select {
 	case <-u.gone:
-		done(errLost)
+		t.done(errLost)
 		return
 	default:
 	}
-	t := u.c.Publish(topic, qos, false, m.Body)
+	tok := u.c.Publish(topic, qos, false, m.Body)
 	select {
-	case u.tokens <- tokenReq{t, done}:
+	case u.tokens <- tokenReq{tok, t}:
 	case <-u.gone:
-		done(errLost)
+		t.done(errLost)
 	}
 }
 
@@ -622,7 +653,7 @@ func (u *mqtt3Upstream) close() {
 	for {
 		select {
 		case r := <-u.tokens:
-			r.done(errLost)
+			r.t.done(errLost)
 		default:
 			return
 		}
