@@ -8,6 +8,7 @@ package batchconn
 import (
 	"bufio"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -102,6 +103,11 @@ func (b *Conn) Write(p []byte) (int, error) {
 func (b *Conn) writeLoop() {
 	defer close(b.done)
 	for range b.kick {
+		// Let the writers that woke this goroutine add what they have
+		// before it is taken: on a busy machine the goroutine otherwise
+		// wakes for each packet and writes it alone. When nothing else is
+		// runnable, Gosched returns at once.
+		runtime.Gosched()
 		for {
 			b.mu.Lock()
 			out := b.buf
