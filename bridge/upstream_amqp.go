@@ -27,7 +27,7 @@ type amqpUpstream struct {
 	gone    chan struct{}
 	deliver func(string, *core.Message, func())
 
-	mu      sync.Mutex // serialises publishes so tags follow call order
+	mu      sync.Mutex   // serialises publishes so tags follow call order
 	pending []pendingPub // awaiting their confirm, in tag order; from head
 	head    int
 	dead    bool
