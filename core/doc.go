@@ -109,7 +109,9 @@
 //	      Store               appends (persistence.Store.mu, never across
 //	                          I/O) and LoadBatch of paged-out bodies (dbMu)
 //	SyncQueue.mu              held in release: amqp outbound.mu (confirms),
-//	                          mqtt session.mu (PUBACK/PUBREC), then writeTurn.mu
+//	                          mqtt session.mu (PUBACK/PUBREC), then writeTurn.mu;
+//	                          and over the store's FailureLog (persistence
+//	                          Store.mu, only once the store failed an op)
 //	Users.mu                  taken alone
 //
 // The mqtt package's other locks are leaves, never held while taking

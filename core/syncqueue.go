@@ -1,6 +1,9 @@
 package core
 
-import "sync"
+import (
+	"errors"
+	"sync"
+)
 
 // SyncQueue releases items in the order they were added, each once the
 // store position it waits for is durable. The acknowledgements that must
@@ -13,15 +16,27 @@ import "sync"
 // (fromStore true). It must be quick, must not block and must not call
 // back into the queue. err is the store's failure for the items it covers;
 // items added with position 0 never fail.
+//
+// The queue waits for one position at a time, the furthest of its items,
+// so that one Notify covers many. With a Store that is a FailureLog, each
+// item it releases gets the outcome of its own position: an item the
+// store refused in an earlier commit than the one of that position is
+// failed, not released as durable, and an item before a refused one in the
+// same commit is not failed with it.
 type SyncQueue[T any] struct {
 	broker  *Broker
 	release func(items []T, err error, fromStore bool)
+	log     FailureLog // the broker's store, if it is one; else nil
 
 	mu       sync.Mutex
 	waiting  []syncItem[T]
 	notified bool // a Store.Notify is outstanding
 	closed   bool
 	batch    []T
+	// err and fails are the outcomes of the items Synced is releasing
+	// (setOutcomes).
+	err   error
+	fails []StoreFailure
 }
 
 type syncItem[T any] struct {
@@ -29,9 +44,31 @@ type syncItem[T any] struct {
 	item T
 }
 
+// FailureLog is implemented by a Store that remembers which committed
+// positions it told a failure: the ops it refused (ErrStoreRefused) and,
+// as it fails waiters at or after a refused op in the same commit, the
+// positions after them in their commit. Without it, a SyncQueue waiting
+// for position p releases every item up to p as durable if p is, although
+// an earlier item of its own may have been refused in an earlier commit.
+type FailureLog interface {
+	// FailedBetween returns the failures that cover committed positions
+	// in [from, to]; nil if none. It is called with a SyncQueue's lock
+	// held, on the store's goroutine: it must not block or call back.
+	FailedBetween(from, to uint64) []StoreFailure
+}
+
+// StoreFailure is a range of committed positions, From to To, whose
+// waiters were told Err.
+type StoreFailure struct {
+	From, To uint64
+	Err      error
+}
+
 // NewSyncQueue returns a SyncQueue releasing through release.
 func NewSyncQueue[T any](b *Broker, release func(items []T, err error, fromStore bool)) *SyncQueue[T] {
-	return &SyncQueue[T]{broker: b, release: release}
+	q := &SyncQueue[T]{broker: b, release: release}
+	q.log, _ = b.store.(FailureLog)
+	return q
 }
 
 // Add queues item until store position pos (0: none) is durable and
@@ -70,19 +107,24 @@ func (q *SyncQueue[T]) Synced(pos uint64, err error) {
 	for n < len(q.waiting) && q.waiting[n].pos <= pos {
 		n++
 	}
+	q.setOutcomes(q.waiting[:n], pos, err)
 	// Release in runs that share an outcome, in order.
 	for i := 0; i < n; {
-		failed := err != nil && q.waiting[i].pos != 0
+		k := q.outcome(q.waiting[i].pos)
 		q.batch = q.batch[:0]
-		for ; i < n && (err != nil && q.waiting[i].pos != 0) == failed; i++ {
+		for ; i < n && q.outcome(q.waiting[i].pos) == k; i++ {
 			q.batch = append(q.batch, q.waiting[i].item)
 		}
 		var e error
-		if failed {
-			e = err
+		switch {
+		case k == 0:
+			e = q.err
+		case k > 0:
+			e = q.fails[k-1].Err
 		}
 		q.release(q.batch, e, true)
 	}
+	q.err, q.fails = nil, nil
 	clear(q.batch)
 	clear(q.waiting[:n])
 	q.waiting = q.waiting[:copy(q.waiting, q.waiting[n:])]
@@ -97,6 +139,51 @@ func (q *SyncQueue[T]) Synced(pos uint64, err error) {
 	if next != 0 {
 		q.broker.NotifySynced(next, q)
 	}
+}
+
+// setOutcomes prepares outcome for releasing items, now that pos is synced
+// with err. A failed commit (an outage) fails every item that waits for a
+// position. Otherwise the failure log, if any, says which positions the
+// store failed; without one, every item shares err. q.mu is held.
+func (q *SyncQueue[T]) setOutcomes(items []syncItem[T], pos uint64, err error) {
+	q.err, q.fails = err, nil
+	if q.log == nil || (err != nil && !errors.Is(err, ErrStoreRefused)) {
+		return
+	}
+	var from uint64
+	for _, it := range items {
+		if it.pos != 0 {
+			from = it.pos
+			break
+		}
+	}
+	if from == 0 || (err == nil && from == pos) {
+		return // nothing but pos itself, which the store answered for
+	}
+	// Usually nil: the log holds only commits in which an op was refused.
+	// If err is a refusal the log no longer holds (it keeps the latest
+	// only), every item shares err, as without a log.
+	q.fails = q.log.FailedBetween(from, pos)
+}
+
+// outcome is the outcome of the item at position p: -1 released as
+// durable, 0 failed with q.err, k > 0 failed with q.fails[k-1].Err.
+func (q *SyncQueue[T]) outcome(p uint64) int {
+	switch {
+	case p == 0:
+		return -1
+	case q.fails == nil:
+		if q.err == nil {
+			return -1
+		}
+		return 0
+	}
+	for k, f := range q.fails {
+		if p >= f.From && p <= f.To {
+			return k + 1
+		}
+	}
+	return -1
 }
 
 // Locked runs f with the queue's lock held, for state that release shares

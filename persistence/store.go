@@ -165,11 +165,14 @@ type Store struct {
 	// skipped, so that a waiter registering after the commit still learns
 	// of it. Bounded: only the most recent maxFailures are kept.
 	failures []failure
-	closing  bool  // Close has begun: the writer's next batch is its last
-	sealed   bool  // the writer has taken its last batch: later appends are lost
-	unclean  bool  // something appended after sealed was lost: keep the crash mark
-	closed   bool  // the writer has stopped: appends are dropped
-	closeErr error // set with closed: what the last waiters were told
+	// anyFailure is set with the first failure, so that FailedBetween
+	// need not take mu on a store that never failed an op.
+	anyFailure atomic.Bool
+	closing    bool  // Close has begun: the writer's next batch is its last
+	sealed     bool  // the writer has taken its last batch: later appends are lost
+	unclean    bool  // something appended after sealed was lost: keep the crash mark
+	closed     bool  // the writer has stopped: appends are dropped
+	closeErr   error // set with closed: what the last waiters were told
 
 	// want is the largest position a waiter (Notify, Wait) registered
 	// for: while it is past taken, someone waits for what the writer has
@@ -225,8 +228,9 @@ type Store struct {
 }
 
 var (
-	_ core.Store    = (*Store)(nil)
-	_ core.Recovery = (*Store)(nil)
+	_ core.Store      = (*Store)(nil)
+	_ core.Recovery   = (*Store)(nil)
+	_ core.FailureLog = (*Store)(nil)
 )
 
 // pendingMsg is a message appended but not yet committed; pos is the
@@ -622,6 +626,24 @@ func (s *Store) failedLocked(pos uint64) error {
 		}
 	}
 	return nil
+}
+
+// FailedBetween implements core.FailureLog: the batches whose waiters from
+// some position on were told an op's error, among those that overlap
+// [from, to]. It takes s.mu only once some batch has failed an op.
+func (s *Store) FailedBetween(from, to uint64) []core.StoreFailure {
+	if !s.anyFailure.Load() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []core.StoreFailure
+	for _, f := range s.failures {
+		if f.from <= to && f.to >= from {
+			out = append(out, core.StoreFailure{From: f.from, To: f.to, Err: f.err})
+		}
+	}
+	return out
 }
 
 // chanWaiter is the SyncWaiter of Wait.

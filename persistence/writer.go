@@ -433,6 +433,7 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 			s.failures = append(s.failures[:0], s.failures[1:]...)
 		}
 		s.failures = append(s.failures, failure{from: w.opErrPos, to: last, err: w.opErr})
+		s.anyFailure.Store(true)
 	}
 	if err == nil {
 		s.synced = last
