@@ -18,10 +18,19 @@ import (
 // for the fsync that covers it, the way a publisher confirm does. msg/s is
 // the store's synced throughput; allocs/op counts every allocation of the
 // process (appender, writer and Badger) per message.
+//
+// commit=eager commits at once whatever waits (CommitDelay < 0), as the
+// writer did before lazy commits; commit=lazy is the default: the waiter
+// must wake the writer, and confirms must not get slower for it.
 func BenchmarkEnqueueSync(b *testing.B) {
-	for _, appenders := range []int{1, 32, 256} {
-		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
-			s := open(b, b.TempDir(), Options{GCInterval: -1})
+	for _, bc := range []struct {
+		commit    string
+		delay     time.Duration
+		appenders int
+	}{{"eager", -1, 1}, {"lazy", 0, 1}, {"eager", -1, 32}, {"lazy", 0, 32}, {"lazy", 0, 256}} {
+		appenders := bc.appenders
+		b.Run(fmt.Sprintf("commit=%s/appenders=%d", bc.commit, appenders), func(b *testing.B) {
+			s := open(b, b.TempDir(), Options{GCInterval: -1, CommitDelay: bc.delay})
 			defer closeStore(b, s)
 			if err := s.Wait(s.PutQueue(core.QueueRecord{VHost: "/", Name: "q"})); err != nil {
 				b.Fatal(err)
@@ -141,7 +150,7 @@ func BenchmarkLoadWindow(b *testing.B) {
 	const window = 256
 	for _, size := range []int{16, 1024} {
 		dir := b.TempDir()
-		s := open(b, dir, Options{GCInterval: -1, NoSync: true})
+		s := open(b, dir, Options{GCInterval: -1})
 		if err := s.Wait(s.PutQueue(core.QueueRecord{VHost: "/", Name: "q"})); err != nil {
 			b.Fatal(err)
 		}
@@ -157,7 +166,7 @@ func BenchmarkLoadWindow(b *testing.B) {
 			b.Fatal(err)
 		}
 		closeStore(b, s)
-		s = open(b, dir, Options{GCInterval: -1, NoSync: true})
+		s = open(b, dir, Options{GCInterval: -1})
 		msgs, errs := make([]*core.Message, window), make([]error, window)
 		b.Run(fmt.Sprintf("size=%d/load-per-id", size), func(b *testing.B) {
 			b.ReportAllocs()
