@@ -223,22 +223,29 @@ func (ch *channel) commit() error {
 	if len(tx.publishes) > 0 && !ch.c.waitUnblocked() {
 		return nil
 	}
-	var pos uint64
+	var positions []uint64
 	for _, p := range tx.publishes {
 		res, err := ch.publish(p.msg, p.mandatory)
 		if err != nil {
 			return err
 		}
-		pos = max(pos, res.Pos)
+		if res.Pos != 0 {
+			positions = append(positions, res.Pos)
+		}
 	}
 	for _, a := range tx.acks {
 		settle(a.ps, a.o)
 	}
-	// commit-ok promises the persistent messages are on disk.
-	if err := ch.c.srv.broker.WaitSynced(pos); err != nil {
-		e := newError(wire.InternalError, "store: %v", err)
-		e.channelOnly = storeRefused(err)
-		return e
+	// commit-ok promises the persistent messages are on disk: each of
+	// them, since the store may refuse one in an earlier commit than the
+	// last one's. Once the last is synced, the others answer at once.
+	for i := range positions {
+		p := positions[len(positions)-1-i]
+		if err := ch.c.srv.broker.WaitSynced(p); err != nil {
+			e := newError(wire.InternalError, "store: %v", err)
+			e.channelOnly = storeRefused(err)
+			return e
+		}
 	}
 	ch.c.out.writeMethod(ch.id, &wire.TxCommitOk{})
 	return nil
