@@ -16,10 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session"
-	"github.com/eclipse/paho.golang/paho/session/state"
 	pahomqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ferrymq/ferrymq/bridge/batchconn"
@@ -60,73 +57,21 @@ func netDial(ctx context.Context, l *link) (net.Conn, error) {
 }
 
 // mqtt5Upstream is an MQTT 5 upstream through paho.golang. Publishes are
-// pipelined: one goroutine writes them in order with paho's asynchronous
-// send, up to the upstream's Receive Maximum in flight (paho's session
-// state blocks beyond it), and another reports each acknowledgement in
-// the same order (see ackSession).
+// pipelined: forward writes them in order (linkSession), up to the
+// upstream's Receive Maximum in flight, and confirmLoop reports each
+// acknowledgement.
 type mqtt5Upstream struct {
-	c     *paho.Client
-	sess  *state.State
-	as    *ackSession
-	node  string
-	gone  chan struct{}
-	once  sync.Once
-	cause error // why the connection was lost; set once, before gone closes
+	c      *paho.Client
+	ls     *linkSession
+	node   string
+	maxQoS byte
+	gone   chan struct{}
+	once   sync.Once
+	cause  error // why the connection was lost; set once, before gone closes
 	// deliver takes inbound messages; a resumed session may send some
 	// before SUBSCRIBE, so it is known from the start. nil: no inbound.
-	deliver  func(string, *core.Message, func())
-	queue    chan publishReq
-	inflight chan inflightPub
-	stop     chan struct{}
-}
-
-// inflightPub is a publish handed to paho's session: resp receives its
-// PUBACK, PUBCOMP or PUBREC (or a zero packet if the session dropped it).
-type inflightPub struct {
-	resp <-chan packets.ControlPacket
-	t    ticket
-}
-
-// ackSession is paho's session state with one addition: the QoS 1/2
-// publish of the ticket armed by publishLoop is queued on inflight with
-// its response channel, so an asynchronous publish still reports its
-// acknowledgement. paho's async send offers no status otherwise.
-type ackSession struct {
-	*state.State
-	inflight chan<- inflightPub
-	// next is the ticket of the publish publishLoop is sending; armed
-	// until AddToSession took it. Both are only touched on publishLoop's
-	// goroutine, on which paho calls AddToSession for a publish.
-	next  ticket
-	armed bool
-}
-
-func (s *ackSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
-	if !s.armed || p.Type() != packets.PUBLISH {
-		return s.State.AddToSession(ctx, p, resp)
-	}
-	ret := make(chan packets.ControlPacket, 1)
-	if err := s.State.AddToSession(ctx, p, ret); err != nil {
-		return err
-	}
-	t := s.next
-	s.armed, s.next = false, ticket{}
-	// Called from the one publishing goroutine, so inflight keeps the
-	// order in which publishes were written.
-	select {
-	case s.inflight <- inflightPub{resp: ret, t: t}:
-	case <-ctx.Done():
-		// The link is going down: report it unconfirmed, to be sent again.
-		t.done(errLost)
-	}
-	return nil
-}
-
-type publishReq struct {
-	topic string
-	m     *core.Message
-	qos   byte
-	t     ticket
+	deliver func(string, *core.Message, func())
+	stop    chan struct{}
 }
 
 func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func()), log *slog.Logger) (upstream, error) {
@@ -137,13 +82,11 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	sniff := &sniffConn{Conn: conn}
 	conn = sniff
 	u := &mqtt5Upstream{node: node, deliver: deliver, gone: make(chan struct{}), stop: make(chan struct{}),
-		queue: make(chan publishReq, l.Window), inflight: make(chan inflightPub, l.Window),
-		sess: state.NewInMemory()}
-	u.as = &ackSession{State: u.sess, inflight: u.inflight}
+		ls: newLinkSession(conn)}
 	u.c = paho.NewClient(paho.ClientConfig{
 		Conn:    conn,
-		Session: u.as,
-		// A publish waits this long for a free Receive Maximum slot.
+		Session: u.ls,
+		// SUBSCRIBE waits this long for its SUBACK.
 		PacketTimeout:              30 * time.Second,
 		EnableManualAcknowledgment: true,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
@@ -178,10 +121,20 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	}
 	if err != nil {
 		conn.Close()
-		u.sess.Close()
+		u.ls.State.Close()
 		return nil, connectError(err, ca, sniff.head())
 	}
-	go u.publishLoop()
+	var receiveMax uint16
+	u.maxQoS = 2
+	if p := ca.Properties; p != nil {
+		if p.ReceiveMaximum != nil {
+			receiveMax = *p.ReceiveMaximum
+		}
+		if p.MaximumQoS != nil {
+			u.maxQoS = *p.MaximumQoS
+		}
+	}
+	u.ls.start(receiveMax)
 	go u.confirmLoop()
 	return u, nil
 }
@@ -209,6 +162,22 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	c.full.Store(len(c.buf) == 4)
 	c.mu.Unlock()
 	return n, err
+}
+
+// Lock and Unlock pass paho.golang's packet lock (batchconn) through:
+// without them paho would write a packet's parts unlocked, and two
+// goroutines' packets could interleave.
+func (c *sniffConn) Lock() {
+	if l, ok := c.Conn.(sync.Locker); ok {
+		l.Lock()
+	}
+}
+
+// Unlock ends what Lock began.
+func (c *sniffConn) Unlock() {
+	if l, ok := c.Conn.(sync.Locker); ok {
+		l.Unlock()
+	}
 }
 
 func (c *sniffConn) head() []byte {
@@ -293,106 +262,32 @@ func reasonString(p *paho.DisconnectProperties) string {
 	return p.ReasonString
 }
 
-// publishLoop writes the queued publishes in order without waiting for
-// their acknowledgements; paho blocks it while the upstream's Receive
-// Maximum is in flight, which is the link's backpressure.
-func (u *mqtt5Upstream) publishLoop() {
-	// Cancelled when the connection is lost, so a publish waiting for a
-	// free Receive Maximum slot gives up.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-u.gone:
-		case <-u.stop:
-		}
-		cancel()
-	}()
-	for {
-		select {
-		case <-u.stop:
-			return
-		case r := <-u.queue:
-			p := toMQTT5(r.topic, r.m, r.qos, u.node)
-			u.as.next, u.as.armed = r.t, true
-			_, err := u.c.PublishWithOptions(ctx, p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-			// Still armed: the session did not take the ticket (QoS 0,
-			// or the publish failed before it), so it is reported here.
-			armed := u.as.armed
-			u.as.armed, u.as.next = false, ticket{}
-			switch {
-			case err != nil:
-				u.lose(fmt.Errorf("publish: %w", err))
-				if armed {
-					r.t.done(errLost)
-				}
-			case r.qos == 0:
-				r.t.done(nil)
-			}
-		}
-	}
-}
-
-// confirmLoop reports each in-flight publish's outcome, in the order they
-// were written; once the connection is lost, every one still waiting is
-// reported lost (the forwarder sends it again on the next connection).
+// confirmLoop reports each answered publish, and frees its slot; what
+// is confirmed is settled before the loop waits (flusher).
 func (u *mqtt5Upstream) confirmLoop() {
-	// What is confirmed is settled before the loop waits (flusher).
 	var f flusher
 	defer f.flush()
 	for {
-		var p inflightPub
+		var a outAck
 		select {
-		case p = <-u.inflight:
+		case a = <-u.ls.acked:
 		default:
 			f.flush()
 			select {
 			case <-u.stop:
 				return
-			case p = <-u.inflight:
+			case a = <-u.ls.acked:
 			}
 		}
-		var resp packets.ControlPacket
-		select {
-		case resp = <-p.resp:
-		default:
-			f.flush()
-			select {
-			case resp = <-p.resp:
-			case <-u.gone:
-				f.done(p.t, errLost)
-				continue
+		<-u.ls.slots
+		if a.err != nil {
+			if a.err != errLost {
+				u.lose(a.err)
 			}
-		}
-		if err := pubackError(resp); err != nil {
-			u.lose(err)
-			f.done(p.t, errLost)
+			f.done(a.t, errLost)
 			continue
 		}
-		f.done(p.t, nil)
-	}
-}
-
-// pubackError tells whether an acknowledgement confirms the publish: a
-// PUBACK or PUBCOMP below 0x80 does (0x10, no matching subscribers,
-// included); a PUBREC here means the QoS 2 flow ended in error; a zero
-// packet means the session dropped the publish.
-func pubackError(cp packets.ControlPacket) error {
-	switch c := cp.Content.(type) {
-	case *packets.Puback:
-		if c.ReasonCode >= 0x80 {
-			return fmt.Errorf("bridge: upstream refused a publish: PUBACK %#x %s", c.ReasonCode, c.Reason())
-		}
-		return nil
-	case *packets.Pubcomp:
-		if c.ReasonCode >= 0x80 {
-			return fmt.Errorf("bridge: upstream refused a publish: PUBCOMP %#x", c.ReasonCode)
-		}
-		return nil
-	case *packets.Pubrec:
-		return fmt.Errorf("bridge: upstream refused a publish: PUBREC %#x %s", c.ReasonCode, c.Reason())
-	default:
-		return errors.New("bridge: publish dropped from the session before its acknowledgement")
+		f.done(a.t, nil)
 	}
 }
 
@@ -400,7 +295,19 @@ func (u *mqtt5Upstream) publish(topic string, m *core.Message, qos byte, t ticke
 	select {
 	case <-u.gone:
 		t.done(errLost)
-	case u.queue <- publishReq{topic, m, qos, t}:
+		return
+	default:
+	}
+	if qos > u.maxQoS {
+		if u.maxQoS == 0 {
+			u.lose(errors.New("bridge: upstream allows QoS 0 only (CONNACK Maximum QoS): the link cannot confirm what it forwards"))
+			t.done(errLost)
+			return
+		}
+		qos = u.maxQoS // QoS 1 is still confirmed
+	}
+	if err := u.ls.send(topic, m, qos, u.node, t, u.gone); err != nil {
+		u.lose(fmt.Errorf("publish: %w", err))
 	}
 }
 
@@ -430,18 +337,9 @@ func (u *mqtt5Upstream) close() {
 	close(u.stop)
 	u.c.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	u.lose(errClosed)
-	u.sess.Close()
-	// Whatever is still queued or in flight was never confirmed.
-	for {
-		select {
-		case r := <-u.queue:
-			r.t.done(errLost)
-		case p := <-u.inflight:
-			p.t.done(errLost)
-		default:
-			return
-		}
-	}
+	u.ls.State.Close()
+	// Whatever is still in flight was never confirmed.
+	u.ls.close()
 }
 
 // pahoLog passes paho.golang's error log to slog.
@@ -450,24 +348,9 @@ type pahoLog struct{ l *slog.Logger }
 func (p pahoLog) Println(v ...any)               { p.l.Warn(strings.TrimSpace(fmt.Sprintln(v...))) }
 func (p pahoLog) Printf(format string, v ...any) { p.l.Warn(fmt.Sprintf(format, v...)) }
 
-// toMQTT5 and fromMQTT5 convert between core messages and MQTT 5
-// publishes, with the properties the MQTT listener maps (content type,
-// correlation, user properties) and the via marker as a user property.
-func toMQTT5(topic string, m *core.Message, qos byte, node string) *paho.Publish {
-	p := &paho.Publish{Topic: topic, QoS: qos, Payload: m.Body, Properties: &paho.PublishProperties{}}
-	pp := p.Properties
-	pp.ContentType = m.Properties.ContentType
-	if m.Properties.CorrelationID != "" {
-		pp.CorrelationData = []byte(m.Properties.CorrelationID)
-	}
-	for k, v := range withVia(m.Properties.Headers, node) {
-		if s, ok := v.(string); ok {
-			pp.User.Add(k, s)
-		}
-	}
-	return p
-}
-
+// fromMQTT5 converts an MQTT 5 publish into a core message, with the
+// properties the MQTT listener maps (content type, correlation, user
+// properties); appendPublish is the other way.
 func fromMQTT5(pb *paho.Publish) *core.Message {
 	m := &core.Message{Body: pb.Payload}
 	m.Properties.DeliveryMode = 1
