@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/topic"
 )
 
 // TestAppendPublish: the link's own PUBLISH encoding reads back, with
@@ -62,6 +64,46 @@ func TestAppendPublish(t *testing.T) {
 			}
 			if !maps.Equal(got, want) {
 				t.Fatalf("user properties %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestMQTT5LinkQoS: an MQTT 5 link forwards at QoS 1 and at QoS 2 (its
+// own PUBLISH, PUBREC, PUBREL, PUBCOMP flow, outside paho's session
+// state), more messages than the window, each message leaving the local
+// queue once the upstream completed it.
+func TestMQTT5LinkQoS(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprint("QoS ", qos), func(t *testing.T) {
+			up := startUpstream(t, "127.0.0.1:0")
+			upV := up.broker.VHost("/")
+			if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Window: 16,
+				Topics: []Topic{{Pattern: "t/#", QoS: &qos}}})
+			const n = 500
+			for i := range n {
+				msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: []byte(fmt.Sprint(i)),
+					Properties: core.Properties{Headers: core.Table{topic.QoSHeader: int8(2)}}}
+				if _, err := local.VHost("/").Publish(msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "forwarded upstream", func() bool { return upV.Queue("sink").Stats().Messages >= n })
+			waitFor(t, "backlog gone", func() bool { s := m.Status()[0]; return s.Backlog == 0 && s.Forwarded == n })
+			for i := range n {
+				d, ok := upV.Queue("sink").Get(true)
+				if !ok || string(d.Msg.Body) != fmt.Sprint(i) {
+					t.Fatalf("upstream message %d: %v (ok %v)", i, d.Msg, ok)
+				}
+				if got := topic.MessageQoS(d.Msg); got != qos {
+					t.Fatalf("upstream message %d at QoS %d, want %d", i, got, qos)
+				}
 			}
 		})
 	}
