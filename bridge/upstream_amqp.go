@@ -26,6 +26,7 @@ type amqpUpstream struct {
 	pub     *amqp091.Channel
 	gone    chan struct{}
 	deliver func(string, *core.Message, func())
+	viaOnly amqp091.Table // the headers of a message without any: never written
 
 	mu      sync.Mutex   // serialises publishes so tags follow call order
 	pending []pendingPub // awaiting their confirm, in tag order; from head
@@ -126,7 +127,8 @@ func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *c
 		}()
 		return nil, ctx.Err()
 	}
-	up := &amqpUpstream{l: l, node: node, deliver: deliver, conn: conn, gone: make(chan struct{})}
+	up := &amqpUpstream{l: l, node: node, deliver: deliver, conn: conn, gone: make(chan struct{}),
+		viaOnly: amqp091.Table{ViaHeader: node}}
 	pub, err := conn.Channel()
 	if err == nil {
 		err = pub.Confirm(false)
@@ -208,7 +210,7 @@ func (u *amqpUpstream) publish(name string, m *core.Message, qos byte, t ticket)
 		ContentType: p.ContentType, ContentEncoding: p.ContentEncoding, DeliveryMode: p.DeliveryMode,
 		Priority: p.Priority, CorrelationId: p.CorrelationID, ReplyTo: p.ReplyTo, Expiration: p.Expiration,
 		MessageId: p.MessageID, Timestamp: p.Timestamp, Type: p.Type, AppId: p.AppID,
-		Headers: toAMQP(withVia(p.Headers, u.node)).(amqp091.Table), Body: m.Body,
+		Headers: u.headers(p.Headers), Body: m.Body,
 	}
 	if qos > 0 {
 		pub.DeliveryMode = amqp091.Persistent
@@ -230,6 +232,25 @@ func (u *amqpUpstream) publish(name string, m *core.Message, qos byte, t ticket)
 		t.done(err)
 		u.conn.Close()
 	}
+}
+
+// headers converts a message's headers for amqp091-go, with this node
+// added to ViaHeader. A message without headers of its own, the usual
+// case, gets one table made at dial time: amqp091-go only reads it.
+func (u *amqpUpstream) headers(h core.Table) amqp091.Table {
+	if len(h) == 0 {
+		return u.viaOnly
+	}
+	t := make(amqp091.Table, len(h)+1)
+	for k, v := range h {
+		t[k] = toAMQP(v)
+	}
+	if v, _ := h[ViaHeader].(string); v != "" {
+		t[ViaHeader] = v + "," + u.node
+	} else {
+		t[ViaHeader] = u.node
+	}
+	return t
 }
 
 // subscribe consumes the inbound queue: the link's Queue, or a durable
