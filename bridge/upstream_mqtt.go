@@ -18,6 +18,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	pahomqtt "github.com/eclipse/paho.mqtt.golang"
+	packets3 "github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/ferrymq/ferrymq/bridge/batchconn"
 	"github.com/ferrymq/ferrymq/core"
@@ -407,6 +408,7 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 			return netDial(dctx, l)
 		}).
 		SetCleanSession(false).SetAutoReconnect(false).SetOrderMatters(true).SetAutoAckDisabled(true).
+		SetStore(noStore{}).
 		SetKeepAlive(30 * time.Second).SetConnectTimeout(10 * time.Second).
 		SetConnectionLostHandler(func(_ pahomqtt.Client, err error) { u.lose(err) }).
 		// A resumed session's messages may come before SUBSCRIBE.
@@ -431,6 +433,20 @@ func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message,
 	go u.confirmLoop()
 	return u, nil
 }
+
+// noStore is paho.mqtt.golang's session store for a link: none. The
+// client is new on each connection, so its default memory store would
+// never have anything to resend; the link resends from its queue. It
+// saved each publish in a map under a string key, and deleted it again.
+type noStore struct{}
+
+func (noStore) Open()                              {}
+func (noStore) Put(string, packets3.ControlPacket) {}
+func (noStore) Get(string) packets3.ControlPacket  { return nil }
+func (noStore) All() []string                      { return nil }
+func (noStore) Del(string)                         {}
+func (noStore) Close()                             {}
+func (noStore) Reset()                             {}
 
 func (u *mqtt3Upstream) lose(err error) {
 	u.once.Do(func() {
