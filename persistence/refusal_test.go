@@ -16,7 +16,6 @@ import (
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
-	"github.com/ferrymq/ferrymq/amqp"
 	"github.com/ferrymq/ferrymq/core"
 	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
@@ -95,17 +94,8 @@ type refusalBroker struct {
 
 func serveBoth(t *testing.T, s *Store) *refusalBroker {
 	t.Helper()
-	b := core.NewBroker(core.Options{Logger: testLogger(t), Store: s})
-	if err := b.Recover(s); err != nil {
-		t.Fatalf("recover: %v", err)
-	}
-	a := amqp.NewServer(b, amqp.Config{Logger: testLogger(t)})
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go a.Serve(aln)
-	m, err := mqtt.NewServer(b, mqtt.Config{Auth: core.NewAuth(core.DefaultUsers()), Retained: s, Logger: testLogger(t)})
+	br := serveAMQP(t, s)
+	m, err := mqtt.NewServer(br.core, mqtt.Config{Auth: core.NewAuth(core.DefaultUsers()), Retained: s, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,14 +104,14 @@ func serveBoth(t *testing.T, s *Store) *refusalBroker {
 		t.Fatal(err)
 	}
 	go m.Serve(mln)
+	// Cleanups run last first: MQTT stops before the AMQP server and the
+	// broker serveAMQP stops.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		m.Shutdown(ctx)
-		a.Shutdown(ctx)
-		b.Close()
 	})
-	return &refusalBroker{core: b, amqpURL: "amqp://guest:guest@" + aln.Addr().String() + "/", mqttAddr: mln.Addr().String()}
+	return &refusalBroker{core: br.core, amqpURL: br.url, mqttAddr: mln.Addr().String()}
 }
 
 // confirmWitness publishes persistent messages to a durable queue with
