@@ -75,13 +75,13 @@ fuzz:
 # The bridge against real RabbitMQ and Mosquitto (Debian packages
 # rabbitmq-server and mosquitto), which the tests start on free ports.
 interop:
-	$(GO) test -tags realbrokers -run 'TestReal' -v -timeout 20m ./interop_test/
+	$(GO) test -count=1 -tags realbrokers -run 'TestReal' -v -timeout 20m ./interop_test/
 
 # The amqp091-go client's own test suite, run against ferrymq. Its recovery
 # tests drop connections through the management API on the fixed port
 # localhost:15672, hence the lock (one run at a time on this machine).
 interop-amqp091:
-	flock /tmp/port15672.lock $(GO) test -tags amqp091suite -run TestAMQP091Suite -v -timeout 20m ./interop_test/
+	flock /tmp/port15672.lock $(GO) test -count=1 -tags amqp091suite -run TestAMQP091Suite -v -timeout 20m ./interop_test/
 
 # Extra ferrybench flags for `make bench`, e.g. BENCH_ARGS='--reps 1 --duration 2s'.
 BENCH_ARGS ?=

@@ -51,9 +51,11 @@ type Link struct {
 // "topic pattern [dir [qos [local-prefix [remote-prefix]]]]": the local
 // topic is LocalPrefix+Pattern, the upstream one RemotePrefix+Pattern.
 type Topic struct {
-	Pattern      string `yaml:"pattern"`
-	Direction    string `yaml:"direction"`
-	QoS          *byte  `yaml:"qos"` // [1]
+	Pattern   string `yaml:"pattern"`
+	Direction string `yaml:"direction"`
+	// QoS is the inbound subscription's QoS and the outbound publishes'
+	// highest, which is 1 whatever is set here (see maxOutQoS) [1].
+	QoS          *byte  `yaml:"qos"`
 	LocalPrefix  string `yaml:"local_prefix"`
 	RemotePrefix string `yaml:"remote_prefix"`
 }

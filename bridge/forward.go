@@ -15,6 +15,15 @@ import (
 // broker's memory: a link may still have one message over it in flight.
 const windowBytes = 64 << 20
 
+// maxOutQoS caps what a link publishes upstream at QoS 1. The link's
+// guarantee is at least once: after a lost connection it sends what was
+// not confirmed again, under new packet ids, on a session the upstream
+// kept. A QoS 2 publish cut off after its PUBREC leaves its packet id
+// held in that session, and a later message given the same id would be
+// taken for a resend and never routed [MQTT-4.3.3]: QoS 2 would lose what
+// QoS 1 only duplicates.
+const maxOutQoS = 1
+
 // outSink hands the store-and-forward queue's deliveries to the forwarding
 // loop and settles them once the upstream has answered. The consumer's
 // prefetch equals the channel's capacity, so a send never finds it full;
@@ -256,7 +265,7 @@ func (r *runner) forward(ctx context.Context, up upstream) error {
 				sink.settle(d, core.Ack)
 				continue
 			}
-			up.publish(remote, m, min(qos, topic.MessageQoS(m)), sink.published(d))
+			up.publish(remote, m, min(qos, topic.MessageQoS(m), maxOutQoS), sink.published(d))
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -20,8 +19,8 @@ import (
 // keeps its own messages until they are confirmed, and starts each
 // connection with a new session state. So the link writes its PUBLISH
 // packets itself, numbered from its own packet ids, bounded by the
-// upstream's Receive Maximum, and takes their PUBACK, PUBREC and PUBCOMP
-// here before paho's state sees them. paho keeps the connection, CONNECT,
+// upstream's Receive Maximum, and takes their PUBACK here before paho's
+// state sees them (the link publishes at QoS 1 at most: see maxOutQoS). paho keeps the connection, CONNECT,
 // SUBSCRIBE and the inbound side.
 //
 // Packet ids are shared with paho's state, which numbers SUBSCRIBE: the
@@ -48,8 +47,7 @@ type linkSession struct {
 }
 
 type outPub struct {
-	t      ticket
-	pubrec bool // QoS 2: PUBREC came, PUBREL sent, PUBCOMP awaited
+	t ticket
 }
 
 type outAck struct {
@@ -81,7 +79,7 @@ func (s *linkSession) write(p []byte) error {
 	return err
 }
 
-// send writes a PUBLISH of m. For QoS 1 and 2 it takes a slot first
+// send writes a PUBLISH of m. For QoS 1 it takes a slot first
 // (waiting while Receive Maximum are in flight, or until gone closes) and
 // t is answered through acked; for QoS 0, t is done once written. It
 // reports whether the packet was written; if not, t has been reported
@@ -137,53 +135,23 @@ func (s *linkSession) answerLocked(id uint16, err error) {
 // PacketReceived takes the answers to the link's publishes; the rest go
 // to paho's state.
 func (s *linkSession) PacketReceived(cp *packets.ControlPacket, pubs chan<- *packets.Publish) error {
-	var id uint16
-	switch c := cp.Content.(type) {
-	case *packets.Puback:
-		id = c.PacketID
-	case *packets.Pubrec:
-		id = c.PacketID
-	case *packets.Pubcomp:
-		id = c.PacketID
-	default:
+	c, ok := cp.Content.(*packets.Puback)
+	if !ok {
 		return s.State.PacketReceived(cp, pubs)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := s.waiting[id]
-	if !ok {
+	if _, ok := s.waiting[c.PacketID]; !ok {
 		if s.closed {
 			return nil
 		}
 		return s.State.PacketReceived(cp, pubs)
 	}
-	switch c := cp.Content.(type) {
-	case *packets.Puback:
-		var err error
-		if c.ReasonCode >= 0x80 {
-			err = fmt.Errorf("bridge: upstream refused a publish: PUBACK %#x %s", c.ReasonCode, c.Reason())
-		}
-		s.answerLocked(id, err)
-	case *packets.Pubrec:
-		if c.ReasonCode >= 0x80 {
-			s.answerLocked(id, fmt.Errorf("bridge: upstream refused a publish: PUBREC %#x %s", c.ReasonCode, c.Reason()))
-			return nil
-		}
-		// The slot stays taken until PUBCOMP [MQTT-4.9.0-3].
-		p.pubrec = true
-		s.waiting[id] = p
-		if err := s.write([]byte{packets.PUBREL<<4 | 2, 2, byte(id >> 8), byte(id)}); err != nil {
-			return err
-		}
-	case *packets.Pubcomp:
-		var err error
-		if c.ReasonCode >= 0x80 {
-			err = fmt.Errorf("bridge: upstream refused a publish: PUBCOMP %#x", c.ReasonCode)
-		} else if !p.pubrec {
-			err = errors.New("bridge: upstream sent PUBCOMP before PUBREC")
-		}
-		s.answerLocked(id, err)
+	var err error
+	if c.ReasonCode >= 0x80 {
+		err = fmt.Errorf("bridge: upstream refused a publish: PUBACK %#x %s", c.ReasonCode, c.Reason())
 	}
+	s.answerLocked(c.PacketID, err)
 	return nil
 }
 
@@ -228,10 +196,15 @@ func (s *linkSession) close() {
 // MQTT listener maps (content type, correlation data, headers as user
 // properties) and node added to ViaHeader, as toMQTT5 and withVia would
 // make them, without their maps and buffers.
+//
+// An MQTT string holds at most 65,535 bytes: a header that does not fit a
+// user property is left out (an AMQP header can be longer), and a via
+// list that would not fit is restarted from node, so that no message
+// makes a packet the upstream cannot parse and the link stall on it.
 func appendPublish(b []byte, topic string, m *core.Message, qos byte, id uint16, node string) []byte {
 	p := &m.Properties
 	via, _ := p.Headers[ViaHeader].(string)
-	if via != "" {
+	if via != "" && len(via)+1+len(node) <= maxString {
 		via += "," + node
 	} else {
 		via = node
@@ -244,7 +217,7 @@ func appendPublish(b []byte, topic string, m *core.Message, qos byte, id uint16,
 		props += 3 + len(p.CorrelationID)
 	}
 	for k, v := range p.Headers {
-		if s, ok := v.(string); ok && k != ViaHeader {
+		if s, ok := userProperty(k, v); ok {
 			props += 5 + len(k) + len(s)
 		}
 	}
@@ -267,12 +240,22 @@ func appendPublish(b []byte, topic string, m *core.Message, qos byte, id uint16,
 		b = appendString(append(b, packets.PropCorrelationData), p.CorrelationID)
 	}
 	for k, v := range p.Headers {
-		if s, ok := v.(string); ok && k != ViaHeader {
+		if s, ok := userProperty(k, v); ok {
 			b = appendString(appendString(append(b, packets.PropUser), k), s)
 		}
 	}
 	b = appendString(appendString(append(b, packets.PropUser), ViaHeader), via)
 	return append(b, m.Body...)
+}
+
+// maxString is the longest MQTT UTF-8 string: its length is two bytes.
+const maxString = 1<<16 - 1
+
+// userProperty reports whether header k, v is sent as a user property, and
+// its value: string headers other than the via list that fit MQTT strings.
+func userProperty(k string, v any) (string, bool) {
+	s, ok := v.(string)
+	return s, ok && k != ViaHeader && len(k) <= maxString && len(s) <= maxString
 }
 
 func appendString(b []byte, s string) []byte {

@@ -18,6 +18,7 @@ import (
 // to the via header, and the body the last bytes.
 func TestAppendPublish(t *testing.T) {
 	long := strings.Repeat("x", 300) // lengths past one VBI byte
+	huge := strings.Repeat("h", maxString+1)
 	for _, tc := range []struct {
 		name string
 		m    core.Message
@@ -26,11 +27,19 @@ func TestAppendPublish(t *testing.T) {
 	}{
 		{"bare QoS 1", core.Message{Body: []byte("hello")}, 1, "edge"},
 		{"QoS 0 no id", core.Message{Body: []byte{}}, 0, "edge"},
-		{"QoS 2 properties", core.Message{Body: []byte(long), Properties: core.Properties{
+		{"properties", core.Message{Body: []byte(long), Properties: core.Properties{
 			ContentType: "text/plain", CorrelationID: "c-1",
-			Headers: core.Table{"k": "v", "n": int32(7), ViaHeader: "far"}}}, 2, "far,edge"},
+			Headers: core.Table{"k": "v", "n": int32(7), ViaHeader: "far"}}}, 1, "far,edge"},
 		{"long header", core.Message{Body: bytes.Repeat([]byte{0}, 20000), Properties: core.Properties{
 			Headers: core.Table{long: long}}}, 1, "edge"},
+		// Past an MQTT string's 65,535 bytes: left out, not a packet
+		// whose lengths wrap.
+		{"header value too long", core.Message{Body: []byte("b"), Properties: core.Properties{
+			Headers: core.Table{"big": huge, "k": "v"}}}, 1, "edge"},
+		{"header key too long", core.Message{Body: []byte("b"), Properties: core.Properties{
+			Headers: core.Table{huge: "v", "k": "v"}}}, 1, "edge"},
+		{"via list full", core.Message{Body: []byte("b"), Properties: core.Properties{
+			Headers: core.Table{ViaHeader: huge[:maxString-2]}}}, 1, "edge"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := appendPublish(nil, "a/b/"+tc.name, &tc.m, tc.qos, 513, "edge")
@@ -58,7 +67,7 @@ func TestAppendPublish(t *testing.T) {
 			}
 			want := map[string]string{ViaHeader: tc.via}
 			for k, v := range tc.m.Properties.Headers {
-				if s, ok := v.(string); ok && k != ViaHeader {
+				if s, ok := v.(string); ok && k != ViaHeader && len(k) <= maxString && len(s) <= maxString {
 					want[k] = s
 				}
 			}
@@ -69,10 +78,9 @@ func TestAppendPublish(t *testing.T) {
 	}
 }
 
-// TestMQTT5LinkQoS: an MQTT 5 link forwards at QoS 1 and at QoS 2 (its
-// own PUBLISH, PUBREC, PUBREL, PUBCOMP flow, outside paho's session
-// state), more messages than the window, each message leaving the local
-// queue once the upstream completed it.
+// TestMQTT5LinkQoS: an MQTT 5 link forwards more messages than its
+// window, in order, each leaving the local queue once the upstream
+// acknowledged it; a rule at QoS 2 publishes at QoS 1 (maxOutQoS).
 func TestMQTT5LinkQoS(t *testing.T) {
 	for _, qos := range []byte{1, 2} {
 		t.Run(fmt.Sprint("QoS ", qos), func(t *testing.T) {
@@ -101,8 +109,8 @@ func TestMQTT5LinkQoS(t *testing.T) {
 				if !ok || string(d.Msg.Body) != fmt.Sprint(i) {
 					t.Fatalf("upstream message %d: %v (ok %v)", i, d.Msg, ok)
 				}
-				if got := topic.MessageQoS(d.Msg); got != qos {
-					t.Fatalf("upstream message %d at QoS %d, want %d", i, got, qos)
+				if got := topic.MessageQoS(d.Msg); got != maxOutQoS {
+					t.Fatalf("upstream message %d at QoS %d, want %d", i, got, maxOutQoS)
 				}
 			}
 		})
