@@ -134,6 +134,10 @@ type Status struct {
 	Received     uint64 // messages taken in from the upstream
 	Dropped      uint64 // dropped by a full buffer (overflow drop-oldest)
 	LoopsCut     uint64 // messages not forwarded because they had been here
+	// Refused counts messages the upstream refused for good (an MQTT 5
+	// PUBACK of 0x83, 0x87, 0x90 or 0x99: not authorized, a topic or
+	// payload it will never take): acked here and logged, not sent again.
+	Refused uint64
 	// QueueLost counts the times the store-and-forward queue was found
 	// deleted (by an administrator) and made again; LostMessages is the
 	// ready messages it held when last seen (each second), which went
@@ -276,6 +280,7 @@ type runner struct {
 	connected        atomic.Bool
 	forwarded, recvd atomic.Uint64
 	loops            atomic.Uint64
+	refused          atomic.Uint64
 	// flying counts publishes not yet settled locally. The next
 	// connection waits for them: one requeued late would go out after
 	// messages behind it.
@@ -386,7 +391,7 @@ func (r *runner) status() Status {
 	u.User = nil
 	s := Status{
 		Name: r.l.Name, Upstream: u.String(), Connected: r.connected.Load(),
-		Forwarded: r.forwarded.Load(), Received: r.recvd.Load(), LoopsCut: r.loops.Load(),
+		Forwarded: r.forwarded.Load(), Received: r.recvd.Load(), LoopsCut: r.loops.Load(), Refused: r.refused.Load(),
 		QueueLost: r.queueLost.Load(), LostMessages: r.lostMsgs.Load(),
 	}
 	if q := r.queue.Load(); q != nil {
@@ -444,7 +449,7 @@ func (r *runner) logStatus() {
 	if changed {
 		r.log.Info("bridge status", "upstream", s.Upstream, "connected", s.Connected, "backlog", s.Backlog,
 			"backlog_bytes", s.BacklogBytes, "forwarded", s.Forwarded, "received", s.Received,
-			"dropped", s.Dropped, "loops_cut", s.LoopsCut, "last_error", s.LastError)
+			"dropped", s.Dropped, "loops_cut", s.LoopsCut, "refused", s.Refused, "last_error", s.LastError)
 	}
 }
 

@@ -49,7 +49,8 @@ type outSink struct {
 	q        *core.Queue // of the deliveries published (one consumer's)
 	cons     *core.Consumer
 	inflight int      // published, no answer yet
-	acks     []uint64 // confirmed upstream
+	acks     []uint64 // confirmed upstream, or refused for good
+	refusedN int      // of acks, those refused for good
 	requeues []uint64 // not confirmed: back to the queue, in their place
 	batchLen int      // bodies' bytes of acks and requeues
 
@@ -122,7 +123,8 @@ func (s *outSink) published(d core.Delivery) ticket {
 }
 
 // done reports the upstream's answer for t: nil when it confirmed the
-// message, else the reason it will not (the message goes back to the
+// message, an errRefused when it never will (the message is acked and
+// counted), else the reason it did not (the message goes back to the
 // queue in its place). Each ticket is done exactly once, in any order.
 // The answer is settled at the next flush, which comes by itself when
 // nothing else is in flight or the batch is full; an upstream calls
@@ -130,10 +132,14 @@ func (s *outSink) published(d core.Delivery) ticket {
 func (t ticket) done(err error) {
 	s := t.s
 	s.bmu.Lock()
-	if err != nil {
-		s.requeues = append(s.requeues, t.seq)
-	} else {
+	switch {
+	case err == nil:
 		s.acks = append(s.acks, t.seq)
+	case errors.Is(err, errRefused):
+		s.acks = append(s.acks, t.seq)
+		s.refusedN++
+	default:
+		s.requeues = append(s.requeues, t.seq)
 	}
 	s.batchLen += t.size
 	s.inflight--
@@ -158,8 +164,8 @@ func (s *outSink) flush() {
 		return
 	}
 	q, cons := s.q, s.cons
-	acks, reqs, n := s.acks, s.requeues, s.batchLen
-	s.acks, s.requeues, s.batchLen = s.fAcks[:0], s.fReqs[:0], 0
+	acks, reqs, n, refused := s.acks, s.requeues, s.batchLen, s.refusedN
+	s.acks, s.requeues, s.batchLen, s.refusedN = s.fAcks[:0], s.fReqs[:0], 0, 0
 	s.bmu.Unlock()
 	if len(acks) > 0 {
 		q.Settle(cons, acks, core.Ack)
@@ -168,7 +174,8 @@ func (s *outSink) flush() {
 		q.Settle(cons, reqs, core.Requeue)
 	}
 	if s.r != nil {
-		s.r.forwarded.Add(uint64(len(acks)))
+		s.r.forwarded.Add(uint64(len(acks) - refused))
+		s.r.refused.Add(uint64(refused))
 		s.r.flying.Add(-int64(len(acks) + len(reqs)))
 	}
 	s.fAcks, s.fReqs = acks, reqs
@@ -199,6 +206,13 @@ func (f *flusher) flush() {
 // Cancelled implements core.DeliverySink: core calls it only when the
 // queue was deleted.
 func (s *outSink) Cancelled(*core.Consumer) { s.goneOnce.Do(func() { close(s.gone) }) }
+
+// errRefused is wrapped by an upstream's answer that refuses a message
+// for good: sent again it would be refused again, and would hold back
+// every message behind it on every reconnect. The link acks it here,
+// counts it (Status.Refused) and logs it, as Mosquitto's bridge drops a
+// publish its remote refuses.
+var errRefused = errors.New("bridge: upstream refused the message for good")
 
 // errLost is what done reports for messages the upstream never confirmed.
 var errLost = errors.New("bridge: connection to the upstream lost")

@@ -147,11 +147,25 @@ func (s *linkSession) PacketReceived(cp *packets.ControlPacket, pubs chan<- *pac
 		}
 		return s.State.PacketReceived(cp, pubs)
 	}
-	var err error
-	if c.ReasonCode >= 0x80 {
-		err = fmt.Errorf("bridge: upstream refused a publish: PUBACK %#x %s", c.ReasonCode, c.Reason())
+	s.answerLocked(c.PacketID, pubackError(c))
+	return nil
+}
+
+// pubackError is what a PUBACK says of its publish: nil below 0x80 (0x10,
+// no matching subscribers, included); wrapping errRefused for the codes
+// that refuse this message whatever happens (0x83 implementation
+// specific, which ferrymq gives a message its store refuses; 0x87 not
+// authorized; 0x90 topic name invalid; 0x99 payload format invalid); else
+// an error after which the message is sent again (0x80 unspecified, 0x91
+// packet identifier in use, 0x97 quota exceeded).
+func pubackError(c *packets.Puback) error {
+	switch c.ReasonCode {
+	case 0x83, 0x87, 0x90, 0x99:
+		return fmt.Errorf("%w: PUBACK %#x %s", errRefused, c.ReasonCode, c.Reason())
 	}
-	s.answerLocked(c.PacketID, err)
+	if c.ReasonCode >= 0x80 {
+		return fmt.Errorf("bridge: upstream refused a publish: PUBACK %#x %s", c.ReasonCode, c.Reason())
+	}
 	return nil
 }
 

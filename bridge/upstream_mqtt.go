@@ -73,6 +73,8 @@ type mqtt5Upstream struct {
 	// before SUBSCRIBE, so it is known from the start. nil: no inbound.
 	deliver func(string, *core.Message, func())
 	stop    chan struct{}
+	log     *slog.Logger
+	refused uint64 // messages refused for good on this connection; confirmLoop's
 }
 
 func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func()), log *slog.Logger) (upstream, error) {
@@ -83,7 +85,7 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 	sniff := &sniffConn{Conn: conn}
 	conn = sniff
 	u := &mqtt5Upstream{node: node, deliver: deliver, gone: make(chan struct{}), stop: make(chan struct{}),
-		ls: newLinkSession(conn)}
+		ls: newLinkSession(conn), log: log}
 	u.c = paho.NewClient(paho.ClientConfig{
 		Conn:    conn,
 		Session: u.ls,
@@ -281,14 +283,24 @@ func (u *mqtt5Upstream) confirmLoop() {
 			}
 		}
 		<-u.ls.slots
-		if a.err != nil {
+		switch {
+		case a.err == nil:
+			f.done(a.t, nil)
+		case errors.Is(a.err, errRefused):
+			// One WARN per connection, then one each time the count
+			// doubles: an upstream that denies a topic refuses every
+			// message on it.
+			u.refused++
+			if n := u.refused; n&(n-1) == 0 {
+				u.log.Warn("bridge: upstream refused messages for good; acked here, not sent again", "refused", n, "err", a.err)
+			}
+			f.done(a.t, a.err)
+		default:
 			if a.err != errLost {
 				u.lose(a.err)
 			}
 			f.done(a.t, errLost)
-			continue
 		}
-		f.done(a.t, nil)
 	}
 }
 

@@ -235,6 +235,7 @@ var (
 	descBridgeReceived     = desc("ferrymq_bridge_received_total", "Messages taken in from the upstream.", "bridge")
 	descBridgeDropped      = desc("ferrymq_bridge_dropped_total", "Messages dropped by a full store-and-forward buffer (overflow drop-oldest).", "bridge")
 	descBridgeLoopsCut     = desc("ferrymq_bridge_loops_cut_total", "Messages not forwarded because they had already crossed this node.", "bridge")
+	descBridgeRefused      = desc("ferrymq_bridge_refused_total", "Messages the upstream refused for good (MQTT 5 PUBACK 0x83, 0x87, 0x90, 0x99): acked here and not sent again.", "bridge")
 	descBridgeQueueLost    = desc("ferrymq_bridge_queue_lost_total", "Times the link's store-and-forward queue was found deleted and made again.", "bridge")
 	descBridgeLastError    = desc("ferrymq_bridge_last_error_timestamp_seconds", "When the link last failed (connect or connection lost), Unix time; 0 if never.", "bridge")
 )
@@ -244,7 +245,7 @@ type bridgeCollector struct{ status func() []bridge.Status }
 
 func (c *bridgeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBridgeConnected, descBridgePaused, descBridgeBacklog, descBridgeBacklogBytes,
-		descBridgeForwarded, descBridgeReceived, descBridgeDropped, descBridgeLoopsCut, descBridgeQueueLost, descBridgeLastError} {
+		descBridgeForwarded, descBridgeReceived, descBridgeDropped, descBridgeLoopsCut, descBridgeRefused, descBridgeQueueLost, descBridgeLastError} {
 		ch <- d
 	}
 }
@@ -271,6 +272,7 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 		k(descBridgeReceived, s.Received)
 		k(descBridgeDropped, s.Dropped)
 		k(descBridgeLoopsCut, s.LoopsCut)
+		k(descBridgeRefused, s.Refused)
 		k(descBridgeQueueLost, s.QueueLost)
 		var at float64
 		if !s.LastErrorAt.IsZero() {

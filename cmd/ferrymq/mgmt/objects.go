@@ -395,7 +395,7 @@ func bridgeJSON(st bridge.Status) map[string]any {
 		"name": st.Name, "upstream": st.Upstream, "connected": st.Connected, "paused": st.Paused, "state": st.State(),
 		"last_error": st.LastError, "last_error_at": jsonTime(st.LastErrorAt), "connected_at": jsonTime(st.ConnectedAt),
 		"backlog_messages": st.Backlog, "backlog_bytes": st.BacklogBytes,
-		"forwarded": st.Forwarded, "received": st.Received, "dropped": st.Dropped, "loops_cut": st.LoopsCut,
+		"forwarded": st.Forwarded, "received": st.Received, "dropped": st.Dropped, "loops_cut": st.LoopsCut, "refused": st.Refused,
 		"rate_in": st.RateIn, "rate_out": st.RateOut,
 	}
 }
