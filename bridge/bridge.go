@@ -136,7 +136,8 @@ type Status struct {
 	LoopsCut     uint64 // messages not forwarded because they had been here
 	// Refused counts messages the upstream refused for good (an MQTT 5
 	// PUBACK of 0x83, 0x87, 0x90 or 0x99: not authorized, a topic or
-	// payload it will never take): acked here and logged, not sent again.
+	// payload it will never take; or a packet over its Maximum Packet
+	// Size): acked here and logged, not sent again.
 	Refused uint64
 	// QueueLost counts the times the store-and-forward queue was found
 	// deleted (by an administrator) and made again; LostMessages is the

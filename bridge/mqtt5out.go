@@ -38,6 +38,10 @@ type linkSession struct {
 	// what it holds and what waits are together at most cap(slots).
 	acked chan outAck
 
+	// maxPacket is the upstream's Maximum Packet Size (0: none); set by
+	// start.
+	maxPacket uint32
+
 	mu      sync.Mutex
 	waiting map[uint16]outPub // written, not answered; by packet id
 	nextID  uint16
@@ -59,11 +63,13 @@ func newLinkSession(conn net.Conn) *linkSession {
 	return &linkSession{State: state.NewInMemory(), conn: conn, waiting: map[uint16]outPub{}}
 }
 
-// start sizes the window from the CONNACK, before the first publish.
-func (s *linkSession) start(receiveMax uint16) {
+// start sizes the window and the packets from the CONNACK, before the
+// first publish.
+func (s *linkSession) start(receiveMax uint16, maxPacket uint32) {
 	if receiveMax == 0 {
 		receiveMax = 65535
 	}
+	s.maxPacket = maxPacket
 	s.slots = make(chan struct{}, receiveMax)
 	s.acked = make(chan outAck, receiveMax)
 }
@@ -120,6 +126,16 @@ func (s *linkSession) send(topic string, m *core.Message, qos byte, node string,
 	s.waiting[id] = outPub{t: t}
 	s.mu.Unlock()
 	s.buf = appendPublish(s.buf[:0], topic, m, qos, id, node)
+	if s.maxPacket > 0 && len(s.buf) > int(s.maxPacket) {
+		// The upstream would close the connection on it [MQTT-3.2.2-15],
+		// and it would be sent again after every reconnect.
+		s.mu.Lock()
+		if _, ok := s.waiting[id]; ok {
+			s.answerLocked(id, fmt.Errorf("%w: a %d-byte PUBLISH is over its Maximum Packet Size of %d", errRefused, len(s.buf), s.maxPacket))
+		}
+		s.mu.Unlock()
+		return nil
+	}
 	// A failed write leaves the publish waiting: the connection is
 	// lost, and ConnectionLost or close reports it.
 	return s.write(s.buf)

@@ -117,54 +117,74 @@ func TestMQTT5LinkQoS(t *testing.T) {
 	}
 }
 
-// TestMQTT5LinkRefusedForGood: a message the upstream refuses for good
-// (PUBACK 0x87: the link's user may not write its topic) is acked here
-// and counted, and the messages behind it go on over the same connection;
-// sent again, it would be refused on every reconnect and hold them back.
+// TestMQTT5LinkRefusedForGood: a message the upstream refuses for good is
+// acked here and counted, and the messages behind it go on over the same
+// connection; sent again, it would be refused on every reconnect and hold
+// them back. Refused: by PUBACK 0x87 (the link's user may not write its
+// topic), and before it is sent, for being over the upstream's Maximum
+// Packet Size (which would close the connection).
 func TestMQTT5LinkRefusedForGood(t *testing.T) {
-	up := startUpstream(t, "127.0.0.1:0")
-	if err := up.users.SetTopicPermissions("u", "/", core.TopicPermissions{Exchange: "amq.topic", Write: `^t\.ok$`, Read: ".*"}); err != nil {
-		t.Fatal(err)
-	}
-	upV := up.broker.VHost("/")
-	if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Window: 16,
-		Topics: []Topic{{Pattern: "t/#"}}})
-	const n = 100 // every third one to t/deny
-	var ok []string
-	for i := range n {
-		key := "t.ok"
-		if i%3 == 1 {
-			key = "t.deny"
-		} else {
-			ok = append(ok, fmt.Sprint(i))
-		}
-		msg := &core.Message{Exchange: "amq.topic", RoutingKey: key, Body: []byte(fmt.Sprint(i)),
-			Properties: core.Properties{Headers: core.Table{topic.QoSHeader: int8(1)}}}
-		if _, err := local.VHost("/").Publish(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	refused := uint64(n - len(ok))
-	waitFor(t, "backlog gone", func() bool {
-		s := m.Status()[0]
-		return s.Backlog == 0 && s.Forwarded == uint64(len(ok)) && s.Refused == refused
-	})
-	if s := m.Status()[0]; s.LastError != "" || !s.Connected {
-		t.Fatalf("the link lost its connection over a refusal: connected %v, last error %q", s.Connected, s.LastError)
-	}
-	for i, want := range ok {
-		d, got := upV.Queue("sink").Get(true)
-		if !got || string(d.Msg.Body) != want {
-			t.Fatalf("upstream message %d: %v (ok %v), want body %s", i, d.Msg, got, want)
-		}
-	}
-	if _, extra := upV.Queue("sink").Get(true); extra {
-		t.Fatal("a refused message reached the upstream")
+	big := bytes.Repeat([]byte("b"), 8<<10)
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, up *testUpstream)
+		bad   func(key string, body []byte) (string, []byte) // the message made refused
+	}{
+		{"topic not authorized", func(t *testing.T, up *testUpstream) {
+			if err := up.users.SetTopicPermissions("u", "/", core.TopicPermissions{Exchange: "amq.topic", Write: `^t\.ok$`, Read: ".*"}); err != nil {
+				t.Fatal(err)
+			}
+		}, func(_ string, body []byte) (string, []byte) { return "t.deny", body }},
+		{"over Maximum Packet Size", func(t *testing.T, up *testUpstream) {
+			up.stop()
+			up.maxPacket = 4 << 10
+			up.serve(t, "127.0.0.1:0")
+		}, func(key string, _ []byte) (string, []byte) { return key, big }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, "127.0.0.1:0")
+			tc.setup(t, up)
+			upV := up.broker.VHost("/")
+			if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Window: 16,
+				Topics: []Topic{{Pattern: "t/#"}}})
+			const n = 100 // every third one refused
+			var ok []string
+			for i := range n {
+				key, body := "t.ok", []byte(fmt.Sprint(i))
+				if i%3 == 1 {
+					key, body = tc.bad(key, body)
+				} else {
+					ok = append(ok, string(body))
+				}
+				msg := &core.Message{Exchange: "amq.topic", RoutingKey: key, Body: body,
+					Properties: core.Properties{Headers: core.Table{topic.QoSHeader: int8(1)}}}
+				if _, err := local.VHost("/").Publish(msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			refused := uint64(n - len(ok))
+			waitFor(t, "backlog gone", func() bool {
+				s := m.Status()[0]
+				return s.Backlog == 0 && s.Forwarded == uint64(len(ok)) && s.Refused == refused
+			})
+			if s := m.Status()[0]; s.LastError != "" || !s.Connected {
+				t.Fatalf("the link lost its connection over a refusal: connected %v, last error %q", s.Connected, s.LastError)
+			}
+			for i, want := range ok {
+				d, got := upV.Queue("sink").Get(true)
+				if !got || string(d.Msg.Body) != want {
+					t.Fatalf("upstream message %d: %v (ok %v), want body %s", i, d.Msg, got, want)
+				}
+			}
+			if _, extra := upV.Queue("sink").Get(true); extra {
+				t.Fatal("a refused message reached the upstream")
+			}
+		})
 	}
 }

@@ -77,6 +77,9 @@ type testUpstream struct {
 	addr     string
 	amqpAddr string // its AMQP listener
 	served   chan error
+	// maxPacket is the MQTT listener's Maximum Packet Size as serve starts
+	// it (0: the listener's default).
+	maxPacket uint32
 }
 
 func startUpstream(t *testing.T, addr string) *testUpstream {
@@ -110,7 +113,7 @@ func startUpstream(t *testing.T, addr string) *testUpstream {
 func (u *testUpstream) serve(t *testing.T, addr string) {
 	t.Helper()
 	srv, err := mqtt.NewServer(u.broker, mqtt.Config{Auth: core.NewAuth(u.users), LoginFailureDelay: -1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		MaxPacketSize: u.maxPacket, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +121,9 @@ func (u *testUpstream) serve(t *testing.T, addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.srv, u.ln, u.addr, u.served = srv, ln, ln.Addr().String(), make(chan error, 1)
-	go func() { u.served <- srv.Serve(ln) }()
+	served := make(chan error, 1) // this listener's: serve may run again, after stop
+	u.srv, u.ln, u.addr, u.served = srv, ln, ln.Addr().String(), served
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(u.stop)
 }
 

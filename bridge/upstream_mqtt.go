@@ -128,16 +128,20 @@ func dialMQTT5(ctx context.Context, l *link, node string, deliver func(string, *
 		return nil, connectError(err, ca, sniff.head())
 	}
 	var receiveMax uint16
+	var maxPacket uint32
 	u.maxQoS = 2
 	if p := ca.Properties; p != nil {
 		if p.ReceiveMaximum != nil {
 			receiveMax = *p.ReceiveMaximum
 		}
+		if p.MaximumPacketSize != nil {
+			maxPacket = *p.MaximumPacketSize
+		}
 		if p.MaximumQoS != nil {
 			u.maxQoS = *p.MaximumQoS
 		}
 	}
-	u.ls.start(receiveMax)
+	u.ls.start(receiveMax, maxPacket)
 	go u.confirmLoop()
 	return u, nil
 }
