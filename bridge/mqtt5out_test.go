@@ -85,13 +85,7 @@ func TestMQTT5LinkQoS(t *testing.T) {
 	for _, qos := range []byte{1, 2} {
 		t.Run(fmt.Sprint("QoS ", qos), func(t *testing.T) {
 			up := startUpstream(t, "127.0.0.1:0")
-			upV := up.broker.VHost("/")
-			if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
-				t.Fatal(err)
-			}
-			if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
-				t.Fatal(err)
-			}
+			upV := up.sink(t)
 			m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Window: 16,
 				Topics: []Topic{{Pattern: "t/#", QoS: &qos}}})
 			const n = 500
@@ -144,13 +138,7 @@ func TestMQTT5LinkRefusedForGood(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := startUpstream(t, "127.0.0.1:0")
 			tc.setup(t, up)
-			upV := up.broker.VHost("/")
-			if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
-				t.Fatal(err)
-			}
-			if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
-				t.Fatal(err)
-			}
+			upV := up.sink(t)
 			m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Window: 16,
 				Topics: []Topic{{Pattern: "t/#"}}})
 			const n = 100 // every third one refused

@@ -109,6 +109,20 @@ func startUpstream(t *testing.T, addr string) *testUpstream {
 	return u
 }
 
+// sink declares the queue "sink" on the upstream, bound to amq.topic for
+// t.#, where the tests read what a link forwarded, and returns its vhost.
+func (u *testUpstream) sink(t *testing.T) *core.VHost {
+	t.Helper()
+	v := u.broker.VHost("/")
+	if _, err := v.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // serve starts the listener on addr ("127.0.0.1:0" for a free port).
 func (u *testUpstream) serve(t *testing.T, addr string) {
 	t.Helper()
@@ -199,13 +213,7 @@ func TestConnectErrorsLoggedOnce(t *testing.T) {
 // messages; resumed, it connects at once and forwards them upstream.
 func TestPauseResume(t *testing.T) {
 	up := startUpstream(t, "127.0.0.1:0")
-	upV := up.broker.VHost("/")
-	if _, err := upV.DeclareQueue(core.QueueDecl{Name: "sink"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := upV.BindQueue("sink", "amq.topic", "t.#", nil, 0); err != nil {
-		t.Fatal(err)
-	}
+	upV := up.sink(t)
 	m, local, logs := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Topics: []Topic{{Pattern: "t/#"}}})
 	waitFor(t, "connected", func() bool { return m.Status()[0].Connected })
 	if err := m.Pause("up"); err != nil {
