@@ -165,31 +165,27 @@ func topicPermJSON(p core.UserTopicPermissions) map[string]any {
 
 // permissionList lists permissions, filtered by user and vhost ("": any).
 func (s *Server) permissionList(w http.ResponseWriter, r *Request, user, vhost string) {
-	us, ok := s.usersOr404(w)
-	if !ok {
-		return
+	if us, ok := s.usersOr404(w); ok {
+		writeList(w, r, ownedBy(us.PermissionList(), user, vhost, func(p core.UserPermissions) (string, string) { return p.User, p.VHost }, permJSON))
 	}
-	items := []map[string]any{}
-	for _, p := range us.PermissionList() {
-		if (user == "" || p.User == user) && (vhost == "" || p.VHost == vhost) {
-			items = append(items, permJSON(p))
-		}
-	}
-	writeList(w, r, items)
 }
 
+// topicPermissionList lists topic permissions, filtered as permissionList.
 func (s *Server) topicPermissionList(w http.ResponseWriter, r *Request, user, vhost string) {
-	us, ok := s.usersOr404(w)
-	if !ok {
-		return
+	if us, ok := s.usersOr404(w); ok {
+		writeList(w, r, ownedBy(us.TopicPermissionList(), user, vhost, func(p core.UserTopicPermissions) (string, string) { return p.User, p.VHost }, topicPermJSON))
 	}
+}
+
+// ownedBy renders the permissions of user on vhost ("": any) as JSON.
+func ownedBy[P any](ps []P, user, vhost string, of func(P) (string, string), toJSON func(P) map[string]any) []map[string]any {
 	items := []map[string]any{}
-	for _, p := range us.TopicPermissionList() {
-		if (user == "" || p.User == user) && (vhost == "" || p.VHost == vhost) {
-			items = append(items, topicPermJSON(p))
+	for _, p := range ps {
+		if u, v := of(p); (user == "" || u == user) && (vhost == "" || v == vhost) {
+			items = append(items, toJSON(p))
 		}
 	}
-	writeList(w, r, items)
+	return items
 }
 
 func (s *Server) permissions(w http.ResponseWriter, r *Request) { s.permissionList(w, r, "", "") }
