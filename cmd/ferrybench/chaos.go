@@ -480,14 +480,45 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
+// seqSource hands a chaos publisher the sequence numbers to send: first
+// those a lost connection left unacknowledged, in order, then new ones,
+// paced, until pctx ends.
+type seqSource struct {
+	next    int64
+	pending []int64 // sorted
+	p       *pacer
+	t       *seqTracker
+}
+
+// take returns the next number to send, or false when there is none.
+func (s *seqSource) take(pctx context.Context) (int64, bool) {
+	switch {
+	case len(s.pending) > 0:
+		seq := s.pending[0]
+		s.pending = s.pending[1:]
+		return seq, true
+	case pctx.Err() == nil:
+		seq := s.next
+		s.next++
+		s.t.sentNew()
+		s.p.wait(pctx)
+		return seq, true
+	}
+	return 0, false
+}
+
+// again queues seq to be sent again, in order among the others.
+func (s *seqSource) again(seq int64) {
+	i, _ := slices.BinarySearch(s.pending, seq)
+	s.pending = slices.Insert(s.pending, i, seq)
+}
+
 // mqttPublish publishes numbered messages at qos until pctx ends, then
 // until every one sent is acknowledged (or ctx ends). After a lost
 // connection it sends again, in order, every message not acknowledged.
 func (c *chaos) mqttPublish(pctx, ctx context.Context, id, topic string, qos byte, t *seqTracker) {
-	var next int64
-	var pending []int64
-	p := &pacer{rate: c.rate}
-	for ctx.Err() == nil && (pctx.Err() == nil || len(pending) > 0) {
+	src := &seqSource{p: &pacer{rate: c.rate}, t: t}
+	for ctx.Err() == nil && (pctx.Err() == nil || len(src.pending) > 0) {
 		cl, lost, err := mqttConnect(c.mqttAddr, id, true, nil)
 		if err != nil {
 			pause(ctx, 200*time.Millisecond)
@@ -516,19 +547,8 @@ func (c *chaos) mqttPublish(pctx, ctx context.Context, id, topic string, qos byt
 			return true
 		}
 		for ok && ctx.Err() == nil {
-			var seq int64
-			switch {
-			case len(pending) > 0:
-				seq, pending = pending[0], pending[1:]
-			case pctx.Err() == nil:
-				seq = next
-				next++
-				t.sentNew()
-				p.wait(pctx)
-			default:
-				seq = -1
-			}
-			if seq < 0 {
+			seq, more := src.take(pctx)
+			if !more {
 				break
 			}
 			win = append(win, flight{seq, cl.Publish(topic, qos, false, seqBody(seq))})
@@ -548,9 +568,8 @@ func (c *chaos) mqttPublish(pctx, ctx context.Context, id, topic string, qos byt
 				}
 			default:
 			}
-			pending = append(pending, f.seq)
+			src.again(f.seq)
 		}
-		slices.Sort(pending)
 		cl.Disconnect(0)
 		if !ok {
 			pause(ctx, 100*time.Millisecond)
@@ -594,10 +613,8 @@ func (c *chaos) mqttSubscribe(ctx context.Context, addr func() string, id, filte
 // amqpPublish publishes persistent numbered messages to a durable queue
 // with confirms, as mqttPublish does over MQTT.
 func (c *chaos) amqpPublish(pctx, ctx context.Context, queue string, t *seqTracker) {
-	var next int64
-	var pending []int64
-	p := &pacer{rate: c.rate}
-	for ctx.Err() == nil && (pctx.Err() == nil || len(pending) > 0) {
+	src := &seqSource{p: &pacer{rate: c.rate}, t: t}
+	for ctx.Err() == nil && (pctx.Err() == nil || len(src.pending) > 0) {
 		conn, ch, err := c.amqpChannel(queue)
 		if err != nil {
 			pause(ctx, 200*time.Millisecond)
@@ -628,19 +645,8 @@ func (c *chaos) amqpPublish(pctx, ctx context.Context, queue string, t *seqTrack
 		}
 		sent := 0
 		for ok && ctx.Err() == nil {
-			var seq int64
-			switch {
-			case len(pending) > 0:
-				seq, pending = pending[0], pending[1:]
-			case pctx.Err() == nil:
-				seq = next
-				next++
-				t.sentNew()
-				p.wait(pctx)
-			default:
-				seq = -1
-			}
-			if seq < 0 {
+			seq, more := src.take(pctx)
+			if !more {
 				break
 			}
 			win = append(win, seq)
@@ -658,10 +664,9 @@ func (c *chaos) amqpPublish(pctx, ctx context.Context, queue string, t *seqTrack
 		}
 		for _, seq := range win {
 			if !t.isAcked(seq) {
-				pending = append(pending, seq)
+				src.again(seq)
 			}
 		}
-		slices.Sort(pending)
 		conn.Close()
 		if !ok {
 			pause(ctx, 100*time.Millisecond)
