@@ -144,21 +144,34 @@ func writeList(w http.ResponseWriter, r *Request, items []map[string]any) {
 	}
 	filtered := len(items)
 	if lq.paged {
-		pageCount := (filtered + lq.size - 1) / lq.size
-		if lq.page > max(pageCount, 1) {
-			badRequest(w, fmt.Sprintf("page out of range, page: %d page size: %d, len: %d", lq.page, lq.size, filtered))
+		start, end, ok := lq.bounds(w, filtered)
+		if !ok {
 			return
 		}
-		start := min((lq.page-1)*lq.size, filtered)
-		end := min(start+lq.size, filtered)
-		page := cutColumns(items[start:end], lq.columns)
-		writeJSON(w, http.StatusOK, map[string]any{
-			"filtered_count": filtered, "item_count": len(page), "items": page, "page": lq.page,
-			"page_count": pageCount, "page_size": lq.size, "total_count": total,
-		})
+		lq.writePage(w, cutColumns(items[start:end], lq.columns), filtered, total)
 		return
 	}
 	writeJSON(w, http.StatusOK, cutColumns(items, lq.columns))
+}
+
+// bounds returns the slice of n filtered items that lq's page holds; if
+// the page is past the last, it answers 400 as RabbitMQ does and reports
+// false.
+func (lq *listQuery) bounds(w http.ResponseWriter, n int) (start, end int, ok bool) {
+	if lq.page > max((n+lq.size-1)/lq.size, 1) {
+		badRequest(w, fmt.Sprintf("page out of range, page: %d page size: %d, len: %d", lq.page, lq.size, n))
+		return 0, 0, false
+	}
+	start = min((lq.page-1)*lq.size, n)
+	return start, min(start+lq.size, n), true
+}
+
+// writePage answers with one page of items in RabbitMQ's paged envelope.
+func (lq *listQuery) writePage(w http.ResponseWriter, items []map[string]any, filtered, total int) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"filtered_count": filtered, "item_count": len(items), "items": items, "page": lq.page,
+		"page_count": (filtered + lq.size - 1) / lq.size, "page_size": lq.size, "total_count": total,
+	})
 }
 
 // cutColumns keeps only the named (dotted) columns of each item.
@@ -227,13 +240,11 @@ func writeListOf[T any](w http.ResponseWriter, r *Request, objs []T, name func(T
 	}
 	filtered := len(objs)
 	if lq.paged {
-		pageCount := (filtered + lq.size - 1) / lq.size
-		if lq.page > max(pageCount, 1) {
-			badRequest(w, fmt.Sprintf("page out of range, page: %d page size: %d, len: %d", lq.page, lq.size, filtered))
+		start, end, ok := lq.bounds(w, filtered)
+		if !ok {
 			return
 		}
-		start := min((lq.page-1)*lq.size, filtered)
-		objs = objs[start:min(start+lq.size, filtered)]
+		objs = objs[start:end]
 	}
 	items := make([]map[string]any, len(objs))
 	for i, o := range objs {
@@ -244,8 +255,5 @@ func writeListOf[T any](w http.ResponseWriter, r *Request, objs []T, name func(T
 		writeJSON(w, http.StatusOK, items)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"filtered_count": filtered, "item_count": len(items), "items": items, "page": lq.page,
-		"page_count": (filtered + lq.size - 1) / lq.size, "page_size": lq.size, "total_count": total,
-	})
+	lq.writePage(w, items, filtered, total)
 }
