@@ -166,12 +166,15 @@ func (c *client) handle(fh packets.FixedHeader, body []byte) error {
 		}
 		codes, replays := s.subscribe(pk.Filters)
 		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes}
-		if err := c.writePacket(&ack); err != nil {
-			return err
-		}
-		// After the SUBACK, so that retained messages cannot overtake it.
+		// The retained messages are queued before the SUBACK goes out, so
+		// that a message published after the client saw its SUBACK comes
+		// after them (as from Mosquitto, which does both in one step); the
+		// write turn is held meanwhile, so that their PUBLISHes, buffered
+		// until it is released, cannot overtake the SUBACK.
+		c.turn.take()
+		defer c.turn.release()
 		s.replayRetained(replays)
-		return nil
+		return c.writePacketInTurn(&ack)
 	case packets.Unsubscribe:
 		if err := pk.UnsubscribeDecode(buf); err != nil {
 			return err
@@ -220,6 +223,13 @@ func (c *client) clientDisconnect(pk *packets.Packet) error {
 
 // writePacket encodes a control packet and writes it at once.
 func (c *client) writePacket(pk *packets.Packet) error {
+	c.turn.take()
+	defer c.turn.release()
+	return c.writePacketInTurn(pk)
+}
+
+// writePacketInTurn is writePacket by a goroutine that holds the write turn.
+func (c *client) writePacketInTurn(pk *packets.Packet) error {
 	pk.ProtocolVersion = c.version
 	pk.Mods.MaxSize = c.maxPacket
 	pk.Mods.DisallowProblemInfo = c.noProblemInfo // [MQTT-3.1.2-29]
@@ -250,7 +260,7 @@ func (c *client) writePacket(pk *packets.Packet) error {
 	}
 	c.stats.pktOut.Add(1)
 	c.stats.bytesOut.Add(uint64(buf.Len()))
-	return c.write(buf.Bytes(), writeTimeout)
+	return c.writeInTurn(buf.Bytes(), writeTimeout)
 }
 
 // writeRaw writes bytes encoded by hand (a CONNACK for a protocol level

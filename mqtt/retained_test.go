@@ -129,3 +129,20 @@ func TestRetainHandling(t *testing.T) {
 		})
 	}
 }
+
+// TestRetainedBeforeLaterPublish: the retained messages a SUBSCRIBE owes
+// come before any message published after the client got its SUBACK, as
+// from Mosquitto; and never before the SUBACK itself.
+func TestRetainedBeforeLaterPublish(t *testing.T) {
+	b := startTestBroker(t, testBrokerOpts{})
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "order-pub"})
+	pub.PublishAcked(t, &paho.Publish{Topic: "order/retained", QoS: 1, Retain: true, Payload: []byte("retained")})
+	for i := range 50 {
+		sub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("order-sub-%d", i)})
+		sub.SubscribeAt(t, 0, "order/#")
+		pub.Send(t, "order/live", 0, "live")
+		if m := sub.NextMsg(t, "first message"); m.Payload != "retained" {
+			t.Fatalf("round %d: first message %+v, want the retained one", i, m)
+		}
+	}
+}
