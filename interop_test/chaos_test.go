@@ -18,10 +18,11 @@ import (
 // persistent sessions (one subscriber slow), AMQP publisher confirms with a
 // slow consumer, and a bridge to an upstream ferrymq through a proxy that
 // cuts the uplink every few seconds - while the broker is killed with
-// SIGKILL every ~8 s and started again on the same data directory. It
-// fails if a message acknowledged to its publisher never arrives, if a
-// stream's first arrivals leave publish order, if fewer than 3 kills
-// happened, or if the broker's RSS passes 384 MiB under --memory-limit
+// SIGKILL every ~8 s (at least 3 times: --min-kills) and started again on
+// the same data directory. It fails if a message acknowledged to its
+// publisher never arrives, if a stream's first arrivals leave publish
+// order, if fewer than 3 kills happened (a restart too slow to leave room
+// for them), or if the broker's RSS passes 384 MiB under --memory-limit
 // 256MiB. The real clients are ferrybench's: amqp091-go and
 // paho.mqtt.golang.
 func TestChaosSoakShort(t *testing.T) {
@@ -32,7 +33,7 @@ func TestChaosSoakShort(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bench, "--scenario", "chaos-soak", "--duration", "35s", "--kill-every", "8s",
+	cmd := exec.CommandContext(ctx, bench, "--scenario", "chaos-soak", "--duration", "35s", "--kill-every", "8s", "--min-kills", "3",
 		"--edge-bin", bin, "--broker-args", "--memory-limit 256MiB", "--max-rss", "384",
 		"--json", "--progress=false", "--drain-idle", "1s")
 	var stderr bytes.Buffer

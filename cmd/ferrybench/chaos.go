@@ -145,6 +145,12 @@ func chaosSoak(ctx context.Context, r *run, res *result) error {
 	})
 	for {
 		wait := time.Duration((0.5 + rand.Float64()) * float64(r.cfg.killEvery))
+		if need := r.cfg.minKills - kills; need > 0 {
+			// Random waits and slow restarts may leave too little time
+			// for the kills asked for: the rest are spread over what is
+			// left, with a share after the last one for its restart.
+			wait = min(wait, time.Until(end)/time.Duration(need+1))
+		}
 		if time.Now().Add(wait).After(end) {
 			break
 		}

@@ -101,6 +101,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.drainSub, "drain-subscriber", "during", "bridge-drain-*: `when` the upstream's subscriber reads: during the drain (it checks loss and order as messages arrive), or none (the upstream only takes the publishes, as when its consumers are away; an AMQP upstream's queue is read and checked after the drain, an MQTT upstream is not checked)")
 	fs.StringVar(&cfg.edgeBin, "edge-bin", "bin/ferrymq", "bridge-drain-*: the ferrymq `binary` started as the edge whose bridge drains into the broker under test; chaos-soak: the one it starts, kills and restarts")
 	fs.DurationVar(&cfg.killEvery, "kill-every", 10*time.Second, "chaos-soak: mean `time` between SIGKILLs of the broker (each wait is 0.5-1.5 times it)")
+	fs.IntVar(&cfg.minKills, "min-kills", 0, "chaos-soak: at least this many `kills` within --duration: waits are shortened when the random ones would leave fewer")
 	fs.StringVar(&cfg.brokerArgs, "broker-args", "", "chaos-soak: extra `flags` for the ferrymq it starts, space-separated (e.g. \"--memory-limit 512MiB\")")
 	fs.IntVar(&cfg.maxRSSMiB, "max-rss", 0, "chaos-soak: fail if the broker's peak RSS passes this many `MiB` (0: report only)")
 	fs.IntVar(&cfg.chaosRate, "chaos-rate", 300, "chaos-soak: messages per second per publisher (4 publishers)")

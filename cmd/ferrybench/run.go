@@ -39,6 +39,7 @@ type config struct {
 	drainSub    string        // bridge-drain-*: "during" or "none"
 	edgeBin     string        // bridge-drain-*, chaos-soak: the ferrymq binary run as the edge / broker under test
 	killEvery   time.Duration // chaos-soak: mean time between SIGKILLs
+	minKills    int           // chaos-soak: kills made within --duration whatever the random waits
 	brokerArgs  string        // chaos-soak: extra ferrymq flags (--memory-limit 512MiB)
 	maxRSSMiB   int           // chaos-soak: fail when the broker's peak RSS passes this; 0: not checked
 	chaosRate   int           // chaos-soak: messages per second per publisher
