@@ -520,17 +520,20 @@ func (r *runner) run(ctx context.Context) {
 				err = fmt.Errorf("%w: %v", errLost, cause)
 			}
 		}
+		// Paused or stopping, rather than lost: asked before cancel,
+		// which ends cctx whatever happened.
+		stopped := cctx.Err() != nil
 		r.connected.Store(false)
 		up.close()
 		r.waitFlying()
 		cancel()
-		if err != nil && cctx.Err() == nil {
+		if err != nil && !stopped {
 			r.setErr(err)
 			r.log.Warn("bridge disconnected", "err", err)
 		}
 		r.logStatus()
-		if cctx.Err() != nil {
-			continue // paused or stopping: no backoff
+		if stopped {
+			continue // no backoff
 		}
 		select {
 		case <-ctx.Done():
