@@ -136,8 +136,9 @@ type Status struct {
 	LoopsCut     uint64 // messages not forwarded because they had been here
 	// Refused counts messages the upstream refused for good (an MQTT 5
 	// PUBACK of 0x83, 0x87, 0x90 or 0x99: not authorized, a topic or
-	// payload it will never take; or a packet over its Maximum Packet
-	// Size): acked here and logged, not sent again.
+	// payload it will never take; a packet over its Maximum Packet Size;
+	// an AMQP channel exception 403 or 406 over the message): acked here
+	// and logged, not sent again. See the package doc.
 	Refused uint64
 	// QueueLost counts the times the store-and-forward queue was found
 	// deleted (by an administrator) and made again; LostMessages is the
@@ -589,7 +590,7 @@ func (r *runner) dial(ctx context.Context) (upstream, error) {
 	}
 	switch r.l.proto {
 	case protoAMQP:
-		return dialAMQP(dctx, r.l, r.m.opts.Node, deliver)
+		return dialAMQP(dctx, r.l, r.m.opts.Node, deliver, r.log)
 	case protoMQTT5:
 		return dialMQTT5(dctx, r.l, r.m.opts.Node, deliver, r.log)
 	default:
@@ -616,6 +617,14 @@ type upstream interface {
 	close()
 }
 
+// reopener is an upstream whose publishing side can be lost alone, the
+// connection standing (an AMQP channel exception over one publish): after
+// forward returned errLost, reopen makes it publish again and reports
+// true, or reports false if the connection is lost.
+type reopener interface {
+	reopen() bool
+}
+
 // serve runs both directions on one connection until it is lost.
 func (r *runner) serve(ctx context.Context, up upstream) error {
 	if len(r.l.in) > 0 {
@@ -633,10 +642,19 @@ func (r *runner) serve(ctx context.Context, up upstream) error {
 	}
 	for {
 		err := r.forward(ctx, up)
-		if !errors.Is(err, errQueueLost) {
-			return err
+		if errors.Is(err, errQueueLost) {
+			// Keep the upstream connection: the queue is made again at
+			// the top of forward.
+			continue
 		}
-		// Keep the upstream connection: the queue is made again at the
-		// top of forward.
+		if ro, ok := up.(reopener); ok && errors.Is(err, errLost) {
+			// The unconfirmed publishes must be back in the queue
+			// before the next forward takes its head.
+			r.waitFlying()
+			if ro.reopen() {
+				continue
+			}
+		}
+		return err
 	}
 }
