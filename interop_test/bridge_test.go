@@ -206,6 +206,12 @@ func TestBridgeLoopBothWays(t *testing.T) {
 			if tc.bLink != nil {
 				waitLog(t, b, "bridge connected")
 			}
+			if tc.aLink[1] == "both" {
+				// What b publishes reaches a only once a's link has
+				// subscribed on b, which it does after it logged
+				// "bridge connected".
+				waitInboundBinding(t, b, "room.#", "seen-b")
+			}
 			publishAMQP(t, a, "room.1", 0, 50)
 			publishAMQP(t, b, "room.1", 1000, 50)
 			// Sentinels last from each side: what arrives after them is
@@ -231,6 +237,37 @@ func TestBridgeLoopBothWays(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// waitInboundBinding waits until upstream has a binding of amq.topic with
+// key to a queue other than except: the queue of a link's inbound
+// subscription there (an MQTT session's subscription queue, or the AMQP
+// link's own queue). Messages published upstream before it exists are not
+// the link's to carry.
+func waitInboundBinding(t *testing.T, upstream *Broker, key, except string) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		var bindings []struct {
+			Source      string `json:"source"`
+			Destination string `json:"destination"`
+			RoutingKey  string `json:"routing_key"`
+		}
+		apiJSON(t, upstream, "GET", "/api/bindings/%2F", nil, &bindings)
+		for _, bd := range bindings {
+			if bd.Source == "amq.topic" && bd.RoutingKey == key && bd.Destination != except {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no inbound link's binding of amq.topic with %q on the upstream: %+v", key, bindings)
+		}
+		select {
+		case <-upstream.Exited():
+			t.Fatal("upstream broker exited")
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
