@@ -324,6 +324,7 @@ func TestCtlCloseConnection(t *testing.T) {
 	case <-time.After(eventTimeout):
 		t.Fatal("connection not closed by close-connection")
 	}
+	waitConnGone(t, b, name)
 	r := ctl(t, b, "", "close-connection", name)
 	if r.code != 1 || !strings.Contains(r.stderr, "404") {
 		t.Errorf("closing it again: exit %d, stderr %q; want 1 and 404", r.code, r.stderr)

@@ -180,6 +180,25 @@ func findConn(t *testing.T, b *Broker, protocol, local string) connJSON {
 	return connJSON{}
 }
 
+// waitConnGone waits until the connection named name is no longer listed.
+// A client sees its connection closed when it has read connection.close and
+// answered close-ok; the broker unlists the connection after it has read
+// that close-ok and released the connection's channels, a moment later.
+func waitConnGone(t *testing.T, b *Broker, name string) {
+	t.Helper()
+	deadline := time.Now().Add(mgmtWait)
+	for {
+		code, body := apiCall(t, b, "guest", "guest", "GET", "/api/connections/"+url.PathEscape(name), nil)
+		if code == http.StatusNotFound {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connection %s still listed %v after it was closed: %d %s", name, mgmtWait, code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestMgmtCloseConnection: DELETE /api/connections/{name} with X-Reason
 // closes an amqp091-go connection with 320 CONNECTION_FORCED and the
 // reason, an MQTT 5 one with DISCONNECT 0x98 Administrative action, and
@@ -217,6 +236,7 @@ func TestMgmtCloseConnection(t *testing.T) {
 	case <-time.After(mgmtWait):
 		t.Fatal("amqp connection not closed")
 	}
+	waitConnGone(t, b, ac.Name)
 	if code, _ := apiCall(t, b, "guest", "guest", "DELETE", "/api/connections/"+url.PathEscape(ac.Name), nil); code != http.StatusNotFound {
 		t.Errorf("DELETE of a closed connection: %d, want 404", code)
 	}
