@@ -29,8 +29,11 @@ import (
 
 const (
 	// rabbitReadyTimeout bounds a RabbitMQ boot: the Erlang VM, Mnesia and
-	// the plugins take several seconds even on a fast machine.
-	rabbitReadyTimeout = 60 * time.Second
+	// the plugins take several seconds even on a fast machine, and on a
+	// loaded one over a minute (the management plugin's node took 25 s to
+	// its first log line and 56 s to its last boot step at a load average
+	// of 18 on 2 cores, and was not ready at 60 s).
+	rabbitReadyTimeout = 3 * time.Minute
 	// realStopTimeout bounds a graceful stop after SIGTERM.
 	realStopTimeout = 60 * time.Second
 	// pollInterval is how often a condition with a deadline is checked.
