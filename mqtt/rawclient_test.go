@@ -363,12 +363,19 @@ func (c *rawClient) awaitOrClose(t testing.TB, typ byte, id int, what string) (r
 // nextPub returns the next PUBLISH received.
 func (c *rawClient) nextPub(t testing.TB, what string) rawPublish {
 	t.Helper()
+	return c.nextPubWithin(t, what, mqttWait)
+}
+
+// nextPubWithin is nextPub with a deadline of its own, for a delivery that
+// is much more work than one packet of the usual size.
+func (c *rawClient) nextPubWithin(t testing.TB, what string, wait time.Duration) rawPublish {
+	t.Helper()
 	select {
 	case p := <-c.pubs:
 		return p
 	default:
 	}
-	timer := time.NewTimer(mqttWait)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
 	case p := <-c.pubs:
@@ -381,7 +388,7 @@ func (c *rawClient) nextPub(t testing.TB, what string) rawPublish {
 		}
 		t.Fatalf("%s: connection closed (%v); control packets read: %v", what, c.err, c.stash)
 	case <-timer.C:
-		t.Fatalf("%s: no PUBLISH within %v", what, mqttWait)
+		t.Fatalf("%s: no PUBLISH within %v", what, wait)
 	}
 	return rawPublish{}
 }
