@@ -28,7 +28,12 @@ import (
 )
 
 // waitTimeout bounds every wait for something that should happen promptly.
-const waitTimeout = 5 * time.Second
+// Promptly is slow on a loaded 2-core machine under -race, with this
+// package's parallel tests sharing the CPU: the test binary then got about
+// 13% of it, a 1 MiB body took 3.6 s to go through a basic.get and a
+// delivery, and the delivery of a 5 MiB one (TestE2EBodies) took over 5 s,
+// the earlier bound. It is only ever waited out when something is wrong.
+const waitTimeout = 20 * time.Second
 
 // startServer starts a Server for a fresh Broker on 127.0.0.1:0 and returns
 // the AMQP URL of vhost "/" as guest/guest. Cleanup shuts the server down
