@@ -400,8 +400,15 @@ func TestPagingBoundsMemory(t *testing.T) {
 		t.Fatalf("anonymous RSS %d MiB with %d queued messages, want under %d MiB", mem.anon>>20, n, limit>>20)
 	}
 
+	// Recovery is the new process's start to its listeners; the clean
+	// stop before it is timed apart.
 	start = time.Now()
-	b2 := restart(t, b, "--memory-budget", strconv.Itoa(64<<20))
+	if err := b.Stop(t); err != nil {
+		t.Fatalf("stop: %v\n%s", err, b.Output())
+	}
+	stopped := time.Since(start)
+	start = time.Now()
+	b2 := StartBroker(t, "--data-dir", b.DataDir, "--memory-budget", strconv.Itoa(64<<20))
 	recovery := time.Since(start)
 	_, ch2 := dialBroker(t, b2)
 	q, err := ch2.QueueDeclarePassive("big", true, false, false, false, nil)
@@ -409,7 +416,7 @@ func TestPagingBoundsMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	mem = readMemory(t, b2.Cmd.Process.Pid)
-	t.Logf("restart with %d messages: %v; %v", q.Messages, recovery, mem)
+	t.Logf("stop in %v; restart with %d messages: %v; %v", stopped, q.Messages, recovery, mem)
 	if q.Messages != n {
 		t.Fatalf("recovered %d messages, want %d", q.Messages, n)
 	}
