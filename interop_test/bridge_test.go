@@ -3,7 +3,10 @@ package interop_test
 import (
 	"context"
 	"encoding/binary"
+	"math/rand/v2"
 	"net"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,16 +16,60 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// freePort returns a loopback port free at the time of the call, for a
-// broker that must come back on the same address after a restart.
+// freePort returns a loopback address whose port is free at the time of
+// the call and outside the kernel's ephemeral range, for a listener that
+// is started later, or again after a stop, on the same address (a broker
+// that must come back where its peers dial it, RabbitMQ, Prometheus), or
+// for an address where nothing must listen. A port of the ephemeral range
+// (what port 0 gives) is handed to any process on the machine that listens
+// on port 0, or dials out, in the seconds until then; a port below the
+// range is taken only by a process that asks for that very port.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo := ephemeralLow()
+	for range 1000 {
+		port := freePortMin + rand.IntN(max(lo-freePortMin, 1))
+		if lo <= freePortMin {
+			port = 0 // no room below the range: the kernel's choice
+		}
+		if slices.Contains(wellKnownPorts, port) {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // in use
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
+}
+
+// freePortMin is the lowest port freePort hands out.
+const freePortMin = 10000
+
+// wellKnownPorts are defaults of the brokers on the machine in freePort's
+// range (RabbitMQ's management and its Erlang distribution), left to them.
+var wellKnownPorts = []int{15672, 15675, 15692, 25672}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range,
+// 32768 (Linux's default) if it cannot be read.
+func ephemeralLow() int {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return lo
 }
 
 // upstreamQueue declares a durable queue on b bound to amq.topic with key.
