@@ -62,6 +62,35 @@ func expectSink(t *testing.T, upV *core.VHost, want []string) {
 	}
 }
 
+// expectSinkAtLeastOnce is expectSink allowing duplicates of a message
+// cut off by a dropped connection: each of want arrives, the first time
+// in order, and nothing else does. It returns the duplicates.
+func expectSinkAtLeastOnce(t *testing.T, upV *core.VHost, want []string) (dups int) {
+	t.Helper()
+	seen := map[string]bool{}
+	next := 0
+	for {
+		d, ok := upV.Queue("sink").Get(true)
+		if !ok {
+			break
+		}
+		b := string(d.Msg.Body)
+		switch {
+		case seen[b]:
+			dups++
+		case next < len(want) && b == want[next]:
+			seen[b] = true
+			next++
+		default:
+			t.Fatalf("upstream message %q: want %q next", b, want[min(next, len(want)-1)])
+		}
+	}
+	if next != len(want) {
+		t.Fatalf("%d of %d messages reached the upstream; the next missing: %s", next, len(want), want[next])
+	}
+	return dups
+}
+
 // TestAMQPLinkRefusedForGood: a publish an AMQP upstream refuses by
 // closing the channel with a per-message code (403 ACCESS_REFUSED, 406
 // PRECONDITION_FAILED) is found among the publishes in flight, acked here,
@@ -213,4 +242,75 @@ func TestAMQPLinkExchangeMissing(t *testing.T) {
 		t.Fatalf("%d connections in %.1f s: not backing off\n%s", c, secs, logs)
 	}
 	expectSink(t, upV, want)
+}
+
+// TestMQTT3LinkRefusedByDisconnect: an MQTT 3.1.1 upstream refuses a
+// publish by closing the connection (ferrymq does for a topic the user
+// may not write, any broker for a packet over its size). The link sends
+// the message alone on the next connections, and after closeStrikes
+// drops right after it, refuses it for good (acked, counted, logged); the
+// messages around it reach the upstream in order, and the link does not
+// keep reconnecting.
+func TestMQTT3LinkRefusedByDisconnect(t *testing.T) {
+	big := bytes.Repeat([]byte("b"), 8<<10)
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, up *testUpstream)
+		bad   func(key string, body []byte) (string, []byte)
+	}{
+		{"topic write denied", func(t *testing.T, up *testUpstream) {
+			if err := up.users.SetTopicPermissions("u", "/", core.TopicPermissions{Exchange: "amq.topic", Write: `^t\.ok$`, Read: ".*"}); err != nil {
+				t.Fatal(err)
+			}
+		}, func(_ string, body []byte) (string, []byte) { return "t.deny", body }},
+		{"over the upstream's packet size", func(t *testing.T, up *testUpstream) {
+			up.stop()
+			up.maxPacket = 4 << 10
+			up.serve(t, "127.0.0.1:0")
+		}, func(key string, _ []byte) (string, []byte) { return key, big }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, "127.0.0.1:0")
+			tc.setup(t, up)
+			upV := up.sink(t)
+			m, local, logs := startLink(t, Link{Name: "up", URL: "mqtt3://u:right@" + up.addr, Window: 16,
+				Topics: []Topic{{Pattern: "t/#"}}})
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("the link's log:\n%s", logs)
+				}
+			})
+			const n = 40 // one refused, in the middle
+			var ok []string
+			for i := range n {
+				key, body := "t.ok", []byte(fmt.Sprint(i))
+				if i == n/2 {
+					key, body = tc.bad(key, body)
+				} else {
+					ok = append(ok, string(body))
+				}
+				publishLocal(t, local, key, body)
+			}
+			// Longer than waitFor: paho.mqtt.golang may hold a publish
+			// cut off by the dropped connection for its 30 s timeout
+			// before the link sees the drop (see the issue note).
+			deadline := time.Now().Add(90 * time.Second)
+			for s := m.Status()[0]; s.Backlog != 0 || s.Forwarded != uint64(len(ok)) || s.Refused != 1; s = m.Status()[0] {
+				if time.Now().After(deadline) {
+					t.Fatalf("backlog %d, forwarded %d, refused %d; want 0, %d, 1", s.Backlog, s.Forwarded, s.Refused, len(ok))
+				}
+				time.Sleep(10 * time.Millisecond) // polling the status, not synchronising
+			}
+			t.Logf("%d duplicates", expectSinkAtLeastOnce(t, upV, ok))
+			if w := logs.lines("level=WARN", "refused messages for good", "closed the connection right after its publish"); len(w) != 1 {
+				t.Fatalf("want one WARN for the refusal, got %d:\n%s", len(w), logs)
+			}
+			// The first connection, one per strike, and the last; a
+			// drop after an innocent message sent alone may strike it
+			// once (its confirmation later clears it).
+			if c := logs.lines("bridge connected"); len(c) > 2*closeStrikes+2 {
+				t.Fatalf("connected %d times for one refusal:\n%s", len(c), logs)
+			}
+		})
+	}
 }

@@ -137,8 +137,10 @@ type Status struct {
 	// Refused counts messages the upstream refused for good (an MQTT 5
 	// PUBACK of 0x83, 0x87, 0x90 or 0x99: not authorized, a topic or
 	// payload it will never take; a packet over its Maximum Packet Size;
-	// an AMQP channel exception 403 or 406 over the message): acked here
-	// and logged, not sent again. See the package doc.
+	// an AMQP channel exception 403 or 406 over the message; an MQTT
+	// 3.1.1 upstream closing the connection right after it, three times
+	// in a row): acked here and logged, not sent again. See the package
+	// doc.
 	Refused uint64
 	// QueueLost counts the times the store-and-forward queue was found
 	// deleted (by an administrator) and made again; LostMessages is the
@@ -283,6 +285,9 @@ type runner struct {
 	forwarded, recvd atomic.Uint64
 	loops            atomic.Uint64
 	refused          atomic.Uint64
+	// probe3 finds a message an MQTT 3.1.1 upstream refuses by closing
+	// the connection, across connections.
+	probe3 closeProbe
 	// flying counts publishes not yet settled locally. The next
 	// connection waits for them: one requeued late would go out after
 	// messages behind it.
@@ -594,7 +599,7 @@ func (r *runner) dial(ctx context.Context) (upstream, error) {
 	case protoMQTT5:
 		return dialMQTT5(dctx, r.l, r.m.opts.Node, deliver, r.log)
 	default:
-		return dialMQTT3(dctx, r.l, deliver)
+		return dialMQTT3(dctx, r.l, deliver, &r.probe3, r.log)
 	}
 }
 

@@ -19,7 +19,10 @@
 // apart. Refused for good, acked here, counted (Status.Refused) and
 // logged at WARN (one line per connection, then one each time the count
 // doubles): an MQTT 5 PUBACK 0x83, 0x87, 0x90 or 0x99; a packet over an
-// MQTT 5 upstream's Maximum Packet Size; an AMQP channel exception 403
+// MQTT 5 upstream's Maximum Packet Size; a message an MQTT 3.1.1
+// upstream closed the connection over, right after its publish, with it
+// alone in flight, three times in a row (closeProbe: 3.1.1 has no other
+// way to refuse); an AMQP channel exception 403
 // ACCESS_REFUSED (the link's user may not write the exchange, or, with
 // topic authorisation, the routing key) or 406 PRECONDITION_FAILED (over
 // the upstream's max message size, an invalid property). Everything else

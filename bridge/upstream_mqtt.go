@@ -403,15 +403,27 @@ type mqtt3Upstream struct {
 	cause   error
 	tokens  chan tokenReq
 	stop    chan struct{}
+	probe   *closeProbe // the link's, across its connections
+	log     *slog.Logger
+	// lastPub is when the latest publish was handed to paho (UnixNano);
+	// published counts them. confirmLoop counts the confirmed.
+	lastPub   atomic.Int64
+	published atomic.Int64
+	confirmed atomic.Int64
+	probed    atomic.Bool // the probe was told of the loss
 }
 
 type tokenReq struct {
-	tok pahomqtt.Token
-	t   ticket
+	tok   pahomqtt.Token
+	t     ticket
+	key   uint64    // messageKey
+	at    time.Time // when it was handed to paho
+	alone bool      // a suspect, sent alone (closeProbe)
 }
 
-func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message, func())) (upstream, error) {
-	u := &mqtt3Upstream{l: l, deliver: deliver, gone: make(chan struct{}), tokens: make(chan tokenReq, l.Window), stop: make(chan struct{})}
+func dialMQTT3(ctx context.Context, l *link, deliver func(string, *core.Message, func()), probe *closeProbe, log *slog.Logger) (upstream, error) {
+	u := &mqtt3Upstream{l: l, deliver: deliver, gone: make(chan struct{}), tokens: make(chan tokenReq, l.Window), stop: make(chan struct{}),
+		probe: probe, log: log}
 	scheme := map[bool]string{true: "ssl", false: "tcp"}[l.secure]
 	host := l.url.Host
 	if l.url.Port() == "" {
@@ -477,7 +489,8 @@ func (u *mqtt3Upstream) lostCause() error {
 }
 
 // confirmLoop waits for each publish token in order, and settles what
-// is confirmed before it waits.
+// is confirmed before it waits. When the connection is lost it tells the
+// probe what was in flight (closeProbe).
 func (u *mqtt3Upstream) confirmLoop() {
 	var f flusher
 	defer f.flush()
@@ -502,11 +515,53 @@ func (u *mqtt3Upstream) confirmLoop() {
 		}
 		if err := r.tok.Error(); err != nil || !isDone(r.tok) {
 			u.lose(fmt.Errorf("publish: %v", err))
-			f.done(r.t, errLost)
+			f.done(r.t, u.failed(r))
 			continue
 		}
+		if r.alone {
+			u.probe.confirmed(r.key)
+		}
+		u.confirmed.Add(1)
 		f.done(r.t, nil)
 	}
+}
+
+// failed is the answer for r, a publish the connection was lost with; u.gone
+// is closed. The first one so answered, by confirmLoop or close, tells the
+// probe, unless the link closed the connection itself before it was lost.
+func (u *mqtt3Upstream) failed(r tokenReq) error {
+	if errors.Is(u.cause, errClosed) || !u.probed.CompareAndSwap(false, true) {
+		return errLost
+	}
+	if refusal := u.probeLost(r, int(u.published.Load()-u.confirmed.Load())); refusal != nil {
+		return refusal
+	}
+	return errLost
+}
+
+// probeLost tells the probe that the connection was lost with r the
+// oldest of n publishes unconfirmed, and returns the refusal of r if it
+// is one.
+func (u *mqtt3Upstream) probeLost(r tokenReq, n int) error {
+	now := time.Now()
+	if r.alone && now.Sub(r.at) < closeWindow {
+		strikes, refused := u.probe.strike(r.key)
+		if strikes < closeStrikes {
+			u.log.Debug("bridge: the upstream closed the connection right after a publish sent alone", "strikes", strikes)
+			return nil
+		}
+		err := fmt.Errorf("%w: the MQTT 3.1.1 upstream closed the connection right after its publish, alone in flight, %d times in a row", errRefused, strikes)
+		if refused&(refused-1) == 0 {
+			u.log.Warn("bridge: upstream refused messages for good; acked here, not sent again", "refused", refused, "err", err)
+		}
+		return err
+	}
+	if last := time.Unix(0, u.lastPub.Load()); now.Sub(last) < closeWindow {
+		// Maybe closed over one of them: the next connections send them
+		// one at a time.
+		u.probe.lost(n)
+	}
+	return nil
 }
 
 func isDone(t pahomqtt.Token) bool {
@@ -525,11 +580,29 @@ func (u *mqtt3Upstream) publish(topic string, m *core.Message, qos byte, t ticke
 		return
 	default:
 	}
-	tok := u.c.Publish(topic, qos, false, m.Body)
+	if !u.c.IsConnectionOpen() {
+		// Lost, and paho has not said so yet: its Publish would wait
+		// (up to 30 s) for a writer that has stopped.
+		t.done(errLost)
+		return
+	}
+	alone := u.probe.suspecting()
+	r := tokenReq{t: t, alone: alone, key: messageKey(topic, m), at: time.Now()}
+	u.lastPub.Store(r.at.UnixNano())
+	u.published.Add(1)
+	r.tok = u.c.Publish(topic, qos, false, m.Body)
 	select {
-	case u.tokens <- tokenReq{tok, t}:
+	case u.tokens <- r:
 	case <-u.gone:
 		t.done(errLost)
+		return
+	}
+	if alone {
+		// A suspect: the next publish waits for its answer.
+		select {
+		case <-r.tok.Done():
+		case <-u.gone:
+		}
 	}
 }
 
@@ -562,13 +635,15 @@ func (u *mqtt3Upstream) subscribe(rules []Topic) error {
 func (u *mqtt3Upstream) lost() <-chan struct{} { return u.gone }
 
 func (u *mqtt3Upstream) close() {
+	// First: a publish failing from here on fails by this close (unless
+	// the connection was lost already).
+	u.lose(errClosed)
 	close(u.stop)
 	u.c.Disconnect(250)
-	u.lose(errClosed)
 	for {
 		select {
 		case r := <-u.tokens:
-			r.t.done(errLost)
+			r.t.done(u.failed(r))
 		default:
 			return
 		}

@@ -235,7 +235,7 @@ var (
 	descBridgeReceived     = desc("ferrymq_bridge_received_total", "Messages taken in from the upstream.", "bridge")
 	descBridgeDropped      = desc("ferrymq_bridge_dropped_total", "Messages dropped by a full store-and-forward buffer (overflow drop-oldest).", "bridge")
 	descBridgeLoopsCut     = desc("ferrymq_bridge_loops_cut_total", "Messages not forwarded because they had already crossed this node.", "bridge")
-	descBridgeRefused      = desc("ferrymq_bridge_refused_total", "Messages the upstream refused for good (MQTT 5 PUBACK 0x83, 0x87, 0x90, 0x99 or over its Maximum Packet Size; AMQP channel exception 403, 406): acked here and not sent again.", "bridge")
+	descBridgeRefused      = desc("ferrymq_bridge_refused_total", "Messages the upstream refused for good (MQTT 5 PUBACK 0x83, 0x87, 0x90, 0x99 or over its Maximum Packet Size; AMQP channel exception 403, 406; MQTT 3.1.1 connection closed right after it, alone in flight, 3 times in a row): acked here and not sent again.", "bridge")
 	descBridgeQueueLost    = desc("ferrymq_bridge_queue_lost_total", "Times the link's store-and-forward queue was found deleted and made again.", "bridge")
 	descBridgeLastError    = desc("ferrymq_bridge_last_error_timestamp_seconds", "When the link last failed (connect or connection lost), Unix time; 0 if never.", "bridge")
 )
