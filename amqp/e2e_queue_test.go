@@ -500,14 +500,30 @@ func TestE2EQueueExpires(t *testing.T) {
 	url, _, broker := startServer(t, amqp.Config{})
 	conn := dial(t, url)
 	ch := openChannel(t, conn)
-	declareQueue(t, ch, "idle", amqp091.Table{"x-expires": int32(200)})
-	declareQueue(t, ch, "busy", amqp091.Table{"x-expires": int32(200)})
-	consume(t, openChannel(t, conn), "busy", false, nil)
-	vh := broker.VHost("/")
+	// From before the declare, where the server starts the interval: timed
+	// from after the declares and the consume, a test goroutine held up
+	// there for 100 ms would see the queue go early.
 	start := time.Now()
+	declareQueue(t, ch, "idle", amqp091.Table{"x-expires": int32(200)})
+	// busy gets its consumer within its interval. A test goroutine held up
+	// longer than that between the declare and the consume finds it gone,
+	// rightly, and tries again; a consume refused sooner is a failure.
+	for {
+		declared := time.Now()
+		declareQueue(t, ch, "busy", amqp091.Table{"x-expires": int32(200)})
+		_, err := openChannel(t, conn).Consume("busy", "", false, false, false, false, nil)
+		if err == nil {
+			break
+		}
+		if took := time.Since(declared); took < 200*time.Millisecond {
+			t.Fatalf("basic.consume %v after declaring busy: %v", took, err)
+		}
+		wantAMQPError(t, err, amqp091.NotFound)
+	}
+	vh := broker.VHost("/")
 	eventually(t, waitTimeout, "queue with x-expires 200ms deleted", func() bool { return vh.Queue("idle") == nil })
-	if elapsed := time.Since(start); elapsed < 100*time.Millisecond {
-		t.Errorf("queue deleted after %v, well before its 200ms x-expires", elapsed)
+	if elapsed := time.Since(start); elapsed < 200*time.Millisecond {
+		t.Errorf("queue deleted %v after its declare was sent, before its 200ms x-expires", elapsed)
 	}
 	if queueExists(t, conn, "idle") {
 		t.Fatalf("expired queue still visible to clients")
