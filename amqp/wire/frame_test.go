@@ -176,13 +176,23 @@ func TestReaderDeadline(t *testing.T) {
 	frame := rawFrame(FrameMethod, 1, methodPayload(60, 80, u64(3), u8(0)))
 	r := NewReader(a)
 
-	go b.Write(frame[:5])
+	// The second part goes after the first has been taken: a pipe write
+	// waits for a reader, so if the deadline came first (a held-up
+	// goroutine) both would wait, in either order.
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		b.Write(frame[:5])
+	}()
 	a.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if _, err := r.ReadFrame(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("got %v, want a deadline error", err)
 	}
 	a.SetReadDeadline(time.Time{})
-	go b.Write(frame[5:])
+	go func() {
+		<-first
+		b.Write(frame[5:])
+	}()
 	f, err := r.ReadFrame()
 	if err != nil {
 		t.Fatal(err)
