@@ -21,8 +21,8 @@ import (
 // so that one Notify covers many. With a Store that is a FailureLog, each
 // item it releases gets the outcome of its own position: an item the
 // store refused in an earlier commit than the one of that position is
-// failed, not released as durable, and an item before a refused one in the
-// same commit is not failed with it.
+// failed, not released as durable, and an item before or after a refused
+// one in the same commit is not failed with it.
 type SyncQueue[T any] struct {
 	broker  *Broker
 	release func(items []T, err error, fromStore bool)
@@ -45,11 +45,11 @@ type syncItem[T any] struct {
 }
 
 // FailureLog is implemented by a Store that remembers which committed
-// positions it told a failure: the ops it refused (ErrStoreRefused) and,
-// as it fails waiters at or after a refused op in the same commit, the
-// positions after them in their commit. Without it, a SyncQueue waiting
-// for position p releases every item up to p as durable if p is, although
-// an earlier item of its own may have been refused in an earlier commit.
+// positions it told a failure: the ops it refused (ErrStoreRefused), each
+// alone, and the other positions of the same logical operation (a
+// publish's). Without it, a SyncQueue waiting for position p releases
+// every item up to p as durable if p is, although an earlier item of its
+// own may have been refused in an earlier commit.
 type FailureLog interface {
 	// FailedBetween returns the failures that cover committed positions
 	// in [from, to]; nil if none. It is called with a SyncQueue's lock

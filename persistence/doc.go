@@ -27,7 +27,20 @@
 // right after its append, waits no longer than before. Nothing anyone was
 // told is durable is held back: what a crash in the delay loses is acks,
 // whose messages come back redelivered (RabbitMQ does not fsync acks at
-// all), and publishes no one was promised. A failed commit
+// all), and publishes no one was promised.
+//
+// An op the store can never write (a message over MaxMessageSize, a
+// record Badger would refuse) is checked before any of it reaches the
+// batch, writes nothing, and fails alone: only the waiters at its
+// position are told ErrTooLarge or ErrRefused, and the failure log
+// (core.FailureLog) remembers the position for waiters that come later.
+// Ops before and after it in the same commit succeed. The positions of a
+// publish (a retained copy, then an Enqueue per durable queue, all of one
+// message id) are one operation: a refused write of a message fails its
+// later positions too, in whichever commit they land, so its publisher is
+// never told it is stored.
+//
+// A failed commit
 // (a full disk, an I/O error) is reported to its waiters and to
 // Options.OnError, and retried with the next batch until it succeeds.
 //

@@ -121,6 +121,7 @@ func serveBoth(t *testing.T, s *Store) *refusalBroker {
 type confirmWitness struct {
 	acked, nacked atomic.Int64
 	failed        chan error
+	seenNacked    int64 // nacks check has reported
 }
 
 func startConfirmWitness(t *testing.T, url string) *confirmWitness {
@@ -153,9 +154,9 @@ func startConfirmWitness(t *testing.T, url string) *confirmWitness {
 				if c.Ack {
 					w.acked.Add(1)
 				} else {
-					// A refused op fails the waiters after it in its
-					// commit batch too (see Store.tell): the witness's
-					// message was stored, but it may be told otherwise.
+					// The witness's message is stored: a nack is an
+					// innocent batch-mate of a refused op failed with it
+					// (check fails the test).
 					w.nacked.Add(1)
 				}
 			case <-time.After(20 * time.Second):
@@ -170,13 +171,66 @@ func startConfirmWitness(t *testing.T, url string) *confirmWitness {
 		cancel()
 		<-done
 		t.Logf("witness: %d acked, %d nacked", w.acked.Load(), w.nacked.Load())
+		if n := w.nacked.Load(); n != 0 {
+			t.Errorf("witness: %d innocent messages nacked", n)
+		}
 	})
 	return w
 }
 
-// check waits for three more acks.
+// startPubackWitness is startConfirmWitness for an MQTT 5 publisher: QoS 1
+// messages, one at a time, to a durable queue (declared and bound on ch),
+// each of which must get PUBACK 0, never 0x83.
+func startPubackWitness(t *testing.T, addr string, ch *amqp091.Channel) *confirmWitness {
+	t.Helper()
+	if _, err := ch.QueueDeclare("witness-mqtt", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind("witness-mqtt", "witness.mqtt", "amq.topic", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := mqtttest.ConnectV5(t, addr, mqtttest.V5Options{ClientID: "witness-mqtt"})
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &confirmWitness{failed: make(chan error, 1)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil; i++ {
+			pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
+			res, err := c.Publish(pctx, &paho.Publish{Topic: "witness/mqtt", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+			pcancel()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case res == nil:
+				w.failed <- fmt.Errorf("mqtt witness message %d: no PUBACK: %v", i, err)
+				return
+			case res.ReasonCode != 0:
+				w.nacked.Add(1) // check fails the test
+			default:
+				w.acked.Add(1)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		t.Logf("mqtt witness: %d acked, %d failed", w.acked.Load(), w.nacked.Load())
+		if n := w.nacked.Load(); n != 0 {
+			t.Errorf("mqtt witness: %d innocent messages failed", n)
+		}
+	})
+	return w
+}
+
+// check waits for three more acks, and fails the test if any confirm was
+// a nack.
 func (w *confirmWitness) check(t *testing.T) {
 	t.Helper()
+	if n := w.nacked.Load(); n > w.seenNacked {
+		t.Errorf("witness: %d innocent messages nacked (failed with another client's refused op)", n-w.seenNacked)
+		w.seenNacked = n
+	}
 	from := w.acked.Load()
 	deadline := time.Now().Add(20 * time.Second)
 	for w.acked.Load() < from+3 {
@@ -215,6 +269,8 @@ func TestRefusedWriteFailsOnlyItsOperation(t *testing.T) {
 	// A durable queue holds what MQTT publishes on big/#, so that QoS 1
 	// and 2 messages are stored; no one consumes it.
 	keeper := amqpChannel(t, b.amqpURL)
+	mw := startPubackWitness(t, b.mqttAddr, keeper)
+	mw.check(t)
 	if _, err := keeper.QueueDeclare("big-keeper", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -446,6 +502,7 @@ func TestRefusedWriteFailsOnlyItsOperation(t *testing.T) {
 		t.Run(r.name, func(t *testing.T) {
 			r.run(t)
 			w.check(t)
+			mw.check(t)
 		})
 	}
 }

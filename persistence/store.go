@@ -161,13 +161,15 @@ type Store struct {
 	// the log only up to the position before the oldest of them.
 	holds  []uint64
 	synced uint64 // every position up to it is committed
-	// failures are the latest committed batches in which an op was
-	// skipped, so that a waiter registering after the commit still learns
-	// of it. Bounded: only the most recent maxFailures are kept.
+	// failures are the latest committed positions whose ops the store
+	// failed alone (refused), in position order, so that a waiter
+	// registering after the commit still learns of it. Bounded: only the
+	// most recent maxFailures or so are kept.
 	failures []failure
-	// anyFailure is set with the first failure, so that FailedBetween
-	// need not take mu on a store that never failed an op.
-	anyFailure atomic.Bool
+	// lastFailed is the last position in failures (0: none), so that
+	// FailedBetween and tell need not take mu for positions after it: on a
+	// store that never failed an op, or past its last refusal.
+	lastFailed atomic.Uint64
 	closing    bool  // Close has begun: the writer's next batch is its last
 	sealed     bool  // the writer has taken its last batch: later appends are lost
 	unclean    bool  // something appended after sealed was lost: keep the crash mark
@@ -609,39 +611,64 @@ func (s *Store) Notify(pos uint64, w core.SyncWaiter) {
 	}
 }
 
-// failure is a committed batch whose ops from from on were told err.
+// failure is a range of positions, from to to, whose ops the store failed
+// with err (the writer's are one position each).
 type failure struct {
 	from, to uint64
 	err      error
 }
 
-const maxFailures = 64
+// maxFailures bounds the failure log. A SyncQueue asks it about positions
+// of the last commit or two, so only a burst of thousands of refusals
+// within a commit could push out an entry still asked about; then the
+// queue fails every item it releases with the error its own position got
+// (see core.SyncQueue), never confirms a refused one.
+const maxFailures = 4096
 
-// failedLocked returns the error a waiter at committed position pos must
-// get if an op at or before it in its batch was skipped; s.mu is held.
-func (s *Store) failedLocked(pos uint64) error {
-	for _, f := range s.failures {
-		if pos >= f.from && pos <= f.to {
-			return f.err
+// logFailuresLocked appends a committed batch's failures (sorted) to the
+// failure log. s.mu is held.
+func (s *Store) logFailuresLocked(fails []failure) {
+	for _, f := range fails {
+		if n := len(s.failures); n > 0 && f.from <= s.failures[n-1].to {
+			continue // the same position twice (refused at apply and at commit)
 		}
+		if len(s.failures) >= maxFailures {
+			// Drop the older half at once, so that a long run of refusals
+			// costs one copy per maxFailures/2 of them.
+			n := copy(s.failures, s.failures[len(s.failures)/2:])
+			clear(s.failures[n:])
+			s.failures = s.failures[:n]
+		}
+		s.failures = append(s.failures, f)
+	}
+	if n := len(s.failures); n > 0 {
+		s.lastFailed.Store(s.failures[n-1].to)
+	}
+}
+
+// failedLocked returns the error the store failed the op at committed
+// position pos with, if any; s.mu is held.
+func (s *Store) failedLocked(pos uint64) error {
+	if f, ok := findFailure(s.failures, pos); ok {
+		return f.err
 	}
 	return nil
 }
 
-// FailedBetween implements core.FailureLog: the batches whose waiters from
-// some position on were told an op's error, among those that overlap
-// [from, to]. It takes s.mu only once some batch has failed an op.
+// FailedBetween implements core.FailureLog: the positions in [from, to]
+// whose ops the store failed, with their errors. It takes s.mu only when
+// the store has failed an op at or after from.
 func (s *Store) FailedBetween(from, to uint64) []core.StoreFailure {
-	if !s.anyFailure.Load() {
+	if s.lastFailed.Load() < from {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	i, _ := slices.BinarySearchFunc(s.failures, from, func(f failure, p uint64) int { return cmp.Compare(f.to, p) })
 	var out []core.StoreFailure
-	for _, f := range s.failures {
-		if f.from <= to && f.to >= from {
-			out = append(out, core.StoreFailure{From: f.from, To: f.to, Err: f.err})
-		}
+	for ; i < len(s.failures) && s.failures[i].from <= to; i++ {
+		f := s.failures[i]
+		out = append(out, core.StoreFailure{From: f.from, To: f.to, Err: f.err})
 	}
 	return out
 }

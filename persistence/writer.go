@@ -2,6 +2,7 @@ package persistence
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -72,11 +73,19 @@ type writer struct {
 	// Store.pending once committed.
 	ids []uint64
 
-	// opErr is the first error of a single op in this batch (a message too
-	// large, a table that cannot be encoded); the op was skipped, and the
-	// waiters from opErrPos on are told.
-	opErr    error
-	opErrPos uint64
+	// fails are the positions of the ops the store failed alone since the
+	// last successful commit (a message too large, a record Badger would
+	// refuse, a table that cannot be encoded), in position order: their
+	// waiters, and only theirs, are told (see failOp). Kept across a failed
+	// commit, for the failure log once the retry succeeds.
+	fails []failure
+	// refusedIDs are the latest messages of which a write was refused, with
+	// the error, so that the other writes of the same publish (a retained
+	// copy and the Enqueues of one message share its id) fail with it even
+	// when a later commit takes them; see failOp.
+	refusedIDs [refusedIDRing]refusedID
+	nRefused   int // entries of refusedIDs in use
+	refusedAt  int // next entry of refusedIDs to overwrite
 
 	lastTs uint64 // Badger version of the last commit attempted
 
@@ -105,6 +114,17 @@ func (w *writer) init() {
 	w.queues = make(map[qkey]*queueState)
 	w.ov.init()
 }
+
+// refusedID is a message with a refused write (see writer.refusedIDs).
+type refusedID struct {
+	id  uint64
+	err error
+}
+
+// refusedIDRing bounds writer.refusedIDs. The writes of one publish are
+// appended within one VHost.Publish call, so the writer meets the rest of
+// a message's writes long before 64 other refused messages come between.
+const refusedIDRing = 64
 
 // write is one key of the overlay: its latest value, or its deletion.
 type write struct {
@@ -285,7 +305,7 @@ func (s *Store) cycle() (failed bool) {
 			ready := s.takeWaitersLocked(s.synced)
 			synced := s.synced
 			s.mu.Unlock()
-			s.tell(ready, synced, nil, nil, 0)
+			s.tell(ready, synced, nil, nil)
 			return false
 		}
 		if s.holdBackLocked(last) {
@@ -304,7 +324,7 @@ func (s *Store) cycle() (failed bool) {
 				}
 				synced := s.synced
 				s.mu.Unlock()
-				s.tell(ready, synced, nil, nil, 0)
+				s.tell(ready, synced, nil, nil)
 				if hook := s.testLazyHook.Load(); hook != nil {
 					(*hook)()
 				}
@@ -390,23 +410,39 @@ func (s *Store) finish() {
 	ready := s.takeWaitersLocked(^uint64(0))
 	synced := s.synced
 	s.mu.Unlock()
-	s.tell(ready, synced, err, nil, 0)
+	s.tell(ready, synced, err, nil)
 }
 
 // commitOps applies ops to the overlay, commits it and tells the waiters up
 // to last.
+//
+// An op the store cannot write (apply's error: a message too large, a
+// record Badger would refuse) writes nothing and fails alone: its position
+// goes to w.fails, and only its waiters are told. Ops before and after it
+// in the batch commit and are confirmed. The one logical operation of
+// several positions whose waiter waits at its last is a publish (a
+// retained copy, then an Enqueue per durable queue, all of one message
+// id): a refused write of a message fails every later position of that
+// message too, in this commit or a later one (refusedIDs), so that its
+// publisher is never told it is stored.
 func (s *Store) commitOps(ops []op, last uint64) error {
 	w := &s.w
-	w.opErr, w.opErrPos = nil, 0
 	for i := range ops {
-		w.ov.pos = ops[i].pos
-		err := s.apply(&ops[i])
+		o := &ops[i]
+		if w.nRefused > 0 {
+			if err := w.refusedMessage(o); err != nil {
+				// Written all the same: core holds the message in the
+				// queue, and the store agrees with it; the publisher is
+				// told it failed and may send it again.
+				w.failOp(o, err)
+			}
+		}
+		w.ov.pos = o.pos
+		err := s.apply(o)
 		w.ov.pos = 0
 		if err != nil {
-			s.log.Error("store operation skipped", "pos", ops[i].pos, "err", err)
-			if w.opErr == nil {
-				w.opErr, w.opErrPos = err, ops[i].pos
-			}
+			s.log.Error("store operation skipped", "pos", o.pos, "err", err)
+			w.failOp(o, err)
 		}
 	}
 	s.flushDelivered()
@@ -427,13 +463,14 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 		s.db.SetDiscardTs(w.lastTs)
 	}
 
+	if len(w.fails) > 1 && !slices.IsSortedFunc(w.fails, cmpFailure) {
+		// A write refused at commit (commitOverlay) comes after the ops
+		// applied after it.
+		slices.SortFunc(w.fails, cmpFailure)
+	}
 	s.mu.Lock()
-	if err == nil && w.opErr != nil {
-		if len(s.failures) == maxFailures {
-			s.failures = append(s.failures[:0], s.failures[1:]...)
-		}
-		s.failures = append(s.failures, failure{from: w.opErrPos, to: last, err: w.opErr})
-		s.anyFailure.Store(true)
+	if err == nil && len(w.fails) > 0 {
+		s.logFailuresLocked(w.fails)
 	}
 	if err == nil {
 		s.synced = last
@@ -448,8 +485,11 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 	synced := s.synced
 	s.mu.Unlock()
 
-	s.tell(ready, synced, err, w.opErr, w.opErrPos)
-	w.opErr, w.opErrPos = nil, 0
+	s.tell(ready, synced, err, w.fails)
+	if err == nil {
+		clear(w.fails)
+		w.fails = w.fails[:0]
+	}
 
 	switch {
 	case err != nil:
@@ -502,26 +542,101 @@ func cmpWaiter(a, b waiter) int {
 	return 0
 }
 
-// tell calls the waiters: those up to synced are durable, unless an op of
-// this batch at or before their position was skipped (opErr at opErrPos);
-// the others get err (a failed commit, or Close).
-func (s *Store) tell(ready []waiter, synced uint64, err, opErr error, opErrPos uint64) {
+// tell calls the waiters: those up to synced are durable, unless the
+// store failed the op at their own position (fails, this batch's, sorted;
+// or the failure log, for a waiter that registered after its batch
+// committed); the others get err (a failed commit, or Close). A waiter at
+// a position the store did not fail is never told another op's error.
+func (s *Store) tell(ready []waiter, synced uint64, err error, fails []failure) {
 	for i, wt := range ready {
 		var e error
 		switch {
 		case wt.pos > synced:
 			e = err
-		case opErr != nil && wt.pos >= opErrPos:
-			e = opErr
 		default:
-			// A waiter that registered after its batch committed.
-			s.mu.Lock()
-			e = s.failedLocked(wt.pos)
-			s.mu.Unlock()
+			if f, ok := findFailure(fails, wt.pos); ok {
+				e = f.err
+			} else if s.lastFailed.Load() >= wt.pos {
+				s.mu.Lock()
+				e = s.failedLocked(wt.pos)
+				s.mu.Unlock()
+			}
 		}
 		wt.w.Synced(wt.pos, e)
 		ready[i] = waiter{}
 	}
+}
+
+// failOp records that the store failed op o with err: its position alone
+// (see commitOps), and, for a write of a message, the message's id, so
+// that the publish's later positions fail with it.
+func (w *writer) failOp(o *op, err error) {
+	w.failAt(o.pos, err)
+	if id, ok := opMessageID(o); ok {
+		w.refuseID(id, err)
+	}
+}
+
+// failAt records that the store failed the op at pos with err.
+func (w *writer) failAt(pos uint64, err error) {
+	if n := len(w.fails); n > 0 && w.fails[n-1].to == pos {
+		return // failed already
+	}
+	w.fails = append(w.fails, failure{from: pos, to: pos, err: err})
+}
+
+// refuseID remembers that a write of message id was refused with err.
+func (w *writer) refuseID(id uint64, err error) {
+	for i := range w.nRefused {
+		if w.refusedIDs[i].id == id {
+			return
+		}
+	}
+	w.refusedIDs[w.refusedAt] = refusedID{id: id, err: err}
+	w.refusedAt = (w.refusedAt + 1) % refusedIDRing
+	w.nRefused = min(w.nRefused+1, refusedIDRing)
+}
+
+// refusedMessage returns the error of a refused write of o's message, if
+// o writes a message one of whose writes was refused.
+func (w *writer) refusedMessage(o *op) error {
+	id, ok := opMessageID(o)
+	if !ok {
+		return nil
+	}
+	for i := range w.nRefused {
+		if w.refusedIDs[i].id == id {
+			return w.refusedIDs[i].err
+		}
+	}
+	return nil
+}
+
+// opMessageID is the id of the message o writes: an Enqueue's, or a
+// retained message's.
+func opMessageID(o *op) (uint64, bool) {
+	switch o.kind {
+	case opEnqueue:
+		return o.id, true
+	case opPutRetained:
+		return o.msg.ID, o.msg.ID != 0
+	}
+	return 0, false
+}
+
+func cmpFailure(a, b failure) int { return cmp.Compare(a.from, b.from) }
+
+// findFailure returns the failure of fails (sorted, disjoint) that covers
+// pos.
+func findFailure(fails []failure, pos uint64) (failure, bool) {
+	if len(fails) == 0 {
+		return failure{}, false
+	}
+	i, _ := slices.BinarySearchFunc(fails, pos, func(f failure, p uint64) int { return cmp.Compare(f.to, p) })
+	if i < len(fails) && fails[i].from <= pos {
+		return fails[i], true
+	}
+	return failure{}, false
 }
 
 // apply adds one op to the overlay.
@@ -536,7 +651,11 @@ func (s *Store) apply(o *op) error {
 		}
 		w.val = val
 		w.key = entityKey(w.key[:0], kindExchange, o.vhost, d.Name)
-		w.ov.set(w.key, w.named(val, o.vhost, d.Name), false)
+		nval := w.named(val, o.vhost, d.Name)
+		if err := s.check(w.key, nval); err != nil {
+			return err
+		}
+		w.ov.set(w.key, nval, false)
 
 	case opDeleteExchange:
 		w.key = entityKey(w.key[:0], kindExchange, o.vhost, o.name)
@@ -552,6 +671,13 @@ func (s *Store) apply(o *op) error {
 			return fmt.Errorf("queue '%s' in vhost '%s': %w", r.Name, r.VHost, err)
 		}
 		w.val = val
+		w.key = entityKey(w.key[:0], kindQueue, r.VHost, r.Name)
+		nval := w.named(val, r.VHost, r.Name)
+		// Before the writer counts the queue as stored: an Enqueue to a
+		// queue whose record was refused is not stored either.
+		if err := s.check(w.key, nval); err != nil {
+			return err
+		}
 		k := qkey{r.VHost, r.Name}
 		qs := w.queues[k]
 		if qs == nil {
@@ -559,8 +685,7 @@ func (s *Store) apply(o *op) error {
 			w.queues[k] = qs
 		}
 		qs.rec = *r
-		w.key = entityKey(w.key[:0], kindQueue, r.VHost, r.Name)
-		w.ov.set(w.key, w.named(val, r.VHost, r.Name), false)
+		w.ov.set(w.key, nval, false)
 
 	case opTouchQueue:
 		qs := w.queues[qkey{o.vhost, o.name}]
@@ -574,7 +699,11 @@ func (s *Store) apply(o *op) error {
 		}
 		w.val = val
 		w.key = entityKey(w.key[:0], kindQueue, o.vhost, o.name)
-		w.ov.set(w.key, w.named(val, o.vhost, o.name), false)
+		nval := w.named(val, o.vhost, o.name)
+		if err := s.check(w.key, nval); err != nil {
+			return err
+		}
+		w.ov.set(w.key, nval, false)
 
 	case opDeleteQueue:
 		if err := s.deleteRefs(o.vhost, o.name); err != nil {
@@ -602,7 +731,11 @@ func (s *Store) apply(o *op) error {
 		w.val = val
 		w.key = bindingKey(w.key[:0], o.vhost, b, val[1:])
 		if o.kind == opPutBinding {
-			w.ov.set(w.key, w.named(val, o.vhost, b.Source, b.Destination, b.RoutingKey), false)
+			nval := w.named(val, o.vhost, b.Source, b.Destination, b.RoutingKey)
+			if err := s.check(w.key, nval); err != nil {
+				return err
+			}
+			w.ov.set(w.key, nval, false)
 		} else {
 			w.ov.del(w.key)
 		}
@@ -624,6 +757,9 @@ func (s *Store) apply(o *op) error {
 				return fmt.Errorf("%w: message %d is %d bytes stored, limit %d", ErrTooLarge, o.id, len(val), MaxMessageSize)
 			}
 			w.key = messageKey(w.key[:0], o.id)
+			if err := s.check(w.key, val); err != nil {
+				return fmt.Errorf("message %d: %w", o.id, err)
+			}
 			w.ov.set(w.key, val, true)
 			if o.id > s.maxID.Load() {
 				s.maxID.Store(o.id)
@@ -658,7 +794,11 @@ func (s *Store) apply(o *op) error {
 				ErrTooLarge, o.name, o.vhost, len(val), MaxMessageSize)
 		}
 		w.key = entityKey(w.key[:0], kindRetained, o.vhost, o.name)
-		w.ov.set(w.key, w.named(val, o.vhost, o.name), false)
+		nval := w.named(val, o.vhost, o.name)
+		if err := s.check(w.key, nval); err != nil {
+			return fmt.Errorf("retained message of topic '%s' in vhost '%s': %w", o.name, o.vhost, err)
+		}
+		w.ov.set(w.key, nval, false)
 		if o.msg.ID > s.maxID.Load() {
 			s.maxID.Store(o.msg.ID)
 		}
@@ -680,6 +820,12 @@ func (s *Store) apply(o *op) error {
 		}
 	}
 	return nil
+}
+
+// check returns why Badger would refuse key = val (see refused): the op
+// that writes it fails alone, before anything of it reaches the overlay.
+func (s *Store) check(key, val []byte) error {
+	return refused(key, val, s.valueLimit)
 }
 
 // named returns val as the value of a record whose key holds names (see
@@ -899,12 +1045,14 @@ func (s *Store) commitOverlay() error {
 			if err := refused(wr.key, wr.val, s.valueLimit); err != nil {
 				// Never handed to Badger, which would fail the whole
 				// batch, and every retry of it, for every client: the op
-				// that wrote it fails alone (as one apply skipped).
+				// that wrote it fails alone. apply checks every write of
+				// an op before it reaches the overlay (Store.check), so
+				// this is the last line only.
 				s.log.Error("store write refused", "key_bytes", len(wr.key), "value_bytes", len(wr.val),
 					"key_start", fmt.Sprintf("%q", wr.key[:min(len(wr.key), 64)]), "err", err)
 				wr.skip = true
-				if wr.pos != 0 && (w.opErr == nil || wr.pos < w.opErrPos) {
-					w.opErr, w.opErrPos = err, wr.pos
+				if wr.pos != 0 {
+					w.failAt(wr.pos, err)
 				}
 				continue
 			}
@@ -944,7 +1092,11 @@ const maxKeySize = 65000
 // refused returns why Badger would refuse to write key = val, the checks
 // of its Txn.modify that do not depend on the transaction: such a write
 // must never reach a batch. Keys are bounded by construction (hashed
-// names) and values by MaxMessageSize, so this is the last line only.
+// names) and message values by MaxMessageSize; apply checks each op's
+// writes with it before they reach the overlay, commitOverlay again. (An
+// entry never exceeds a transaction's size either: values of
+// valueThreshold or more go to the value log, and the transaction holds a
+// pointer.)
 func refused(key, val []byte, valueLimit int64) error {
 	switch {
 	case len(key) == 0:
