@@ -83,9 +83,13 @@ type writer struct {
 	// the error, so that the other writes of the same publish (a retained
 	// copy and the Enqueues of one message share its id) fail with it even
 	// when a later commit takes them; see failOp.
-	refusedIDs [refusedIDRing]refusedID
-	nRefused   int // entries of refusedIDs in use
-	refusedAt  int // next entry of refusedIDs to overwrite
+	refusedIDs  [refusedIDRing]uint64
+	refusedErrs [refusedIDRing]error // refusedIDs[i] was refused with refusedErrs[i]
+	nRefused    int                  // entries of refusedIDs in use
+	refusedAt   int                  // next entry of refusedIDs to overwrite
+	// lateRefusal is set when commitOverlay refused a message's write,
+	// after the ops following it in the batch were applied: see commitOps.
+	lateRefusal bool
 
 	lastTs uint64 // Badger version of the last commit attempted
 
@@ -113,12 +117,6 @@ func (w *writer) init() {
 	w.refs = make(map[uint64]uint32)
 	w.queues = make(map[qkey]*queueState)
 	w.ov.init()
-}
-
-// refusedID is a message with a refused write (see writer.refusedIDs).
-type refusedID struct {
-	id  uint64
-	err error
 }
 
 // refusedIDRing bounds writer.refusedIDs. The writes of one publish are
@@ -456,6 +454,16 @@ func (s *Store) commitOps(ops []op, last uint64) error {
 	w.batchOps = len(ops)
 	err := s.commit()
 	w.batchOps = 0
+	if w.lateRefusal {
+		// A message's write refused at commit: the positions of that
+		// message applied after it in this batch fail with it too.
+		w.lateRefusal = false
+		for i := range ops {
+			if e := w.refusedMessage(&ops[i]); e != nil {
+				w.failAt(ops[i].pos, e)
+			}
+		}
+	}
 	if err == nil {
 		// Readers move to the new version before the messages leave
 		// pending: see Load.
@@ -588,11 +596,11 @@ func (w *writer) failAt(pos uint64, err error) {
 // refuseID remembers that a write of message id was refused with err.
 func (w *writer) refuseID(id uint64, err error) {
 	for i := range w.nRefused {
-		if w.refusedIDs[i].id == id {
+		if w.refusedIDs[i] == id {
 			return
 		}
 	}
-	w.refusedIDs[w.refusedAt] = refusedID{id: id, err: err}
+	w.refusedIDs[w.refusedAt], w.refusedErrs[w.refusedAt] = id, err
 	w.refusedAt = (w.refusedAt + 1) % refusedIDRing
 	w.nRefused = min(w.nRefused+1, refusedIDRing)
 }
@@ -605,8 +613,8 @@ func (w *writer) refusedMessage(o *op) error {
 		return nil
 	}
 	for i := range w.nRefused {
-		if w.refusedIDs[i].id == id {
-			return w.refusedIDs[i].err
+		if w.refusedIDs[i] == id {
+			return w.refusedErrs[i]
 		}
 	}
 	return nil
@@ -620,6 +628,18 @@ func opMessageID(o *op) (uint64, bool) {
 		return o.id, true
 	case opPutRetained:
 		return o.msg.ID, o.msg.ID != 0
+	}
+	return 0, false
+}
+
+// writeMessageID is the id of the message whose body or reference wr
+// writes.
+func writeMessageID(wr *write) (uint64, bool) {
+	switch wr.key[0] {
+	case kindMessage:
+		return parseMessageKey(wr.key)
+	case kindRef:
+		return wr.msgID, true
 	}
 	return 0, false
 }
@@ -1053,6 +1073,10 @@ func (s *Store) commitOverlay() error {
 				wr.skip = true
 				if wr.pos != 0 {
 					w.failAt(wr.pos, err)
+				}
+				if id, ok := writeMessageID(wr); ok {
+					w.refuseID(id, err)
+					w.lateRefusal = true
 				}
 				continue
 			}
