@@ -22,15 +22,26 @@ import (
 // commit=eager commits at once whatever waits (CommitDelay < 0), as the
 // writer did before lazy commits; commit=lazy is the default: the waiter
 // must wake the writer, and confirms must not get slower for it.
+// sync=false skips the fsync (NoSync), leaving the CPU cost of the append,
+// the writer and the waiter's release, which an fsync's latency on a busy
+// disk hides.
 func BenchmarkEnqueueSync(b *testing.B) {
 	for _, bc := range []struct {
 		commit    string
 		delay     time.Duration
 		appenders int
-	}{{"eager", -1, 1}, {"lazy", 0, 1}, {"eager", -1, 32}, {"lazy", 0, 32}, {"lazy", 0, 256}} {
+		noSync    bool
+	}{
+		{"eager", -1, 1, false}, {"lazy", 0, 1, false}, {"eager", -1, 32, false}, {"lazy", 0, 32, false}, {"lazy", 0, 256, false},
+		{"eager", -1, 1, true}, {"lazy", 0, 32, true},
+	} {
 		appenders := bc.appenders
-		b.Run(fmt.Sprintf("commit=%s/appenders=%d", bc.commit, appenders), func(b *testing.B) {
-			s := open(b, b.TempDir(), Options{GCInterval: -1, CommitDelay: bc.delay})
+		name := fmt.Sprintf("commit=%s/appenders=%d", bc.commit, appenders)
+		if bc.noSync {
+			name += "/sync=false"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := open(b, b.TempDir(), Options{GCInterval: -1, CommitDelay: bc.delay, NoSync: bc.noSync})
 			defer closeStore(b, s)
 			if err := s.Wait(s.PutQueue(core.QueueRecord{VHost: "/", Name: "q"})); err != nil {
 				b.Fatal(err)
