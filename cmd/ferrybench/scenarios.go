@@ -94,6 +94,9 @@ var scenarios = []*scenario{
 	{name: "mqtt-stalled-subscriber", size: 1024, explicit: true, unit: "msg/s",
 		what: "an MQTT subscriber (persistent session, QoS 0) stops reading while a publisher floods its topic with QoS 0 messages for --duration, on a ferrymq of its own (--edge-bin): the broker's peak RSS must stay under --max-rss (default 512 MiB)",
 		run:  mqttStalledSubscriber},
+	{name: "amqp-confirm-topic", size: 16, amqp: true, explicit: true, unit: "msg/s",
+		what: "as amqp-confirm-persistent, through amq.topic with a routing key, as a bridge link publishes: what the upstream itself takes of the messages a bridge-drain-amqp sends it",
+		run:  amqpTopicRun},
 	{name: "bridge-drain-amqp", size: 16, amqp: true, unit: "msg/s",
 		what: "an edge ferrymq's AMQP bridge link drains a backlog of --messages (100,000) QoS 1 messages into this broker after an outage; an AMQP consumer receives them",
 		run:  bridgeDrain("amqp")},
@@ -148,6 +151,39 @@ func amqpQueueRun(durable, persistent, confirm bool) func(context.Context, *run,
 		})
 		return nil
 	}
+}
+
+// amqpTopicRun: amqpQueueRun(true, true, true) through amq.topic: a durable
+// queue bound with the run's routing key.
+func amqpTopicRun(ctx context.Context, r *run, res *result) error {
+	r.addPublishers(1)
+	st := r.addStream("consumer")
+	conns, err := amqpConns(r.cfg, 2, true)
+	if err != nil {
+		return err
+	}
+	defer closeAMQP(conns)
+	admin, err := newAMQPAdmin(conns[0])
+	if err != nil {
+		return err
+	}
+	defer admin.close(r)
+	q := r.id
+	if err := admin.queue(q, true); err != nil {
+		return err
+	}
+	if err := admin.bind(q, r.routingKey(), "amq.topic"); err != nil {
+		return err
+	}
+	c, err := startAMQPConsumer(r, conns[0], q, r.cfg.ackEvery, func(b []byte) { st.record(b, -1) })
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	r.measure(ctx, res, func(p *publisher) error {
+		return amqpPublish(ctx, r, p, conns[1], "amq.topic", r.routingKey(), true, true)
+	})
+	return nil
 }
 
 // amqpFanout: one publisher to a fanout exchange bound to n queues, each
