@@ -7,7 +7,9 @@ package interop_test
 import (
 	"fmt"
 	"maps"
+	"net/url"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -49,6 +51,29 @@ func checkCleared(t *testing.T, b *Broker, pub *mqtttest.V5Client, id, topic str
 	pub.Send(t, topic, 1, "sentinel")
 	if m := c.Next(t, "sentinel"); string(m.Payload) != "sentinel" || m.Retain {
 		t.Fatalf("first message for cleared %q: %q retain=%v, want the non-retained sentinel", topic, m.Payload, m.Retain)
+	}
+}
+
+// waitOffline waits until the broker lists the MQTT session of id (vhost
+// /) as disconnected. A client returns from Disconnect once its
+// DISCONNECT is written, before the broker has read it: until it has, the
+// session's subscriptions still deliver to that connection, so a message
+// published meanwhile may go out to it instead of waiting in the queue.
+func waitOffline(t *testing.T, b *Broker, id string) {
+	t.Helper()
+	deadline := time.Now().Add(mgmtWait)
+	for {
+		var s struct {
+			Connected bool `json:"connected"`
+		}
+		apiJSON(t, b, "GET", "/api/mqtt/sessions/%2F/"+url.PathEscape(id), nil, &s)
+		if !s.Connected {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("MQTT session %q still connected %v after its DISCONNECT", id, mgmtWait)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the API, not synchronising
 	}
 }
 
@@ -128,6 +153,9 @@ func TestMQTTPersistentSession(t *testing.T) {
 				c.SubscribeAt(t, 1, "persist/"+mqtttest.VersionName(v)+"/#")
 				c.Disconnect(250)
 			}
+			// The messages below must wait in the session's queue, not go
+			// out to the connection that is closing.
+			waitOffline(t, b, id)
 
 			pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
 			for i := range n {
