@@ -27,6 +27,10 @@ func TestMessageExpiry(t *testing.T) {
 	if err := c.Disconnect(&paho.Disconnect{ReasonCode: 0}); err != nil {
 		t.Fatalf("disconnect: %v", err)
 	}
+	// Offline before the publish: until the broker has read the
+	// DISCONNECT, the subscription may still deliver to the closing
+	// connection, which starts onward delivery (no expiry then).
+	waitCond(t, "me-sub offline", func() bool { return !findSession(t, b.MQTT, id).Connected })
 	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "me-pub"})
 	sent := time.Now()
 	pub.PublishAcked(t, &paho.Publish{Topic: "me/t", QoS: 1, Payload: []byte("short"),
