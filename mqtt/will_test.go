@@ -57,13 +57,15 @@ func (c *rawClient) kill(t testing.TB) {
 // its session, before its will delay has passed has no will sent
 // [MQTT-3.1.3-9]; one with the same delay whose client stays away has it
 // sent. The second client goes away after the first, so when its will
-// arrives the first one's delay has passed too.
+// arrives the first one's delay has passed too. The delay is the time the
+// reconnect may take: a few seconds, not one, for a loaded machine.
 func TestWillDelayCancelledByReconnect(t *testing.T) {
+	const delay = 5 // seconds
 	b := startTestBroker(t, testBrokerOpts{})
 	watcher := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: "watcher"})
 	watcher.subscribe(t, 0, rawSub{Filter: "wills/#", Opts: 1})
 	will := func(who string) *rawWill {
-		return &rawWill{Topic: "wills/" + who, Payload: who, QoS: 1, Props: willDelayProp(1)}
+		return &rawWill{Topic: "wills/" + who, Payload: who, QoS: 1, Props: willDelayProp(delay)}
 	}
 	back := dialRaw(t, b.MQTTAddr, rawOpts{Version: 5, ClientID: "back", SessionExpiry: 60, Will: will("back")})
 	back.kill(t)
