@@ -97,7 +97,7 @@ func publishAMQP(t *testing.T, b *Broker, key string, first, n uint64) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(10 * time.Second) {
+		if !p.await(confirmWait) {
 			t.Fatal("confirm missing")
 		}
 	}
@@ -341,7 +341,7 @@ func TestBridgeBufferFull(t *testing.T) {
 					if !c.Ack {
 						nacked++
 					}
-				case <-time.After(10 * time.Second):
+				case <-time.After(confirmWait):
 					t.Fatal("no confirm")
 				}
 			}

@@ -47,7 +47,7 @@ func damagedDataDir(t *testing.T) string {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(20 * time.Second) {
+		if !p.await(confirmWait) {
 			t.Fatal("confirm missing or nacked")
 		}
 	}

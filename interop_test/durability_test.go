@@ -36,6 +36,11 @@ func restart(t *testing.T, b *Broker, args ...string) *Broker {
 	return StartBroker(t, append([]string{"--data-dir", b.DataDir}, args...)...)
 }
 
+// confirmWait bounds the wait for one publisher confirm of a persistent
+// message: an fsync away, which a loaded machine's disk (a test writing
+// a gigabyte, say) can hold for seconds.
+const confirmWait = 30 * time.Second
+
 // publisher streams messages with publisher confirms, at most window in
 // flight, and records which sequence numbers were confirmed.
 type publisher struct {
@@ -60,7 +65,7 @@ func newPublisher(t *testing.T, ch *amqp.Channel, window int) *publisher {
 // connection failed (the broker was killed).
 func (p *publisher) publish(exchange, key string, seq uint64, size int) bool {
 	for p.inflight >= p.window {
-		if !p.await(10 * time.Second) {
+		if !p.await(confirmWait) {
 			return false
 		}
 	}
@@ -152,7 +157,7 @@ func TestRestartKeepsDurableState(t *testing.T) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(10 * time.Second) {
+		if !p.await(confirmWait) {
 			t.Fatal("confirm missing")
 		}
 	}
@@ -251,7 +256,7 @@ func TestCrashRedelivers(t *testing.T) {
 				}
 			}
 			for p.inflight > 0 {
-				if !p.await(10 * time.Second) {
+				if !p.await(confirmWait) {
 					t.Fatal("confirm missing")
 				}
 			}
@@ -388,7 +393,7 @@ func TestPagingBoundsMemory(t *testing.T) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(30 * time.Second) {
+		if !p.await(confirmWait) {
 			t.Fatal("confirm missing")
 		}
 	}
@@ -449,7 +454,7 @@ func TestDiskFullBlocksPublishers(t *testing.T) {
 		p.publish("", "full", i, 16)
 	}
 	for p.inflight > 0 {
-		if !p.await(10 * time.Second) {
+		if !p.await(confirmWait) {
 			t.Fatal("confirm missing before the disk filled")
 		}
 	}

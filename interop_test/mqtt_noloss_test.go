@@ -209,7 +209,7 @@ func TestMQTTNoLossAMQPToMQTT(t *testing.T) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(mqtttest.Wait) {
+		if !p.await(confirmWait) {
 			t.Fatalf("confirm missing (%d confirmed)", len(p.confirmed))
 		}
 	}

@@ -165,7 +165,7 @@ func publishRabbit(t *testing.T, r *RabbitMQ, key string, first, n uint64) {
 		}
 	}
 	for p.inflight > 0 {
-		if !p.await(mqtttest.Wait) {
+		if !p.await(confirmWait) {
 			t.Fatal("RabbitMQ confirm missing")
 		}
 	}
