@@ -34,6 +34,10 @@ const (
 	// its first log line and 56 s to its last boot step at a load average
 	// of 18 on 2 cores, and was not ready at 60 s).
 	rabbitReadyTimeout = 3 * time.Minute
+	// realStartTimeout bounds the start of Mosquitto and of RabbitMQ's
+	// epmd: milliseconds on a quiet machine, but a process start (and
+	// Mosquitto's read of its persistence file) on a loaded one.
+	realStartTimeout = 60 * time.Second
 	// realStopTimeout bounds a graceful stop after SIGTERM.
 	realStopTimeout = 60 * time.Second
 	// pollInterval is how often a condition with a deadline is checked.
@@ -319,7 +323,7 @@ func startRabbitMQ(t *testing.T, management bool) *RabbitMQ {
 			t.Logf("RabbitMQ %s:\n%s\n%s", r.Node, logTail(r.logPath), logTail(filepath.Join(dir, "log", r.Node+".log")))
 		}
 	})
-	waitUntil(t, "epmd", r.epmd, filepath.Join(dir, "epmd.log"), 10*time.Second, func() error {
+	waitUntil(t, "epmd", r.epmd, filepath.Join(dir, "epmd.log"), realStartTimeout, func() error {
 		return dialTCP("127.0.0.1:" + epmdPort)
 	})
 	r.Start()
@@ -492,7 +496,7 @@ func (m *Mosquitto) Start() {
 		t.Fatal("Mosquitto.Start: already running")
 	}
 	m.proc = startChild(t, m.logPath, os.Environ(), m.bin, "-c", m.conf)
-	waitUntil(t, "Mosquitto", m.proc, m.logPath, 10*time.Second, func() error { return dialTCP(m.Addr) })
+	waitUntil(t, "Mosquitto", m.proc, m.logPath, realStartTimeout, func() error { return dialTCP(m.Addr) })
 }
 
 // Stop shuts Mosquitto down (SIGTERM), which writes its persistence file.
