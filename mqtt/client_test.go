@@ -127,7 +127,7 @@ func TestParkedClientWakes(t *testing.T) {
 	}()
 	waitParked := func() {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(mqttWait)
 		for sleeper.readState.Load() != readParked {
 			if time.Now().After(deadline) {
 				t.Fatal("the idle client did not park")
