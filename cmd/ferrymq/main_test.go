@@ -63,10 +63,12 @@ func (b *syncBuffer) String() string {
 }
 
 // waitFor polls log until re matches or the deadline passes, and returns the
-// submatches.
+// submatches. The deadline is a broker start's, store included, under
+// -race beside other packages' tests on a loaded machine: interop_test
+// gives its binary, built without -race, 20 s.
 func waitFor(t *testing.T, log *syncBuffer, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if m := re.FindStringSubmatch(log.String()); m != nil {
 			return m
