@@ -22,8 +22,13 @@ import (
 )
 
 // Wait bounds each wait for one thing the broker should do: a CONNACK,
-// SUBACK, PUBACK, a delivery, a closed socket.
-const Wait = 10 * time.Second
+// SUBACK, PUBACK, a delivery, a closed socket. Many of those wait for the
+// store (a persistent session, a QoS 1 message to a durable queue), and
+// package mqtt's tests run the broker in process under -race beside other
+// packages' tests: on a loaded 2-core machine that is seconds, as
+// package amqp found (its waitTimeout). It is only waited out when
+// something is wrong.
+const Wait = 20 * time.Second
 
 // WaitFor returns the next value from ch, failing the test if none comes
 // within d or ch is closed.
