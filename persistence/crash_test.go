@@ -299,7 +299,7 @@ func TestDeadLetterCrash(t *testing.T) {
 				if w == moving {
 					select {
 					case <-crashed:
-					case <-time.After(10 * time.Second):
+					case <-time.After(testDeadline):
 						t.Fatal("the dead letter never reached its queue")
 					}
 				} else {
@@ -310,7 +310,7 @@ func TestDeadLetterCrash(t *testing.T) {
 						s.mu.Unlock()
 						return !held && b.core.VHost("/").Queue("dead").Stats().Messages == 1
 					}
-					deadline := time.Now().Add(10 * time.Second)
+					deadline := time.Now().Add(testDeadline)
 					for !done() {
 						if time.Now().After(deadline) {
 							t.Fatal("the dead letter never reached its queue")
