@@ -148,6 +148,9 @@ func TestObjectsMQTTSessionsAPI(t *testing.T) {
 	v3 := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "meter-3", Persistent: true})
 	v3.SubscribeAt(t, 1, "cmd/meter-3/#")
 	v3.Disconnect(100)
+	// Offline before the publish below, or it may go out to the closing
+	// connection and stay in flight (unacked) rather than queued.
+	waitOffline(t, b, "meter-3")
 	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ops"})
 	pub.PublishAcked(t, &paho.Publish{Topic: "cmd/meter-3/reboot", QoS: 1, Payload: []byte("now")})
 	for _, tp := range []string{"state/meter-3", "state/meter-5", "config/all"} {
