@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,15 +25,21 @@ import (
 // (what port 0 gives) is handed to any process on the machine that listens
 // on port 0, or dials out, in the seconds until then; a port below the
 // range is taken only by a process that asks for that very port.
+//
+// A port is handed out once per test process: a test takes several at a
+// time (two brokers' listeners, a RabbitMQ's four) and binds them only
+// later, so two random draws of the same free port would both look free.
 func freePort(t *testing.T) string {
 	t.Helper()
 	lo := ephemeralLow()
+	freePortMu.Lock()
+	defer freePortMu.Unlock()
 	for range 1000 {
 		port := freePortMin + rand.IntN(max(lo-freePortMin, 1))
 		if lo <= freePortMin {
 			port = 0 // no room below the range: the kernel's choice
 		}
-		if slices.Contains(wellKnownPorts, port) {
+		if slices.Contains(wellKnownPorts, port) || freePortGiven[port] {
 			continue
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -41,6 +48,13 @@ func freePort(t *testing.T) string {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
+		if port == 0 {
+			port = ln.Addr().(*net.TCPAddr).Port
+			if freePortGiven[port] {
+				continue
+			}
+		}
+		freePortGiven[port] = true
 		return addr
 	}
 	t.Fatal("no free loopback port below the ephemeral range")
@@ -49,6 +63,11 @@ func freePort(t *testing.T) string {
 
 // freePortMin is the lowest port freePort hands out.
 const freePortMin = 10000
+
+var (
+	freePortMu    sync.Mutex
+	freePortGiven = map[int]bool{} // ports freePort has handed out
+)
 
 // wellKnownPorts are defaults of the brokers on the machine in freePort's
 // range (RabbitMQ's management and its Erlang distribution), left to them.
