@@ -9,10 +9,12 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 )
 
-// alarmWait bounds every wait for something that should happen promptly.
-const alarmWait = 10 * time.Second
+// alarmWait bounds every wait for something that should happen promptly:
+// mqtttest.Wait, as everywhere in these tests.
+const alarmWait = mqtttest.Wait
 
 // dialPaho connects an MQTT 5 client (paho.golang) to addr with cp; its
 // incoming publishes and the server's DISCONNECT go to the returned
