@@ -242,14 +242,19 @@ func TestE2EHeartbeatTimeout(t *testing.T) {
 // that heartbeats back stays connected well past two intervals.
 func TestE2EHeartbeatsSent(t *testing.T) {
 	t.Parallel()
-	url, _, _ := startServer(t, amqp.Config{Heartbeat: time.Second})
+	// 3 s, not 1 s: the client below answers each server heartbeat (one
+	// an interval), and the server gives up after two intervals of
+	// silence, so a test goroutine held up for one interval on a loaded
+	// machine looked like a silent peer.
+	const heartbeat = 3 * time.Second
+	url, _, _ := startServer(t, amqp.Config{Heartbeat: heartbeat})
 	c := rawDial(t, hostPort(t, url))
 	c.handshake(nil)
 	// Answer each server heartbeat with one of ours until well past two
 	// intervals (the server's timeout for a silent peer).
 	start := time.Now()
 	seen := 0
-	for seen < 2 || time.Since(start) < 2500*time.Millisecond {
+	for seen < 2 || time.Since(start) < 5*heartbeat/2 {
 		f, err := c.readFrame(waitTimeout)
 		if err != nil {
 			t.Fatalf("after %d heartbeats in %v: %v", seen, time.Since(start), err)
