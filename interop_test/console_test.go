@@ -357,11 +357,16 @@ type browserPage struct {
 
 // newChromium starts a headless Chromium with a profile of its own and
 // returns its tab. The browser is stopped when the test ends.
+//
+// The profile is chromedp's temporary one, not a t.TempDir: Chromium's
+// child processes (zygote, network service, crashpad) can outlive the
+// browser and write there a moment later, and t.TempDir's removal then
+// fails the test with "directory not empty"; chromedp kills what is left
+// of a browser it gave a profile and removes that with retries.
 func newChromium(t *testing.T, chromium, artifacts string) *browserPage {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
-		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1400, 1000),
 	)
 	if os.Geteuid() == 0 {
