@@ -182,6 +182,17 @@ func TestMQTTInflightIDsSurviveRestart(t *testing.T) {
 					pub.Send(t, "ids/t", qos, fmt.Sprint("acked-", i))
 					ackPublish(t, conn, r, readPublishes(t, conn, r, 1)[0])
 				}
+				// The PINGRESP says the broker has read the acknowledgements
+				// before it: their removals are in the store ahead of the
+				// messages below, committed with them, so that the kill
+				// cannot bring an acknowledged one back.
+				if _, err := conn.Write(wirePkt(0xC0)); err != nil {
+					t.Fatal(err)
+				}
+				conn.SetReadDeadline(time.Now().Add(mqtttest.Wait))
+				if first, body, err := readWirePacket(r); err != nil || first != 0xD0 {
+					t.Fatalf("after the acknowledgements: packet %#x % x (%v), want PINGRESP", first, body, err)
+				}
 				for i := range n {
 					pub.Send(t, "ids/t", qos, fmt.Sprint(i)) // returns once acknowledged: stored
 				}
