@@ -30,10 +30,10 @@ type scenario struct {
 var scenarios = []*scenario{
 	{name: "amqp-1to1", size: 16, amqp: true, unit: "msg/s",
 		what: "AMQP 1 publisher -> 1 consumer, transient, manual ack, prefetch 1000",
-		run:  amqpQueueRun(false, false, false)},
+		run:  amqpQueueRun("", false, false, false)},
 	{name: "amqp-confirm-persistent", size: 1024, amqp: true, unit: "msg/s",
 		what: "AMQP publisher confirms (1000 in flight), persistent messages, durable queue, consumer acking",
-		run:  amqpQueueRun(true, true, true)},
+		run:  amqpQueueRun("", true, true, true)},
 	{name: "amqp-fanout10", size: 16, amqp: true, unit: "deliveries/s",
 		what: "AMQP 1 publisher -> fanout exchange -> 10 queues, one consumer each",
 		run:  amqpFanout(10)},
@@ -72,7 +72,7 @@ var scenarios = []*scenario{
 		run:  tlsHandshakes},
 	{name: "amqp-1to1-tls", size: 16, amqp: true, tls: true, unit: "msg/s",
 		what: "amqp-1to1 over TLS (--amqps-url)",
-		run:  amqpQueueRun(false, false, false)},
+		run:  amqpQueueRun("", false, false, false)},
 	{name: "mqtt-qos1-1to1-tls", size: 16, mqtt: true, tls: true, unit: "msg/s",
 		what: "mqtt-qos1-1to1 over TLS (--mqtts-url)",
 		run:  mqttRun(1, 1)},
@@ -96,7 +96,7 @@ var scenarios = []*scenario{
 		run:  mqttStalledSubscriber},
 	{name: "amqp-confirm-topic", size: 16, amqp: true, explicit: true, unit: "msg/s",
 		what: "as amqp-confirm-persistent, through amq.topic with a routing key, as a bridge link publishes: what the upstream itself takes of the messages a bridge-drain-amqp sends it",
-		run:  amqpTopicRun},
+		run:  amqpQueueRun("amq.topic", true, true, true)},
 	{name: "bridge-drain-amqp", size: 16, amqp: true, unit: "msg/s",
 		what: "an edge ferrymq's AMQP bridge link drains a backlog of --messages (100,000) QoS 1 messages into this broker after an outage; an AMQP consumer receives them",
 		run:  bridgeDrain("amqp")},
@@ -121,9 +121,10 @@ func findScenario(name string) *scenario {
 func (r *run) topic() string      { return "ferrybench/" + r.id }
 func (r *run) routingKey() string { return "ferrybench." + r.id }
 
-// amqpQueueRun: one publisher to the default exchange, one queue, one
-// consumer.
-func amqpQueueRun(durable, persistent, confirm bool) func(context.Context, *run, *result) error {
+// amqpQueueRun: one publisher, one queue, one consumer. The publisher
+// sends to the default exchange, or, when exchange is not "", to exchange
+// with the run's routing key, to which the queue is bound.
+func amqpQueueRun(exchange string, durable, persistent, confirm bool) func(context.Context, *run, *result) error {
 	return func(ctx context.Context, r *run, res *result) error {
 		r.addPublishers(1)
 		st := r.addStream("consumer")
@@ -141,49 +142,23 @@ func amqpQueueRun(durable, persistent, confirm bool) func(context.Context, *run,
 		if err := admin.queue(q, durable); err != nil {
 			return err
 		}
+		key := q
+		if exchange != "" {
+			key = r.routingKey()
+			if err := admin.bind(q, key, exchange); err != nil {
+				return err
+			}
+		}
 		c, err := startAMQPConsumer(r, conns[0], q, r.cfg.ackEvery, func(b []byte) { st.record(b, -1) })
 		if err != nil {
 			return err
 		}
 		defer c.stop()
 		r.measure(ctx, res, func(p *publisher) error {
-			return amqpPublish(ctx, r, p, conns[1], "", q, persistent, confirm)
+			return amqpPublish(ctx, r, p, conns[1], exchange, key, persistent, confirm)
 		})
 		return nil
 	}
-}
-
-// amqpTopicRun: amqpQueueRun(true, true, true) through amq.topic: a durable
-// queue bound with the run's routing key.
-func amqpTopicRun(ctx context.Context, r *run, res *result) error {
-	r.addPublishers(1)
-	st := r.addStream("consumer")
-	conns, err := amqpConns(r.cfg, 2, true)
-	if err != nil {
-		return err
-	}
-	defer closeAMQP(conns)
-	admin, err := newAMQPAdmin(conns[0])
-	if err != nil {
-		return err
-	}
-	defer admin.close(r)
-	q := r.id
-	if err := admin.queue(q, true); err != nil {
-		return err
-	}
-	if err := admin.bind(q, r.routingKey(), "amq.topic"); err != nil {
-		return err
-	}
-	c, err := startAMQPConsumer(r, conns[0], q, r.cfg.ackEvery, func(b []byte) { st.record(b, -1) })
-	if err != nil {
-		return err
-	}
-	defer c.stop()
-	r.measure(ctx, res, func(p *publisher) error {
-		return amqpPublish(ctx, r, p, conns[1], "amq.topic", r.routingKey(), true, true)
-	})
-	return nil
 }
 
 // amqpFanout: one publisher to a fanout exchange bound to n queues, each
