@@ -514,6 +514,14 @@ func (r *runner) run(ctx context.Context) {
 		r.log.Info("bridge connected", "upstream", r.status().Upstream)
 		r.logStatus()
 		connectedAt := time.Now()
+		// A pause or a stop closes the connection at once: a publish
+		// waiting for room upstream (an MQTT 5 Receive Maximum, an AMQP
+		// suspect awaiting its confirm) holds serve, and with it Pause
+		// and Close, for as long as the upstream withholds its
+		// acknowledgements (a memory alarm: until the keep-alive fails).
+		var closeOnce sync.Once
+		closeUp := func() { closeOnce.Do(up.close) }
+		stopClose := context.AfterFunc(cctx, closeUp)
 		err = r.serve(cctx, up)
 		if time.Since(connectedAt) >= stableAfter {
 			// A connection that held resets the backoff; one that failed
@@ -530,7 +538,8 @@ func (r *runner) run(ctx context.Context) {
 		// which ends cctx whatever happened.
 		stopped := cctx.Err() != nil
 		r.connected.Store(false)
-		up.close()
+		stopClose()
+		closeUp()
 		r.waitFlying()
 		cancel()
 		if err != nil && !stopped {

@@ -80,6 +80,9 @@ type testUpstream struct {
 	// maxPacket is the MQTT listener's Maximum Packet Size as serve starts
 	// it (0: the listener's default).
 	maxPacket uint32
+	// receiveMax is the MQTT listener's Receive Maximum as serve starts it
+	// (0: the listener's default).
+	receiveMax uint16
 }
 
 func startUpstream(t *testing.T, addr string) *testUpstream {
@@ -127,7 +130,7 @@ func (u *testUpstream) sink(t *testing.T) *core.VHost {
 func (u *testUpstream) serve(t *testing.T, addr string) {
 	t.Helper()
 	srv, err := mqtt.NewServer(u.broker, mqtt.Config{Auth: core.NewAuth(u.users), LoginFailureDelay: -1,
-		MaxPacketSize: u.maxPacket, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		MaxPacketSize: u.maxPacket, ReceiveMaximum: u.receiveMax, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +258,64 @@ func TestPauseResume(t *testing.T) {
 	}
 	if err := m.Pause("nope"); !errors.Is(err, ErrNoLink) {
 		t.Fatalf("Pause of an unknown link: %v", err)
+	}
+}
+
+// TestPauseWhileUpstreamWithholdsAcks: an upstream that stops
+// acknowledging (its memory alarm withholds PUBACKs and its reads) fills
+// the MQTT 5 link's window of its Receive Maximum, and the link's next
+// publish waits for room. Pause and Close must still take effect at once,
+// not after the keep-alive finds the connection dead (30 s and more), and
+// what was unacknowledged waits in the link's queue to go after Resume.
+func TestPauseWhileUpstreamWithholdsAcks(t *testing.T) {
+	up := startUpstream(t, "127.0.0.1:0")
+	up.stop()
+	up.receiveMax = 2
+	up.serve(t, "127.0.0.1:0")
+	upV := up.sink(t)
+	m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Topics: []Topic{{Pattern: "t/#"}}})
+	waitFor(t, "connected", func() bool { return m.Status()[0].Connected })
+	up.broker.Block(core.AlarmMemory, "test: acknowledgements withheld")
+	const n = 10
+	for i := range n {
+		msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: []byte(fmt.Sprint(i)), Properties: core.Properties{DeliveryMode: 2}}
+		if _, err := local.VHost("/").Publish(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the window full", func() bool { return m.Status()[0].Backlog == n })
+	start := time.Now()
+	if err := m.Pause("up"); err != nil {
+		t.Fatal(err)
+	}
+	for m.Status()[0].Connected {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("still connected 10 s after Pause: the link waits on the upstream's acknowledgements")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+	}
+	up.broker.Unblock(core.AlarmMemory)
+	if err := m.Resume("up"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every message upstream", func() bool { return upV.Queue("sink").Stats().Messages >= n })
+	waitFor(t, "backlog gone", func() bool { return m.Status()[0].Backlog == 0 })
+
+	// Close, with the upstream withholding again and the window full.
+	up.broker.Block(core.AlarmMemory, "test: acknowledgements withheld")
+	for i := range n {
+		msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: []byte(fmt.Sprint(i)), Properties: core.Properties{DeliveryMode: 2}}
+		if _, err := local.VHost("/").Publish(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the window full again", func() bool { return m.Status()[0].Backlog == n })
+	closed := make(chan struct{})
+	go func() { m.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return within 10 s: the link waits on the upstream's acknowledgements")
 	}
 }
 
