@@ -87,8 +87,8 @@ func TestBridgeQueueDeleted(t *testing.T) {
 }
 
 // TestMQTTSessionQueueDeleted: a persistent session's queue
-// mqtt-subscription-<id>qos1 deleted by an administrator, while the client
-// is away and while it is connected. The session did not survive, so the
+// mqtt-subscription-<id>qos1 (or, for a QoS 0 subscription, qos0) deleted
+// by an administrator, while the client is away and while it is connected. The session did not survive, so the
 // next CONNACK says session present 0 [MQTT-3.2.2-4] (and a connected MQTT
 // 5 client first gets DISCONNECT 0x98 Administrative action); the loss is
 // logged at WARN. The subscriptions are not restored by the broker: they
@@ -97,53 +97,58 @@ func TestBridgeQueueDeleted(t *testing.T) {
 func TestMQTTSessionQueueDeleted(t *testing.T) {
 	for _, v := range []int{4, 5} {
 		for _, live := range []bool{false, true} {
-			name := mqtttest.VersionName(v) + "-away"
-			if live {
-				name = mqtttest.VersionName(v) + "-connected"
-			}
-			t.Run(name, func(t *testing.T) {
-				b := StartBroker(t)
-				id := "lost-" + name
-				filter := "lost/" + name + "/#"
-				topic := "lost/" + name + "/cmd"
-				c1 := connectSession(t, b, v, id)
-				c1.sub(filter)
-				pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
-				if !live {
-					c1.leave()
-				}
-				for i := range 5 {
-					pub.Send(t, topic, 1, fmt.Sprint(i))
-				}
-				_, admin := dialBroker(t, b)
-				queue := "mqtt-subscription-" + id + "qos1"
-				if _, err := admin.QueueDelete(queue, false, false, false); err != nil {
-					t.Fatalf("queue.delete %s: %v", queue, err)
-				}
+			for _, qos := range []byte{1, 0} {
+				name := fmt.Sprintf("%s-qos%d-away", mqtttest.VersionName(v), qos)
 				if live {
-					waitLog(t, b, "session's queue was deleted")
-					if v == 5 {
-						d := mqtttest.WaitFor(t, c1.v5.Disconnects, 20*time.Second, "DISCONNECT after the queue was deleted")
-						if d.ReasonCode != 0x98 {
-							t.Errorf("DISCONNECT reason %#x, want 0x98 Administrative action", d.ReasonCode)
-						}
-					}
+					name = fmt.Sprintf("%s-qos%d-connected", mqtttest.VersionName(v), qos)
 				}
-				c2 := connectSession(t, b, v, id)
-				if c2.present {
-					t.Fatalf("CONNACK session present 1 after the session's queue was deleted, want 0")
-				}
-				waitLog(t, b, "session's queue was deleted")
-				if _, err := admin.QueueDeclarePassive(queue, true, false, false, false, nil); err != nil {
-					t.Errorf("session queue %s not made again on reconnect: %v", queue, err)
-				}
-				c2.sub(filter)
-				pub.Send(t, topic, 1, "after")
-				if m := c2.next("message after subscribing again"); m.Payload != "after" {
-					t.Fatalf("first message after subscribing again: %+v, want \"after\" (the queued ones went with the queue)", m)
-				}
-			})
+				t.Run(name, func(t *testing.T) { testSessionQueueDeleted(t, v, live, qos, name) })
+			}
 		}
+	}
+}
+
+func testSessionQueueDeleted(t *testing.T, v int, live bool, qos byte, name string) {
+	b := StartBroker(t)
+	id := "lost-" + name
+	filter := "lost/" + name + "/#"
+	topic := "lost/" + name + "/cmd"
+	c1 := connectSession(t, b, v, id)
+	c1.sub(filter, qos)
+	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id + "-pub"})
+	if !live {
+		c1.leave()
+	}
+	for i := range 5 {
+		pub.Send(t, topic, 1, fmt.Sprint(i))
+	}
+	_, admin := dialBroker(t, b)
+	queue := fmt.Sprintf("mqtt-subscription-%sqos%d", id, qos)
+	if _, err := admin.QueueDelete(queue, false, false, false); err != nil {
+		t.Fatalf("queue.delete %s: %v", queue, err)
+	}
+	if live {
+		waitLog(t, b, "session's queue was deleted")
+		if v == 5 {
+			d := mqtttest.WaitFor(t, c1.v5.Disconnects, 20*time.Second, "DISCONNECT after the queue was deleted")
+			if d.ReasonCode != 0x98 {
+				t.Errorf("DISCONNECT reason %#x, want 0x98 Administrative action", d.ReasonCode)
+			}
+		}
+	}
+	c2 := connectSession(t, b, v, id)
+	if c2.present {
+		t.Fatalf("CONNACK session present 1 after the session's queue %s was deleted, want 0", queue)
+	}
+	waitLog(t, b, "session's queue was deleted")
+	marker := "mqtt-subscription-" + id + "qos1"
+	if _, err := admin.QueueDeclarePassive(marker, true, false, false, false, nil); err != nil {
+		t.Errorf("session queue %s not made again on reconnect: %v", marker, err)
+	}
+	c2.sub(filter, qos)
+	pub.Send(t, topic, 1, "after")
+	if m := c2.next("message after subscribing again"); m.Payload != "after" {
+		t.Fatalf("first message after subscribing again: %+v, want \"after\" (the queued ones went with the queue)", m)
 	}
 }
 
@@ -151,7 +156,7 @@ func TestMQTTSessionQueueDeleted(t *testing.T) {
 type sessionClient struct {
 	present bool
 	v5      *mqtttest.V5Client // nil for 3.1.1
-	sub     func(filter string)
+	sub     func(filter string, qos byte)
 	next    func(what string) mqtttest.Msg
 	leave   func() // a clean DISCONNECT
 }
@@ -164,7 +169,7 @@ func connectSession(t *testing.T, b *Broker, v int, id string) *sessionClient {
 		c := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: id, Resume: true, SessionExpiry: 3600})
 		return &sessionClient{
 			present: c.Connack.SessionPresent, v5: c,
-			sub:   func(f string) { c.SubscribeAt(t, 1, f) },
+			sub:   func(f string, qos byte) { c.SubscribeAt(t, qos, f) },
 			next:  func(w string) mqtttest.Msg { return mqtttest.FromV5(c.Next(t, w)) },
 			leave: func() { c.Disconnect(&paho.Disconnect{ReasonCode: 0}) },
 		}
@@ -172,7 +177,7 @@ func connectSession(t *testing.T, b *Broker, v int, id string) *sessionClient {
 	c := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: id, Persistent: true})
 	return &sessionClient{
 		present: c.SessionPresent,
-		sub:     func(f string) { c.SubscribeAt(t, 1, f) },
+		sub:     func(f string, qos byte) { c.SubscribeAt(t, qos, f) },
 		next:    func(w string) mqtttest.Msg { return mqtttest.FromV3(c.Next(t, w)) },
 		leave:   func() { c.Disconnect(250) },
 	}

@@ -324,8 +324,10 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 	s.key = vhost.Name() + "\x00" + c.id
 
 	// Read before srv.mu, a leaf lock: a persistent session whose durable
-	// queue is gone lost its subscriptions and messages.
+	// queue, or QoS 0 queue if it had one, is gone lost subscriptions and
+	// messages.
 	markerGone := vhost.Queue(sessionQueueName(c.id, 1)) == nil
+	qos0Gone := vhost.Queue(sessionQueueName(c.id, 0)) == nil
 
 	srv.mu.Lock()
 	st := srv.sessions[s.key]
@@ -356,7 +358,7 @@ func (srv *Server) establish(c *client, pk *packets.Packet, access *core.Access)
 	// A session whose queue was deleted (by an administrator) did not
 	// survive: it starts afresh and CONNACK says so, session present 0,
 	// which tells the client to subscribe again [MQTT-3.2.2-4].
-	lost := st != nil && !fresh && (st.lost || (st.persistent && markerGone))
+	lost := st != nil && !fresh && (st.lost || (st.persistent && (markerGone || (st.qos0 && qos0Gone))))
 	countLost := lost && !st.lost // counted when it happened if it was live
 	if lost {
 		fresh = true
@@ -478,11 +480,14 @@ func (srv *Server) endSession(s *session) {
 	s.mu.Lock()
 	persistent, expiry := s.persistent, s.expiry
 	s.mu.Unlock()
+	// Read before srv.mu, a leaf lock.
+	qos0 := persistent && s.vhost.Queue(s.queueName(0)) != nil
 	srv.mu.Lock()
 	last := s.st.live == s
 	if last {
 		s.st.live = nil
 		s.st.lastSeen = time.Now()
+		s.st.qos0 = qos0
 		if !persistent && s.st.will == nil {
 			delete(srv.sessions, s.key)
 		}

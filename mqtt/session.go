@@ -52,8 +52,11 @@ type state struct {
 	owner     string // the user whose client id this is
 	// persistent: the session keeps a durable queue, which marks it; if
 	// that queue is gone at the next CONNECT, so is the session's state.
+	// qos0: it also had its QoS 0 queue when its last connection ended,
+	// which must be there too for the session to have survived.
 	// lost: a queue of the live session was deleted under it.
 	persistent bool
+	qos0       bool
 	lost       bool
 	// version is the protocol level of its last connection, lastSeen
 	// when that connection ended (zero while connected), for the
