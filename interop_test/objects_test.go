@@ -141,8 +141,10 @@ func TestObjectsDefinitionsRabbitmqadmin(t *testing.T) {
 
 // TestObjectsMQTTSessionsAPI: MQTT sessions and retained messages as the
 // API shows them, and what removing and clearing do to real clients.
+// --max-queued-messages 1 lets a QoS 0 session away drop messages, which
+// its dropped count shows.
 func TestObjectsMQTTSessionsAPI(t *testing.T) {
-	b := StartBroker(t)
+	b := StartBroker(t, "--max-queued-messages", "1")
 	v5 := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "meter-5", SessionExpiry: 600})
 	v5.SubscribeAt(t, 1, "cmd/meter-5/#")
 	v3 := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "meter-3", Persistent: true})
@@ -151,8 +153,17 @@ func TestObjectsMQTTSessionsAPI(t *testing.T) {
 	// Offline before the publish below, or it may go out to the closing
 	// connection and stay in flight (unacked) rather than queued.
 	waitOffline(t, b, "meter-3")
+	v0 := mqtttest.ConnectV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "meter-0", Persistent: true})
+	v0.SubscribeAt(t, 0, "note/meter-0/#")
+	v0.Disconnect(100)
+	waitOffline(t, b, "meter-0")
 	pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "ops"})
 	pub.PublishAcked(t, &paho.Publish{Topic: "cmd/meter-3/reboot", QoS: 1, Payload: []byte("now")})
+	// Three for meter-0's QoS 0 subscription: one kept, two dropped
+	// beyond max_queued_messages.
+	for i := range 3 {
+		pub.PublishAcked(t, &paho.Publish{Topic: "note/meter-0/n", QoS: 1, Payload: []byte{byte('0' + i)}})
+	}
 	for _, tp := range []string{"state/meter-3", "state/meter-5", "config/all"} {
 		pub.PublishAcked(t, &paho.Publish{Topic: tp, QoS: 1, Retain: true, Payload: []byte("v:" + tp)})
 	}
@@ -170,6 +181,7 @@ func TestObjectsMQTTSessionsAPI(t *testing.T) {
 		} `json:"subscriptions"`
 		Queued   int     `json:"queued"`
 		Inflight int     `json:"inflight"`
+		Dropped  *int    `json:"dropped"`
 		LastSeen *string `json:"last_seen"`
 	}
 	sessions := func() map[string]sessionJSON {
@@ -183,13 +195,19 @@ func TestObjectsMQTTSessionsAPI(t *testing.T) {
 	}
 	var s map[string]sessionJSON
 	deadline := time.Now().Add(mgmtWait)
-	for s = sessions(); s["meter-3"].Connected || s["meter-3"].Queued != 1; s = sessions() {
+	for s = sessions(); s["meter-3"].Connected || s["meter-3"].Queued != 1 || s["meter-0"].Queued != 1; s = sessions() {
 		if time.Now().After(deadline) {
-			t.Fatalf("meter-3 not disconnected with 1 queued: %+v", s["meter-3"])
+			t.Fatalf("meter-3 not disconnected with 1 queued, or meter-0 without 1 queued: %+v, %+v", s["meter-3"], s["meter-0"])
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	m5, m3 := s["meter-5"], s["meter-3"]
+	m5, m3, m0 := s["meter-5"], s["meter-3"], s["meter-0"]
+	if m0.Dropped == nil || *m0.Dropped != 2 {
+		t.Errorf("meter-0 dropped %v, want 2 (3 QoS 0 messages, max_queued_messages 1)", m0.Dropped)
+	}
+	if m3.Dropped == nil || *m3.Dropped != 0 {
+		t.Errorf("meter-3 dropped %v, want 0", m3.Dropped)
+	}
 	if !m5.Connected || m5.Protocol != "MQTT 5.0" || m5.User != "guest" || m5.VHost != "/" || !m5.Persistent ||
 		len(m5.Subscriptions) != 1 || m5.Subscriptions[0].Filter != "cmd/meter-5/#" || m5.Subscriptions[0].QoS != 1 || m5.LastSeen == nil {
 		t.Errorf("meter-5: %+v", m5)

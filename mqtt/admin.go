@@ -41,6 +41,10 @@ type SessionInfo struct {
 	// the QoS 1 and 2 deliveries awaiting its acknowledgement.
 	Queued   int
 	Inflight int
+	// Dropped is the messages its queues dropped beyond the session
+	// limits (MaxQueuedMessages, MaxQueuedBytes) or refused under the
+	// memory alarm since the broker started (Server.SessionDropped).
+	Dropped uint64
 	// LastSeen is when the client last sent a packet, or when its last
 	// connection ended; zero if unknown (restored after a restart).
 	LastSeen time.Time
@@ -165,6 +169,7 @@ func (s *Server) Sessions(vhost string) []SessionInfo {
 				if q := v.Queue(sessionQueueName(info.ClientID, qos)); q != nil {
 					st := q.Stats()
 					info.Queued += st.Messages
+					info.Dropped += st.Discarded
 					if !info.Connected {
 						info.Inflight += st.Unacked
 					}

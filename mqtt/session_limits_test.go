@@ -223,4 +223,9 @@ func TestRecoveredSessionQueuesCapped(t *testing.T) {
 	if st := v.Queue(name).Stats(); st.Messages != 5 || srv.SessionDropped("/", "away") != 7 {
 		t.Fatalf("queued %d, dropped %d; want 5 and 7", st.Messages, srv.SessionDropped("/", "away"))
 	}
+	// The operations API's view (/api/mqtt/sessions) has the same count.
+	infos := srv.Sessions("/")
+	if len(infos) != 1 || infos[0].ClientID != "away" || infos[0].Queued != 5 || infos[0].Dropped != 7 {
+		t.Fatalf("Sessions: %+v, want away with 5 queued and 7 dropped", infos)
+	}
 }

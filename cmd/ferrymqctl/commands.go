@@ -64,7 +64,7 @@ var listings = map[string]listing{
 	"sessions": {all: []string{"mqtt", "sessions"}, inVHost: []string{"mqtt", "sessions"}, cols: []column{
 		{"client_id", "client_id", nil}, {"vhost", "vhost", nil}, {"user", "user", nil}, {"connected", "connected", nil},
 		{"subscriptions", "subscriptions", formatSubscriptions}, {"queued", "queued", nil}, {"inflight", "inflight", nil},
-		{"last_seen", "last_seen", formatTime},
+		{"dropped", "dropped", nil}, {"last_seen", "last_seen", formatTime},
 	}},
 	"retained": {all: []string{"mqtt", "retained"}, inVHost: []string{"mqtt", "retained"}, cols: []column{
 		{"vhost", "vhost", nil}, {"topic", "topic", nil}, {"qos", "qos", nil}, {"payload_bytes", "payload_bytes", nil},

@@ -236,7 +236,7 @@ func sessionJSON(info mqtt.SessionInfo) map[string]any {
 		"name": info.ClientID, "client_id": info.ClientID, "vhost": info.VHost, "user": info.User,
 		"connected": info.Connected, "protocol": info.Protocol, "persistent": info.Persistent,
 		"expires_at": jsonTime(info.ExpiresAt), "peer": info.Peer, "subscriptions": subs,
-		"queued": info.Queued, "inflight": info.Inflight, "last_seen": jsonTime(info.LastSeen),
+		"queued": info.Queued, "inflight": info.Inflight, "dropped": info.Dropped, "last_seen": jsonTime(info.LastSeen),
 	}
 }
 

@@ -930,6 +930,7 @@
         { title: 'Subscriptions', key: 'subscriptions', get: (s) => Array.isArray(s.subscriptions) ? s.subscriptions.map((x) => typeof x === 'string' ? badge(x) : badge(`${x.filter || x.topic} q${x.qos ?? ''}`)) : fmtNum(s.subscriptions) },
         { title: 'Queued', key: 'queued', num: true, sort: 'queued' },
         { title: 'In flight', key: 'inflight', num: true },
+        { title: 'Dropped', key: 'dropped', num: true },
         { title: 'Last seen', key: 'last_seen', get: (s) => s.connected ? 'now' : fmtTime(s.last_seen) },
         { title: 'Expires', key: 'expires_at', get: (s) => s.connected ? '' : fmtTime(s.expires_at) },
         { title: '', key: 'actions', get: (s) => h('button', { class: 'danger mini', text: 'Remove', onclick: () => remove(s) }) },
