@@ -8,6 +8,7 @@ package interop_test
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,9 +92,10 @@ func TestBridgeQueueDeleted(t *testing.T) {
 // by an administrator, while the client is away and while it is connected. The session did not survive, so the
 // next CONNACK says session present 0 [MQTT-3.2.2-4] (and a connected MQTT
 // 5 client first gets DISCONNECT 0x98 Administrative action); the loss is
-// logged at WARN. The subscriptions are not restored by the broker: they
-// lived as the deleted queue's bindings, and session present 0 is what
-// tells a client to subscribe again. After it does, delivery works.
+// logged at WARN and counted once in ferrymq_mqtt_sessions_lost_total.
+// The subscriptions are not restored by the broker: they lived as the
+// deleted queue's bindings, and session present 0 is what tells a client
+// to subscribe again. After it does, delivery works.
 func TestMQTTSessionQueueDeleted(t *testing.T) {
 	for _, v := range []int{4, 5} {
 		for _, live := range []bool{false, true} {
@@ -141,6 +143,9 @@ func testSessionQueueDeleted(t *testing.T, v int, live bool, qos byte, name stri
 		t.Fatalf("CONNACK session present 1 after the session's queue %s was deleted, want 0", queue)
 	}
 	waitLog(t, b, "session's queue was deleted")
+	if n := metricValue(t, b, "ferrymq_mqtt_sessions_lost_total"); n != 1 {
+		t.Errorf("ferrymq_mqtt_sessions_lost_total %v, want 1", n)
+	}
 	marker := "mqtt-subscription-" + id + "qos1"
 	if _, err := admin.QueueDeclarePassive(marker, true, false, false, false, nil); err != nil {
 		t.Errorf("session queue %s not made again on reconnect: %v", marker, err)
@@ -150,6 +155,27 @@ func testSessionQueueDeleted(t *testing.T, v int, live bool, qos byte, name stri
 	if m := c2.next("message after subscribing again"); m.Payload != "after" {
 		t.Fatalf("first message after subscribing again: %+v, want \"after\" (the queued ones went with the queue)", m)
 	}
+}
+
+// metricValue returns the value of the unlabelled series name in b's
+// /metrics, or fails.
+func metricValue(t *testing.T, b *Broker, name string) float64 {
+	t.Helper()
+	code, body := apiCall(t, b, "guest", "guest", "GET", "/metrics", nil)
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d %s", code, body)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }
 
 // sessionClient is a persistent-session client of either MQTT version.

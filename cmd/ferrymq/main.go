@@ -256,7 +256,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 	// Prometheus metrics on the same listener, without authentication, as
 	// RabbitMQ's prometheus plugin serves them (Prometheus scrape configs
 	// carry no credentials): counts and names, no message content.
-	exp := metrics.New(metrics.Sources{Broker: broker, Store: store, Bridges: bridges.Status, Version: buildVersion()})
+	exp := metrics.New(metrics.Sources{Broker: broker, Store: store, Bridges: bridges.Status, MQTT: mq.Stats, Version: buildVersion()})
 	mg.Handle(metrics.Path, exp)
 	mg.Handle(metrics.PerObjectPath, exp)
 	// The web console at /, below /api/: the page itself is public, and

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/persistence"
 )
 
@@ -280,4 +281,16 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		g(descBridgeLastError, at)
 	}
+}
+
+var descMQTTSessionsLost = desc("ferrymq_mqtt_sessions_lost_total", "MQTT sessions whose queue was deleted under them (by an administrator or an AMQP client), each logged at WARN and started afresh, its queued messages lost.")
+
+// mqttCollector reads the MQTT server's Stats.
+type mqttCollector struct{ stats func() mqtt.Stats }
+
+func (c *mqttCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMQTTSessionsLost }
+
+func (c *mqttCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	ch <- prometheus.MustNewConstMetric(descMQTTSessionsLost, prometheus.CounterValue, float64(st.SessionsLost))
 }

@@ -12,7 +12,7 @@
 //
 // Every figure is read at scrape time from what core, the store and the
 // bridges keep anyway (core.VHost.Counters, persistence.Store.Stats,
-// bridge.Manager.Status): nothing is counted twice, and nothing on the
+// bridge.Manager.Status, mqtt.Server.Stats): nothing is counted twice, and nothing on the
 // message path knows about Prometheus.
 package metrics
 
@@ -27,6 +27,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/persistence"
 )
 
@@ -44,6 +45,8 @@ type Sources struct {
 	Store *persistence.Store
 	// Bridges, if set, lists the bridge links (bridge.Manager.Status).
 	Bridges func() []bridge.Status
+	// MQTT, if set, adds the ferrymq_mqtt_* metrics (mqtt.Server.Stats).
+	MQTT func() mqtt.Stats
 	// Version is the broker's version, for ferrymq_build_info.
 	Version string
 }
@@ -71,6 +74,9 @@ func New(src Sources) *Exporter {
 	}
 	if src.Bridges != nil {
 		common = append(common, &bridgeCollector{status: src.Bridges})
+	}
+	if src.MQTT != nil {
+		common = append(common, &mqttCollector{stats: src.MQTT})
 	}
 	e := &Exporter{aggregate: prometheus.NewRegistry(), perObject: prometheus.NewRegistry()}
 	e.aggregate.MustRegister(common...)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferrymq/ferrymq/bridge"
 	"github.com/ferrymq/ferrymq/core"
+	"github.com/ferrymq/ferrymq/mqtt"
 	"github.com/ferrymq/ferrymq/persistence"
 )
 
@@ -117,7 +118,8 @@ func TestExporter(t *testing.T) {
 	bridges := func() []bridge.Status {
 		return []bridge.Status{{Name: "uplink", Connected: true, Backlog: 3, Forwarded: 42, LastError: "refused", LastErrorAt: lastErr}}
 	}
-	e := New(Sources{Broker: b, Store: st, Bridges: bridges, Version: "test"})
+	mqttStats := func() mqtt.Stats { return mqtt.Stats{SessionsLost: 2} }
+	e := New(Sources{Broker: b, Store: st, Bridges: bridges, MQTT: mqttStats, Version: "test"})
 
 	fams, size := scrape(t, e, Path)
 	t.Logf("/metrics: %d bytes, %d families", size, len(fams))
@@ -143,6 +145,7 @@ func TestExporter(t *testing.T) {
 		{"ferrymq_bridge_backlog_messages", map[string]string{"bridge": "uplink"}, 3},
 		{"ferrymq_bridge_forwarded_total", map[string]string{"bridge": "uplink"}, 42},
 		{"ferrymq_bridge_last_error_timestamp_seconds", map[string]string{"bridge": "uplink"}, 1700000000},
+		{"ferrymq_mqtt_sessions_lost_total", nil, 2},
 		{"ferrymq_build_info", map[string]string{"version": "test"}, 1},
 	} {
 		if got := value(t, fams, c.name, c.labels); got != c.want {
