@@ -190,6 +190,36 @@ func TestExporter(t *testing.T) {
 	}
 }
 
+// TestAlarmSeries: ferrymq_alarm is 1 for a resource while its alarm is
+// raised, 0 once it clears, and the other resource's series stays 0.
+func TestAlarmSeries(t *testing.T) {
+	for _, c := range []struct{ resource, other string }{
+		{core.AlarmMemory, core.AlarmDisk},
+		{core.AlarmDisk, core.AlarmMemory},
+	} {
+		t.Run(c.resource, func(t *testing.T) {
+			b := core.NewBroker(core.Options{})
+			defer b.Close()
+			e := New(Sources{Broker: b, Version: "test"})
+			check := func(when string, want, wantOther float64) {
+				t.Helper()
+				fams, _ := scrape(t, e, Path)
+				if got := value(t, fams, "ferrymq_alarm", map[string]string{"resource": c.resource}); got != want {
+					t.Errorf("%s: ferrymq_alarm{resource=%q} = %v, want %v", when, c.resource, got, want)
+				}
+				if got := value(t, fams, "ferrymq_alarm", map[string]string{"resource": c.other}); got != wantOther {
+					t.Errorf("%s: ferrymq_alarm{resource=%q} = %v, want %v", when, c.other, got, wantOther)
+				}
+			}
+			check("before", 0, 0)
+			b.Block(c.resource, "test")
+			check("blocked", 1, 0)
+			b.Unblock(c.resource)
+			check("unblocked", 0, 0)
+		})
+	}
+}
+
 // TestSizeWith10kQueues: /metrics does not grow with the number of queues
 // (the bound: under 100 KB with 10,000 queues), while
 // /metrics/per-object does.
