@@ -202,3 +202,67 @@ func TestServerReceiveMaximum(t *testing.T) {
 		t.Errorf("%s holds %d messages, want all %d acknowledged", queue, q.Messages, rm)
 	}
 }
+
+// TestPrefetchCapsInflight: max_inflight_messages (Config.Prefetch) caps
+// the QoS 1 deliveries to a client awaiting its PUBACK, below a larger
+// MQTT 5 Receive Maximum and for 3.1.1, which has none: with Prefetch 3
+// and 10 messages queued, a subscriber that acknowledges nothing gets
+// exactly 3; each PUBACK lets exactly one more go.
+func TestPrefetchCapsInflight(t *testing.T) {
+	const prefetch, n = 3, 10
+	b := startTestBroker(t, testBrokerOpts{MQTT: Config{Prefetch: prefetch}})
+	qw := newQueueWatch(t, b)
+	for _, o := range []rawOpts{
+		{Version: 4, ClientID: "pf-v3"},
+		{Version: 5, ClientID: "pf-v5", ReceiveMaximum: 100},
+	} {
+		t.Run(o.ClientID, func(t *testing.T) {
+			topic := "pf/" + o.ClientID
+			c := dialRaw(t, b.MQTTAddr, o)
+			c.subscribe(t, 0, rawSub{topic, 1})
+			pub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: o.ClientID + "-pub"})
+			for i := range n {
+				pub.Send(t, topic, 1, fmt.Sprint(i))
+			}
+			q := b.Core.VHost("/").Queue(sessionQueue(o.ClientID))
+			got := 0
+			var inflight []uint16
+			read := func(k int) {
+				t.Helper()
+				for range k {
+					p := c.nextPub(t, fmt.Sprintf("message %d", got))
+					if p.Payload != fmt.Sprint(got) || p.QoS != 1 || p.Dup {
+						t.Fatalf("got %+v, want message %d at QoS 1, in order, once", p, got)
+					}
+					got++
+					inflight = append(inflight, p.ID)
+				}
+			}
+			// held checks that exactly prefetch deliveries are out and
+			// the rest wait in the session queue.
+			held := func(when string) {
+				t.Helper()
+				qw.waitReady(t, sessionQueue(o.ClientID), n-got, when)
+				c.ping(t)
+				if k, st := len(c.pubs), q.Stats(); k > 0 || st.Unacked != prefetch {
+					t.Fatalf("%s: %d more PUBLISH, %d unacknowledged; want 0 and max_inflight_messages %d", when, k, st.Unacked, prefetch)
+				}
+			}
+			read(prefetch)
+			held("none acknowledged")
+			c.ack(t, 0x40, inflight[0])
+			inflight = inflight[1:]
+			read(1)
+			held("after one PUBACK")
+			for got < n {
+				c.ack(t, 0x40, inflight[0])
+				inflight = inflight[1:]
+				read(1)
+			}
+			for _, id := range inflight {
+				c.ack(t, 0x40, id)
+			}
+			c.ping(t)
+		})
+	}
+}
