@@ -26,6 +26,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -163,7 +164,8 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 		return fail("bad users", "err", err)
 	}
 	auth := buildAuth(&cfg, users)
-	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget(), MaxConnections: cfg.MaxConnections})
+	maxConns, sockets, nofile := nodeConnectionLimit(cfg.MaxConnections, logger)
+	broker := core.NewBroker(core.Options{Logger: logger, Store: store, MemoryBudget: cfg.CoreMemoryBudget(), MaxConnections: maxConns})
 	alarms.Store(broker)
 	cleanup.push(func(context.Context) { broker.Close() })
 	stopMemory := startMemoryLimit(broker, &cfg, logger)
@@ -252,7 +254,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger, cleanup *cleanu
 
 	// The management API: last to start, first to stop.
 	mg := mgmt.New(mgmt.Options{Broker: broker, Auth: auth, Users: users, Logger: logger, Node: node,
-		Version: buildVersion(), MQTT: mq, Bridges: bridges})
+		Version: buildVersion(), MQTT: mq, Bridges: bridges, FDTotal: int(min(nofile, math.MaxInt32)), SocketsTotal: sockets})
 	// Prometheus metrics on the same listener, without authentication, as
 	// RabbitMQ's prometheus plugin serves them (Prometheus scrape configs
 	// carry no credentials): counts and names, no message content.

@@ -162,7 +162,7 @@ func (s *Server) whoami(w http.ResponseWriter, r *Request) {
 func (s *Server) nodeJSON() map[string]any {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return map[string]any{
+	node := map[string]any{
 		"name":            s.node(),
 		"type":            "disc",
 		"running":         true,
@@ -180,6 +180,14 @@ func (s *Server) nodeJSON() map[string]any {
 		"applications":    []any{},
 		"exchange_types":  exchangeTypes(),
 	}
+	if s.opts.FDTotal > 0 {
+		node["fd_total"] = s.opts.FDTotal
+	}
+	if s.opts.SocketsTotal > 0 {
+		node["sockets_total"] = s.opts.SocketsTotal
+		node["sockets_used"] = s.opts.Broker.ConnectionCount()
+	}
+	return node
 }
 
 func (s *Server) nodes(w http.ResponseWriter, r *Request) {

@@ -41,6 +41,10 @@ type Options struct {
 	// MQTT listener (404), no bridges (an empty list).
 	MQTT    *mqtt.Server
 	Bridges *bridge.Manager
+	// FDTotal is the process's open-file limit and SocketsTotal the
+	// client connections it leaves room for, /api/nodes' fd_total and
+	// sockets_total as RabbitMQ's; 0: unknown (left out).
+	FDTotal, SocketsTotal int
 }
 
 // listener is one bound protocol listener, for /api/overview.
