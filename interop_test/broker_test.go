@@ -122,6 +122,14 @@ type Broker struct {
 // running, and its output is logged if the test failed.
 func StartBroker(t testing.TB, args ...string) *Broker {
 	t.Helper()
+	return startBrokerVia(t, nil, args...)
+}
+
+// startBrokerVia is StartBroker with the binary run by the command wrap
+// ("prlimit", "--nofile=300:300", "--"), which must exec it in its own
+// process, so that Cmd is the broker's; nil runs it directly.
+func startBrokerVia(t testing.TB, wrap []string, args ...string) *Broker {
+	t.Helper()
 	bin := ferrymqBinary(t)
 	dataDir := t.TempDir()
 	// A --data-dir in args wins (flags: the last one counts), and is what
@@ -151,9 +159,13 @@ func StartBroker(t testing.TB, args ...string) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cmd := exec.Command(bin, args...)
+	if len(wrap) > 0 {
+		cmd = exec.Command(wrap[0], slices.Concat(wrap[1:], []string{bin}, args)...)
+	}
 	b := &Broker{
 		DataDir: dataDir,
-		Cmd:     exec.Command(bin, args...),
+		Cmd:     cmd,
 		output:  &syncBuffer{},
 		outDone: make(chan struct{}),
 		exited:  make(chan struct{}),

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/ferrymq/ferrymq/mqtt/mqtttest"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sys/unix"
@@ -105,4 +107,112 @@ func TestOutOfFileDescriptors(t *testing.T) {
 	mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "after-flood"})
 	ws := dialWS(t, b.MQTTWSAddr)
 	mqtttest.ConnectV5(t, "", mqtttest.V5Options{ClientID: "after-flood-ws", Conn: ws})
+}
+
+// TestConnectionLimitFollowsNOFILE starts the broker under RLIMIT_NOFILE 300
+// with no max_connections: its node connection limit is 300 less the
+// reserve of 64 descriptors, 236, shown in /api/nodes as sockets_total. The
+// client past it is refused with the protocol's limit answer (AMQP 530
+// NOT_ALLOWED, MQTT 5 CONNACK 0x97, MQTT 3.1.1 0x03) while the broker still
+// has descriptors to spare, so accept never fails with EMFILE; closing
+// connections makes room for new ones.
+func TestConnectionLimitFollowsNOFILE(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Fatalf("prlimit (util-linux) starts the broker with a low RLIMIT_NOFILE: %v", err)
+	}
+	const nofile, limit = 300, 300 - 64
+	b := startBrokerVia(t, []string{prlimit, fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--"})
+	line := fmt.Sprintf(`msg="connection limit" max_connections=%d from=open_file_limit open_file_limit=%d sockets_limit=%d`, limit, nofile, limit)
+	if !strings.Contains(b.Output(), line) {
+		t.Fatalf("no %s in the log", line)
+	}
+	node := func() map[string]any {
+		var nodes []map[string]any
+		apiJSON(t, b, "GET", "/api/nodes", nil, &nodes)
+		if len(nodes) != 1 {
+			t.Fatalf("/api/nodes: %v", nodes)
+		}
+		return nodes[0]
+	}
+	if n := node(); n["fd_total"] != float64(nofile) || n["sockets_total"] != float64(limit) || n["sockets_used"] != float64(0) {
+		t.Fatalf("/api/nodes: fd_total %v sockets_total %v sockets_used %v; want %d, %d, 0", n["fd_total"], n["sockets_total"], n["sockets_used"], nofile, limit)
+	}
+
+	// Up to the limit, half AMQP and half MQTT 5, each logged in.
+	var amqpConns []*amqp.Connection
+	var mqttConns []*mqtttest.V5Client
+	defer func() {
+		for _, c := range amqpConns {
+			c.Close()
+		}
+	}()
+	id := 0
+	open := func(n int) {
+		t.Helper()
+		for range n {
+			id++
+			if id%2 == 0 {
+				c, err := amqp.Dial(b.URL)
+				if err != nil {
+					t.Fatalf("AMQP connection %d of %d: %v", id, limit, err)
+				}
+				amqpConns = append(amqpConns, c)
+				continue
+			}
+			mqttConns = append(mqttConns, mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("fd-%d", id)}))
+		}
+	}
+	refused := func() {
+		t.Helper()
+		_, err := amqp.Dial(b.URL)
+		var ae *amqp.Error
+		if !errors.As(err, &ae) || ae.Code != amqp.NotAllowed || !strings.Contains(ae.Reason, fmt.Sprintf("node connection limit (%d) is reached", limit)) {
+			t.Fatalf("AMQP connection past the limit: %v; want 530 NOT_ALLOWED, node connection limit (%d) is reached", err, limit)
+		}
+		_, ca, err := mqtttest.DialV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: "fd-over-5"})
+		if err == nil || ca == nil || ca.ReasonCode != 0x97 {
+			t.Fatalf("MQTT 5 connection past the limit: CONNACK %+v, %v; want reason 0x97 quota exceeded", ca, err)
+		}
+		_, rc, err := mqtttest.DialV3(t, b.MQTTAddr, mqtttest.V3Options{ClientID: "fd-over-3"})
+		if err == nil || rc != 0x03 {
+			t.Fatalf("MQTT 3.1.1 connection past the limit: return code %#x, %v; want 0x03 server unavailable", rc, err)
+		}
+	}
+	open(limit)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", b.Cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d clients: the broker holds %d of its %d descriptors", limit, len(fds), nofile)
+	if own := len(fds) - limit; own >= nofile-limit {
+		t.Errorf("the broker holds %d descriptors besides its clients: more than the reserve of %d", own, nofile-limit)
+	}
+	refused()
+	if n := node(); n["sockets_used"] != float64(limit) {
+		t.Fatalf("/api/nodes sockets_used %v; want %d", n["sockets_used"], limit)
+	}
+
+	// Room again once some clients have gone.
+	const gone = 6
+	for _, c := range amqpConns[:gone/2] {
+		c.Close()
+	}
+	amqpConns = amqpConns[gone/2:]
+	for _, c := range mqttConns[:gone/2] {
+		c.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	}
+	deadline := time.Now().Add(mgmtWait)
+	for node()["sockets_used"] != float64(limit-gone) {
+		if time.Now().After(deadline) {
+			t.Fatalf("/api/nodes sockets_used %v %v after %d clients left; want %d", node()["sockets_used"], mgmtWait, gone, limit-gone)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	open(gone)
+	refused()
+
+	if strings.Contains(b.Output(), "accept failed") {
+		t.Errorf("the broker ran out of descriptors at accept before its connection limit")
+	}
 }
