@@ -66,6 +66,11 @@ func largeName(n int) string {
 // fdMargin is the file descriptors a run needs besides its connections.
 const fdMargin = 1024
 
+// fdNeed is the RLIMIT_NOFILE a run of conns connections needs: fdMargin
+// besides them, and the tenth that ferrymq keeps from connections (with no
+// --max-connections its limit is its RLIMIT_NOFILE less a tenth).
+func fdNeed(conns int) uint64 { return uint64(conns + conns/9 + fdMargin) }
+
 // run starts the brokers, runs the plan rep by rep (every scenario against
 // every broker in turn, so that a slow minute of the machine hits them all),
 // stops the brokers and writes the report.
@@ -83,7 +88,7 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	// they are given (RabbitMQ's scripts also cap the Erlang VM's ports at
 	// ERL_MAX_PORTS, 65536, enough for --conns); Go programs raise their
 	// soft limit to the hard one.
-	need := uint64(max(cfg.conns, o.connsLarge) + fdMargin)
+	need := fdNeed(max(cfg.conns, o.connsLarge))
 	lim, err := raiseNoFile(need)
 	if err != nil {
 		logf("cannot raise RLIMIT_NOFILE: %v", err)
@@ -93,9 +98,10 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 		if lim.soft < need && lim.hardErr != nil {
 			logf("RLIMIT_NOFILE stays below the %d wanted: %v", need, lim.hardErr)
 		}
-		if uint64(cfg.conns)+fdMargin > lim.soft {
-			logf("RLIMIT_NOFILE is %d: idle-mqtt-conns uses %d connections instead of %d", lim.soft, lim.soft-fdMargin, cfg.conns)
-			cfg.conns = int(lim.soft - fdMargin)
+		if fdNeed(cfg.conns) > lim.soft {
+			fit := int(max(lim.soft, fdMargin)-fdMargin) * 9 / 10
+			logf("RLIMIT_NOFILE is %d: idle-mqtt-conns uses %d connections instead of %d", lim.soft, fit, cfg.conns)
+			cfg.conns = fit
 		}
 	}
 	self, err := os.Executable()
@@ -168,12 +174,12 @@ func (o *orchestration) run(ctx context.Context, cfg *config, scenarioFlag strin
 	if o.connsLarge > 0 && len(idle) > 0 {
 		t0 := time.Now()
 		p := planned{sc: idle[0].sc, size: idle[0].size, conns: o.connsLarge}
-		if lim.soft < uint64(o.connsLarge+fdMargin) {
+		if lim.soft < fdNeed(o.connsLarge) {
 			why := ""
 			if lim.hardErr != nil {
 				why = ": " + lim.hardErr.Error()
 			}
-			largeNotRun = fmt.Sprintf("%s not run: it needs %d file descriptors in the broker and in ferrybench, and RLIMIT_NOFILE is %d%s", p.name(), o.connsLarge+fdMargin, lim.soft, why)
+			largeNotRun = fmt.Sprintf("%s not run: it needs %d file descriptors in the broker and in ferrybench, and RLIMIT_NOFILE is %d%s", p.name(), fdNeed(o.connsLarge), lim.soft, why)
 			logf("%s", largeNotRun)
 			notes = append(notes, largeNotRun)
 			large = &p
