@@ -262,60 +262,68 @@ func TestPauseResume(t *testing.T) {
 }
 
 // TestPauseWhileUpstreamWithholdsAcks: an upstream that stops
-// acknowledging (its memory alarm withholds PUBACKs and its reads) fills
-// the MQTT 5 link's window of its Receive Maximum, and the link's next
-// publish waits for room. Pause and Close must still take effect at once,
-// not after the keep-alive finds the connection dead (30 s and more), and
-// what was unacknowledged waits in the link's queue to go after Resume.
+// acknowledging (its memory alarm withholds PUBACKs and confirms and stops
+// reading) leaves the link's next publish waiting: for room in the MQTT 5
+// link's window of the upstream's Receive Maximum, or in the AMQP link's
+// socket, which the upstream no longer reads. Pause and Close must still
+// take effect at once, not after the keep-alive or heartbeat finds the
+// connection dead (30 s and more), and what was unacknowledged waits in
+// the link's queue to go after Resume.
 func TestPauseWhileUpstreamWithholdsAcks(t *testing.T) {
-	up := startUpstream(t, "127.0.0.1:0")
-	up.stop()
-	up.receiveMax = 2
-	up.serve(t, "127.0.0.1:0")
-	upV := up.sink(t)
-	m, local, _ := startLink(t, Link{Name: "up", URL: "mqtt://u:right@" + up.addr, Topics: []Topic{{Pattern: "t/#"}}})
-	waitFor(t, "connected", func() bool { return m.Status()[0].Connected })
-	up.broker.Block(core.AlarmMemory, "test: acknowledgements withheld")
-	const n = 10
-	for i := range n {
-		msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: []byte(fmt.Sprint(i)), Properties: core.Properties{DeliveryMode: 2}}
-		if _, err := local.VHost("/").Publish(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "the window full", func() bool { return m.Status()[0].Backlog == n })
-	start := time.Now()
-	if err := m.Pause("up"); err != nil {
-		t.Fatal(err)
-	}
-	for m.Status()[0].Connected {
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("still connected 10 s after Pause: the link waits on the upstream's acknowledgements")
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
-	}
-	up.broker.Unblock(core.AlarmMemory)
-	if err := m.Resume("up"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "every message upstream", func() bool { return upV.Queue("sink").Stats().Messages >= n })
-	waitFor(t, "backlog gone", func() bool { return m.Status()[0].Backlog == 0 })
+	for _, tc := range []struct {
+		name string
+		url  func(up *testUpstream) string
+		body int // bytes: the AMQP link's must overfill the socket buffers
+	}{
+		{"mqtt5", func(up *testUpstream) string { return "mqtt://u:right@" + up.addr }, 16},
+		{"amqp", func(up *testUpstream) string { return "amqp://u:right@" + up.amqpAddr }, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := startUpstream(t, "127.0.0.1:0")
+			up.stop()
+			up.receiveMax = 2
+			up.serve(t, "127.0.0.1:0")
+			upV := up.sink(t)
+			m, local, _ := startLink(t, Link{Name: "up", URL: tc.url(up), Topics: []Topic{{Pattern: "t/#"}}})
+			waitFor(t, "connected", func() bool { return m.Status()[0].Connected })
+			const n = 64
+			publish := func() {
+				up.broker.Block(core.AlarmMemory, "test: acknowledgements withheld")
+				for range n {
+					msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: make([]byte, tc.body), Properties: core.Properties{DeliveryMode: 2}}
+					if _, err := local.VHost("/").Publish(msg); err != nil {
+						t.Fatal(err)
+					}
+				}
+				waitFor(t, "the backlog", func() bool { return m.Status()[0].Backlog == n })
+			}
+			publish()
+			start := time.Now()
+			if err := m.Pause("up"); err != nil {
+				t.Fatal(err)
+			}
+			for m.Status()[0].Connected {
+				if time.Since(start) > 10*time.Second {
+					t.Fatal("still connected 10 s after Pause: the link waits on the upstream")
+				}
+				time.Sleep(10 * time.Millisecond) // polling a condition, not synchronising
+			}
+			up.broker.Unblock(core.AlarmMemory)
+			if err := m.Resume("up"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "every message upstream", func() bool { return upV.Queue("sink").Stats().Messages >= n })
+			waitFor(t, "backlog gone", func() bool { return m.Status()[0].Backlog == 0 })
 
-	// Close, with the upstream withholding again and the window full.
-	up.broker.Block(core.AlarmMemory, "test: acknowledgements withheld")
-	for i := range n {
-		msg := &core.Message{Exchange: "amq.topic", RoutingKey: "t.x", Body: []byte(fmt.Sprint(i)), Properties: core.Properties{DeliveryMode: 2}}
-		if _, err := local.VHost("/").Publish(msg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "the window full again", func() bool { return m.Status()[0].Backlog == n })
-	closed := make(chan struct{})
-	go func() { m.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return within 10 s: the link waits on the upstream's acknowledgements")
+			publish() // withholding again
+			closed := make(chan struct{})
+			go func() { m.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close did not return within 10 s: the link waits on the upstream")
+			}
+		})
 	}
 }
 

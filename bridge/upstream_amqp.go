@@ -35,6 +35,7 @@ type amqpUpstream struct {
 	node       string
 	log        *slog.Logger
 	conn       *amqp091.Connection
+	raw        net.Conn              // conn's transport, for close to cut a stuck write
 	connClosed <-chan *amqp091.Error // conn's NotifyClose; read once it failed
 	deliver    func(string, *core.Message, func())
 	viaOnly    amqp091.Table // the headers of a message without any: never written
@@ -98,6 +99,7 @@ func (u *amqpUpstream) takeLocked(tag uint64) (pendingPub, bool) {
 }
 
 func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *core.Message, func()), log *slog.Logger) (upstream, error) {
+	var raw net.Conn // set by Dial, read after DialConfig returned
 	cfg := amqp091.Config{
 		Properties: amqp091.Table{"connection_name": "ferrymq bridge " + l.Name},
 		// amqp091-go flushes every publish: coalesce them (batchconn).
@@ -112,7 +114,8 @@ func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *c
 				c.Close()
 				return nil, err
 			}
-			return batchconn.New(c), nil
+			raw = batchconn.New(c)
+			return raw, nil
 		},
 	}
 	if l.secure {
@@ -152,7 +155,7 @@ func dialAMQP(ctx context.Context, l *link, node string, deliver func(string, *c
 		}()
 		return nil, ctx.Err()
 	}
-	up := &amqpUpstream{l: l, node: node, log: log, deliver: deliver, conn: conn,
+	up := &amqpUpstream{l: l, node: node, log: log, deliver: deliver, conn: conn, raw: raw,
 		connClosed: conn.NotifyClose(make(chan *amqp091.Error, 1)), viaOnly: amqp091.Table{ViaHeader: node}}
 	up.idle = sync.NewCond(&up.mu)
 	if err := up.openPub(); err != nil {
@@ -472,7 +475,15 @@ func (u *amqpUpstream) lostCause() error {
 	return u.cause
 }
 
+// closeGrace is how long close lets the upstream take what is being
+// written and answer connection.close.
+const closeGrace = 2 * time.Second
+
 func (u *amqpUpstream) close() {
+	// An upstream that stopped reading (its memory alarm: connection.blocked)
+	// leaves a publish stuck in a write, holding the locks Close needs:
+	// the deadline ends that write, and Close with it.
+	u.raw.SetDeadline(time.Now().Add(closeGrace))
 	u.conn.Close()
 	u.fail()
 }
