@@ -28,37 +28,23 @@ func TestReceiveMaximum(t *testing.T) {
 		for i := range n {
 			apub.Send(t, "rm.qos1", true, fmt.Sprint(i))
 		}
-		var inflight []uint16
-		got := 0
-		read := func(k int) {
-			t.Helper()
-			for range k {
-				p := c.nextPub(t, fmt.Sprintf("message %d", got))
-				if p.Payload != fmt.Sprint(got) || p.QoS != 1 || p.Dup {
-					t.Fatalf("got %+v, want message %d at QoS 1, in order, once", p, got)
-				}
-				got++
-				inflight = append(inflight, p.ID)
-			}
-		}
-		read(rm)
+		r := &inOrder{c: c}
+		r.read(t, rm)
 		qw.waitReady(t, sessionQueue(id), n-rm, "with the Receive Maximum in flight")
 		c.ping(t)
 		if k := len(c.pubs); k > 0 {
 			t.Fatalf("%d PUBLISH packets beyond the Receive Maximum of %d [MQTT-3.3.4-9]", k, rm)
 		}
 		// Each PUBACK gives one slot back: two acknowledged, two more sent.
-		c.ack(t, 0x40, inflight[0])
-		c.ack(t, 0x40, inflight[1])
-		inflight = inflight[2:]
-		read(2)
+		r.ackOldest(t)
+		r.ackOldest(t)
+		r.read(t, 2)
 		qw.waitReady(t, sessionQueue(id), n-rm-2, "after two PUBACKs")
-		for got < n {
-			c.ack(t, 0x40, inflight[0])
-			inflight = inflight[1:]
-			read(1)
+		for r.got < n {
+			r.ackOldest(t)
+			r.read(t, 1)
 		}
-		for _, pid := range inflight {
+		for _, pid := range r.inflight {
 			c.ack(t, 0x40, pid)
 		}
 		qw.waitReady(t, sessionQueue(id), 0, "after all")
@@ -225,44 +211,57 @@ func TestPrefetchCapsInflight(t *testing.T) {
 				pub.Send(t, topic, 1, fmt.Sprint(i))
 			}
 			q := b.Core.VHost("/").Queue(sessionQueue(o.ClientID))
-			got := 0
-			var inflight []uint16
-			read := func(k int) {
-				t.Helper()
-				for range k {
-					p := c.nextPub(t, fmt.Sprintf("message %d", got))
-					if p.Payload != fmt.Sprint(got) || p.QoS != 1 || p.Dup {
-						t.Fatalf("got %+v, want message %d at QoS 1, in order, once", p, got)
-					}
-					got++
-					inflight = append(inflight, p.ID)
-				}
-			}
+			r := &inOrder{c: c}
 			// held checks that exactly prefetch deliveries are out and
 			// the rest wait in the session queue.
 			held := func(when string) {
 				t.Helper()
-				qw.waitReady(t, sessionQueue(o.ClientID), n-got, when)
+				qw.waitReady(t, sessionQueue(o.ClientID), n-r.got, when)
 				c.ping(t)
 				if k, st := len(c.pubs), q.Stats(); k > 0 || st.Unacked != prefetch {
 					t.Fatalf("%s: %d more PUBLISH, %d unacknowledged; want 0 and max_inflight_messages %d", when, k, st.Unacked, prefetch)
 				}
 			}
-			read(prefetch)
+			r.read(t, prefetch)
 			held("none acknowledged")
-			c.ack(t, 0x40, inflight[0])
-			inflight = inflight[1:]
-			read(1)
+			r.ackOldest(t)
+			r.read(t, 1)
 			held("after one PUBACK")
-			for got < n {
-				c.ack(t, 0x40, inflight[0])
-				inflight = inflight[1:]
-				read(1)
+			for r.got < n {
+				r.ackOldest(t)
+				r.read(t, 1)
 			}
-			for _, id := range inflight {
+			for _, id := range r.inflight {
 				c.ack(t, 0x40, id)
 			}
 			c.ping(t)
 		})
 	}
+}
+
+// inOrder reads a raw client's QoS 1 deliveries of messages published with
+// payloads "0", "1", ...: each must come in order, once, and stays in
+// inflight until ackOldest sends its PUBACK.
+type inOrder struct {
+	c        *rawClient
+	got      int
+	inflight []uint16
+}
+
+func (r *inOrder) read(t *testing.T, k int) {
+	t.Helper()
+	for range k {
+		p := r.c.nextPub(t, fmt.Sprintf("message %d", r.got))
+		if p.Payload != fmt.Sprint(r.got) || p.QoS != 1 || p.Dup {
+			t.Fatalf("got %+v, want message %d at QoS 1, in order, once", p, r.got)
+		}
+		r.got++
+		r.inflight = append(r.inflight, p.ID)
+	}
+}
+
+func (r *inOrder) ackOldest(t *testing.T) {
+	t.Helper()
+	r.c.ack(t, 0x40, r.inflight[0])
+	r.inflight = r.inflight[1:]
 }
