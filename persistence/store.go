@@ -108,7 +108,9 @@ type Options struct {
 	GCInterval time.Duration
 	// DiskFreeLimit is the free space, in bytes, below which commits fail
 	// with ErrDiskFull instead of writing; 0 means DefaultDiskFreeLimit,
-	// negative disables the check.
+	// and so does a smaller positive value (logged at WARN): less would
+	// let a full disk end the process with a SIGBUS. Negative disables the
+	// check.
 	DiskFreeLimit int64
 	// Repair opens a damaged store instead of refusing it: messages and
 	// retained messages whose value-log records cannot be read are
@@ -301,7 +303,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	case opts.DiskFreeLimit == 0:
 		s.diskFreeLimit = DefaultDiskFreeLimit
 	case opts.DiskFreeLimit > 0:
-		s.diskFreeLimit = opts.DiskFreeLimit
+		s.diskFreeLimit = max(opts.DiskFreeLimit, DefaultDiskFreeLimit)
+		if opts.DiskFreeLimit < DefaultDiskFreeLimit {
+			s.log.Warn("disk free limit raised to the least that keeps a full disk from ending the process (Badger writes through mmap: a SIGBUS)",
+				"asked", opts.DiskFreeLimit, "limit", DefaultDiskFreeLimit)
+		}
 	}
 	s.w.init()
 	s.stats.init()

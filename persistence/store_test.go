@@ -888,3 +888,33 @@ func TestOpenCreates(t *testing.T) {
 		})
 	}
 }
+
+// TestDiskFreeLimitFloor: a disk free limit below DefaultDiskFreeLimit is
+// raised to it and said at WARN (with --disk-free-limit 1, a full disk
+// ended in a SIGBUS inside Badger's value-log write); 0 is the default, a
+// larger one is kept, a negative one disables the check.
+func TestDiskFreeLimitFloor(t *testing.T) {
+	for _, c := range []struct {
+		asked, want int64
+		warn        bool
+	}{
+		{0, DefaultDiskFreeLimit, false},
+		{1, DefaultDiskFreeLimit, true},
+		{DefaultDiskFreeLimit - 1, DefaultDiskFreeLimit, true},
+		{DefaultDiskFreeLimit, DefaultDiskFreeLimit, false},
+		{1 << 40, 1 << 40, false},
+		{-1, 0, false},
+	} {
+		t.Run(fmt.Sprint(c.asked), func(t *testing.T) {
+			var logs bytes.Buffer
+			s := open(t, t.TempDir(), Options{NoSync: true, DiskFreeLimit: c.asked, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			defer closeStore(t, s)
+			if s.diskFreeLimit != c.want {
+				t.Errorf("disk free limit %d, want %d", s.diskFreeLimit, c.want)
+			}
+			if warned := strings.Contains(logs.String(), "disk free limit raised"); warned != c.warn {
+				t.Errorf("WARN logged: %v, want %v:\n%s", warned, c.warn, logs.String())
+			}
+		})
+	}
+}

@@ -368,7 +368,7 @@ func loadConfig(args []string, output io.Writer) (Config, error) {
 	fs.Int64Var(&bl.MaxMessages, "bridge-max-messages", 0, "store-and-forward budget of the --bridge-url link in `messages` (default 1000000)")
 	fs.Int64Var(&bl.MaxBytes, "bridge-max-bytes", 0, "store-and-forward budget of the --bridge-url link in `bytes` (default 1 GiB)")
 	fs.StringVar(&bl.Overflow, "bridge-overflow", "block", "what a full --bridge-url buffer does: `block` (refuse publishes) or drop-oldest")
-	fs.Int64Var(&f.DiskFreeLimit, "disk-free-limit", def.DiskFreeLimit, "free `bytes` the data directory's disk must keep; below it publishers are blocked (0 = 192 MiB)")
+	fs.Int64Var(&f.DiskFreeLimit, "disk-free-limit", def.DiskFreeLimit, "free `bytes` the data directory's disk must keep; below it publishers are blocked (0 = 192 MiB, also the least: a full disk must not end the process)")
 	fs.Int64Var(&f.MemoryBudget, "memory-budget", def.MemoryBudget, "`bytes` of persistent message bodies kept in memory before queues page them out to disk (0 = never)")
 	fs.StringVar(&f.MemoryLimit, "memory-limit", "", "memory high `limit`: a size (512MiB, 2GB, bytes) or a fraction of memory (0.4); above it publishers are blocked until memory falls below 90% of it (default 0.4 of the machine's or cgroup's memory; 0 = none)")
 	fs.IntVar(&f.MaxQueuedMessages, "max-queued-messages", def.MaxQueuedMessages, "most `messages` queued per MQTT session beyond those in flight: QoS 0 beyond it is dropped, QoS 1/2 waits on disk (persistent session) or is refused (0 = no limit)")
