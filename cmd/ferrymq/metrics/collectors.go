@@ -283,14 +283,21 @@ func (c *bridgeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-var descMQTTSessionsLost = desc("ferrymq_mqtt_sessions_lost_total", "MQTT sessions whose queue was deleted under them (by an administrator or an AMQP client), each logged at WARN and started afresh, its queued messages lost.")
+var (
+	descMQTTSessionsLost = desc("ferrymq_mqtt_sessions_lost_total", "MQTT sessions whose queue was deleted under them (by an administrator or an AMQP client), each logged at WARN and started afresh, its queued messages lost.")
+	descMQTTTooLarge     = desc("ferrymq_mqtt_deliveries_too_large_total", "MQTT deliveries not sent because the PUBLISH would exceed the client's Maximum Packet Size.")
+)
 
 // mqttCollector reads the MQTT server's Stats.
 type mqttCollector struct{ stats func() mqtt.Stats }
 
-func (c *mqttCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descMQTTSessionsLost }
+func (c *mqttCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMQTTSessionsLost
+	ch <- descMQTTTooLarge
+}
 
 func (c *mqttCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.stats()
 	ch <- prometheus.MustNewConstMetric(descMQTTSessionsLost, prometheus.CounterValue, float64(st.SessionsLost))
+	ch <- prometheus.MustNewConstMetric(descMQTTTooLarge, prometheus.CounterValue, float64(st.DroppedTooLarge))
 }

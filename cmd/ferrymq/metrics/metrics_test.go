@@ -118,7 +118,7 @@ func TestExporter(t *testing.T) {
 	bridges := func() []bridge.Status {
 		return []bridge.Status{{Name: "uplink", Connected: true, Backlog: 3, Forwarded: 42, LastError: "refused", LastErrorAt: lastErr}}
 	}
-	mqttStats := func() mqtt.Stats { return mqtt.Stats{SessionsLost: 2} }
+	mqttStats := func() mqtt.Stats { return mqtt.Stats{SessionsLost: 2, DroppedTooLarge: 5} }
 	e := New(Sources{Broker: b, Store: st, Bridges: bridges, MQTT: mqttStats, Version: "test"})
 
 	fams, size := scrape(t, e, Path)
@@ -146,6 +146,7 @@ func TestExporter(t *testing.T) {
 		{"ferrymq_bridge_forwarded_total", map[string]string{"bridge": "uplink"}, 42},
 		{"ferrymq_bridge_last_error_timestamp_seconds", map[string]string{"bridge": "uplink"}, 1700000000},
 		{"ferrymq_mqtt_sessions_lost_total", nil, 2},
+		{"ferrymq_mqtt_deliveries_too_large_total", nil, 5},
 		{"ferrymq_build_info", map[string]string{"version": "test"}, 1},
 	} {
 		if got := value(t, fams, c.name, c.labels); got != c.want {
