@@ -140,7 +140,12 @@ func TestRetainedBeforeLaterPublish(t *testing.T) {
 	for i := range 50 {
 		sub := mqtttest.ConnectV5(t, b.MQTTAddr, mqtttest.V5Options{ClientID: fmt.Sprintf("order-sub-%d", i)})
 		sub.SubscribeAt(t, 0, "order/#")
-		pub.Send(t, "order/live", 0, "live")
+		// Acknowledged (QoS 1), so that the broker has routed it before the
+		// next round's subscriber subscribes: a QoS 0 PUBLISH is only
+		// written to the socket, and one the broker reads late (a loaded
+		// machine) reaches the next subscriber too, rightly, before its
+		// retained message.
+		pub.PublishAcked(t, &paho.Publish{Topic: "order/live", QoS: 1, Payload: []byte(fmt.Sprint("live-", i))})
 		if m := sub.NextMsg(t, "first message"); m.Payload != "retained" {
 			t.Fatalf("round %d: first message %+v, want the retained one", i, m)
 		}
